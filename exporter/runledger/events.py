@@ -1,0 +1,464 @@
+"""The event spec: every pipeline event runledger accepts, as pydantic models.
+
+The models are the single source of truth: ``docs/events.md`` describes them and
+``events.schema.json`` (checked in beside this module) is generated from them with
+``runledger schema``. A test fails when the checked-in schema is stale.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Annotated, Any, Literal, Union
+from uuid import UUID
+
+import orjson
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
+
+__all__ = [
+    "EVENT_TYPES",
+    "MAX_BATCH_EVENTS",
+    "MAX_PAYLOAD_BYTES",
+    "PII_KEYS",
+    "SPEC_EVENT_TYPES",
+    "Event",
+    "EventError",
+    "event_json_schema",
+    "validate_batch",
+]
+
+MAX_BATCH_EVENTS = 1000
+"""Largest number of events one ``POST /v1/events`` may carry."""
+
+MAX_PAYLOAD_BYTES = 16 * 1024
+"""Largest serialised ``payload`` object, in bytes."""
+
+PII_KEYS = frozenset(
+    {
+        "email", "e_mail", "mail", "email_address",
+        "phone", "phone_number", "telephone", "mobile",
+        "name", "full_name", "first_name", "last_name", "given_name", "family_name",
+        "address", "street", "street_address", "postcode", "zip", "zip_code",
+        "lat", "lon", "lng", "latitude", "longitude", "coordinates", "geo",
+        "ip", "ip_address", "ssn", "date_of_birth", "dob", "birthdate",
+        "credit_card", "card_number", "iban",
+    }
+)  # fmt: skip
+"""Payload keys refused anywhere in a payload: events must never carry PII."""
+
+_EMAIL_RE = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+_KEY_NORMALISE_RE = re.compile(r"[^a-z0-9]+")
+
+
+def _lower(value: str) -> str:
+    return value.lower()
+
+
+Ident = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"),
+]
+"""Tenant, project and run identifiers: 1-128 of letters, digits and ``. _ : -``."""
+
+Slug = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"),
+    AfterValidator(_lower),
+]
+"""Phase, role and playbook names; stored lower-case because they become metric labels."""
+
+ModelName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}$")]
+TraceId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
+SpanId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
+Usd = Annotated[Decimal, Field(ge=0, max_digits=20, decimal_places=9)]
+Tokens = Annotated[int, Field(ge=0, le=2**31 - 1)]
+OneLine = Annotated[str, StringConstraints(min_length=1, max_length=500, pattern=r"^[^\r\n]*$")]
+ArtifactPath = Annotated[str, StringConstraints(min_length=1, max_length=512)]
+ArtifactVersion = Annotated[int, Field(ge=1)]
+
+
+class _Payload(BaseModel):
+    """Payload base: typed keys where a type needs them, any other keys allowed."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class _Envelope(BaseModel):
+    """Fields every event carries."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+    event_id: UUID = Field(description="Client-generated UUID; the idempotency key.")
+    tenant_id: Ident
+    project_id: Ident
+    run_id: Ident
+    phase: Slug
+    role: Slug = Field(description="Agent role, e.g. coordinator, implementer, validator, publisher.")
+    occurred_at: AwareDatetime = Field(description="When it happened, with a UTC offset.")
+    tokens_in: Tokens = 0
+    tokens_out: Tokens = 0
+    cost_usd: Usd = Decimal(0)
+    model: ModelName | None = None
+    cached: bool = Field(False, description="True when the tokens were served from a cache.")
+    artifact_path: ArtifactPath | None = None
+    artifact_version: ArtifactVersion | None = None
+    playbook: Slug | None = None
+    trace_id: TraceId | None = None
+    span_id: SpanId | None = None
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("payload", mode="before")
+    @classmethod
+    def _payload_clean(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        size = len(orjson.dumps(value))
+        if size > MAX_PAYLOAD_BYTES:
+            raise ValueError(f"payload is {size} bytes; the limit is {MAX_PAYLOAD_BYTES}")
+        for path, key, item in _walk(value, "payload"):
+            if key is not None and _KEY_NORMALISE_RE.sub("_", key.lower()).strip("_") in PII_KEYS:
+                raise ValueError(f"{path} is personal data (key {key!r}); events must not carry PII")
+            if isinstance(item, str) and _EMAIL_RE.search(item):
+                raise ValueError(f"{path} contains an email address; events must not carry PII")
+        return value
+
+
+def _walk(value: Any, path: str, key: str | None = None) -> Iterator[tuple[str, str | None, Any]]:
+    yield path, key, value
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _walk(v, f"{path}.{k}", str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _walk(v, f"{path}[{i}]")
+
+
+
+# --- spec events ---------------------------------------------------------------------------
+
+
+class RunStarted(_Envelope):
+    """A run began work (after any queueing)."""
+
+    type: Literal["run_started"]
+    attempt: Annotated[int, Field(ge=1, le=1000)] = Field(
+        1, description="1 for the first try of this phase's step, 2 for the first retry, ..."
+    )
+
+
+class RunFinishedPayload(_Payload):
+    status: Literal["succeeded", "partial"] = "succeeded"
+    summary: OneLine | None = None
+
+
+class RunFinished(_Envelope):
+    """A run ended; ``payload.status`` is ``partial`` when a cap short-circuited it."""
+
+    type: Literal["run_finished"]
+    payload: RunFinishedPayload = Field(default_factory=RunFinishedPayload)  # type: ignore[assignment]
+
+
+class RunFailedPayload(_Payload):
+    reason: OneLine
+    error_class: Annotated[str, StringConstraints(max_length=128)] | None = None
+    retryable: bool | None = None
+
+
+class RunFailed(_Envelope):
+    """A run ended in failure; ``payload.reason`` is the one-line cause."""
+
+    type: Literal["run_failed"]
+    payload: RunFailedPayload  # type: ignore[assignment]
+
+
+class PhaseEntered(_Envelope):
+    """The project entered ``phase``."""
+
+    type: Literal["phase_entered"]
+
+
+class PhaseAdvancedPayload(_Payload):
+    to_phase: Slug | None = None
+
+
+class PhaseAdvanced(_Envelope):
+    """``phase`` passed its gate; ``payload.to_phase`` names the next phase, if any."""
+
+    type: Literal["phase_advanced"]
+    payload: PhaseAdvancedPayload = Field(default_factory=PhaseAdvancedPayload)  # type: ignore[assignment]
+
+
+class ArtifactWritten(_Envelope):
+    """An artifact version was written; needs ``artifact_path`` and ``artifact_version``."""
+
+    type: Literal["artifact_written"]
+    artifact_path: ArtifactPath
+    artifact_version: ArtifactVersion
+
+
+class ValidationFailedPayload(_Payload):
+    reason: OneLine
+    rule: Annotated[str, StringConstraints(max_length=128)] | None = None
+    strict: bool = False
+
+
+class ValidationFailed(_Envelope):
+    """The Validator rejected an artifact; ``payload.reason`` says why."""
+
+    type: Literal["validation_failed"]
+    payload: ValidationFailedPayload  # type: ignore[assignment]
+
+
+class PublishDonePayload(_Payload):
+    partial: bool = False
+    instructions: OneLine | None = None
+
+
+class PublishDone(_Envelope):
+    """The Publisher shipped an artifact (``payload.partial`` when a cap cut it short)."""
+
+    type: Literal["publish_done"]
+    artifact_path: ArtifactPath
+    artifact_version: ArtifactVersion
+    payload: PublishDonePayload = Field(default_factory=PublishDonePayload)  # type: ignore[assignment]
+
+
+class CapHitPayload(_Payload):
+    cap: Literal["time", "tokens", "cost", "external", "tenant_daily", "publish"]
+    limit: Annotated[Decimal, Field(ge=0)]
+    spent: Annotated[Decimal, Field(ge=0)]
+
+
+class CapHit(_Envelope):
+    """A cap stopped further spend; ``payload.cap`` names which."""
+
+    type: Literal["cap_hit"]
+    payload: CapHitPayload  # type: ignore[assignment]
+
+
+class UserOverridePayload(_Payload):
+    action: OneLine
+    actor: Ident | None = Field(None, description="Opaque user id; never an email or name.")
+
+
+class UserOverride(_Envelope):
+    """A human intervened in the run (approve, edit, force-advance, ...)."""
+
+    type: Literal["user_override"]
+    payload: UserOverridePayload  # type: ignore[assignment]
+
+
+class ImpersonationPayload(_Payload):
+    actor: Ident = Field(description="Opaque id of the support/admin user impersonating.")
+    reason: OneLine | None = None
+
+
+class ImpersonationStarted(_Envelope):
+    """Support or an admin began acting as the tenant's user."""
+
+    type: Literal["impersonation_started"]
+    payload: ImpersonationPayload  # type: ignore[assignment]
+
+
+class ImpersonationEnded(_Envelope):
+    """Impersonation ended."""
+
+    type: Literal["impersonation_ended"]
+    payload: ImpersonationPayload  # type: ignore[assignment]
+
+
+# --- extension events (facts the spec's metrics need) -------------------------------------
+
+
+class RunQueued(_Envelope):
+    """Work for the run was enqueued; queue latency runs from here to ``run_started``."""
+
+    type: Literal["run_queued"]
+    attempt: Annotated[int, Field(ge=1, le=1000)] = 1
+
+
+class ProofRequestedPayload(_Payload):
+    proof_id: Ident
+    due_at: AwareDatetime
+
+
+class ProofRequested(_Envelope):
+    """A proof was sent to the owner for approval, due by ``payload.due_at``."""
+
+    type: Literal["proof_requested"]
+    payload: ProofRequestedPayload  # type: ignore[assignment]
+
+
+class ProofCompletedPayload(_Payload):
+    proof_id: Ident
+    approved: bool = True
+
+
+class ProofCompleted(_Envelope):
+    """The owner answered a proof."""
+
+    type: Literal["proof_completed"]
+    payload: ProofCompletedPayload  # type: ignore[assignment]
+
+
+class MicrositePayload(_Payload):
+    microsite_id: Ident
+    visitor: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16,64}$")] | None = Field(
+        None, description="Salted hash of the visitor; never a raw identifier."
+    )
+
+
+class MicrositeVisit(_Envelope):
+    """A visit to a published microsite."""
+
+    type: Literal["microsite_visit"]
+    payload: MicrositePayload  # type: ignore[assignment]
+
+
+class MicrositeConversion(_Envelope):
+    """A microsite visit converted (sign-up, booking, purchase)."""
+
+    type: Literal["microsite_conversion"]
+    payload: MicrositePayload  # type: ignore[assignment]
+
+
+class DemoPayload(_Payload):
+    demo_id: Ident
+    city: Annotated[str, StringConstraints(min_length=1, max_length=80)] | None = Field(
+        None, description="Uber Mode location, aggregated to the city; never coordinates."
+    )
+
+
+class DemoStarted(_Envelope):
+    """An Uber Mode demo started."""
+
+    type: Literal["demo_started"]
+    payload: DemoPayload  # type: ignore[assignment]
+
+
+class DemoCompleted(_Envelope):
+    """An Uber Mode demo ran to its end."""
+
+    type: Literal["demo_completed"]
+    payload: DemoPayload  # type: ignore[assignment]
+
+
+class ExternalCallPayload(_Payload):
+    service: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")]
+    summary: OneLine
+    status: Literal["ok", "error"] = "ok"
+    duration_ms: Annotated[float, Field(ge=0)] | None = None
+
+
+class ExternalCall(_Envelope):
+    """A non-model call (HTTP API, tool, webhook); ``cost_usd`` is its charge."""
+
+    type: Literal["external_call"]
+    payload: ExternalCallPayload  # type: ignore[assignment]
+
+
+_SPEC_MODELS: tuple[type[_Envelope], ...] = (
+    PhaseEntered, ArtifactWritten, ValidationFailed, PhaseAdvanced, PublishDone,
+    RunStarted, RunFinished, RunFailed, CapHit, UserOverride,
+    ImpersonationStarted, ImpersonationEnded,
+)  # fmt: skip
+_EXTENSION_MODELS: tuple[type[_Envelope], ...] = (
+    RunQueued, ProofRequested, ProofCompleted, MicrositeVisit, MicrositeConversion,
+    DemoStarted, DemoCompleted, ExternalCall,
+)  # fmt: skip
+
+
+def _type_name(model: type[_Envelope]) -> str:
+    return str(model.model_fields["type"].annotation.__args__[0])  # type: ignore[union-attr]
+
+
+SPEC_EVENT_TYPES = tuple(_type_name(m) for m in _SPEC_MODELS)
+EVENT_TYPES = SPEC_EVENT_TYPES + tuple(_type_name(m) for m in _EXTENSION_MODELS)
+EVENT_MODELS: dict[str, type[_Envelope]] = {
+    _type_name(m): m for m in _SPEC_MODELS + _EXTENSION_MODELS
+}
+
+Event = Annotated[
+    Union[  # noqa: UP007 - a discriminated union needs the Union form for pydantic's schema
+        RunStarted, RunFinished, RunFailed, PhaseEntered, PhaseAdvanced, ArtifactWritten,
+        ValidationFailed, PublishDone, CapHit, UserOverride, ImpersonationStarted,
+        ImpersonationEnded, RunQueued, ProofRequested, ProofCompleted, MicrositeVisit,
+        MicrositeConversion, DemoStarted, DemoCompleted, ExternalCall,
+    ],
+    Field(discriminator="type"),
+]  # fmt: skip
+
+_EVENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(Event)
+_BATCH_ADAPTER: TypeAdapter[Any] = TypeAdapter(list[Event])
+
+
+class EventError(BaseModel):
+    """One problem with one event: the field it concerns and what is wrong."""
+
+    field: str
+    message: str
+
+
+def _format_errors(exc: ValidationError, tag: str | None) -> list[EventError]:
+    errors = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = [str(p) for p in err["loc"]]
+        if loc and tag is not None and loc[0] == tag:
+            loc = loc[1:]
+        field = ".".join(p if not p.isdigit() else f"[{p}]" for p in loc).replace(".[", "[")
+        message = err["msg"]
+        if err["type"] == "union_tag_invalid":
+            field = "type"
+            message = "unknown event type; expected one of: " + ", ".join(EVENT_TYPES)
+        elif err["type"] == "union_tag_not_found":
+            field = "type"
+            message = "field required"
+        elif err["type"] == "extra_forbidden":
+            message = "unknown field"
+        elif message.startswith("Value error, "):
+            message = message[len("Value error, ") :]
+        errors.append(EventError(field=field or "(event)", message=message))
+    return errors
+
+
+def validate_batch(raw: list[Any]) -> list[_Envelope | list[EventError]]:
+    """Validate a list of decoded events; each slot holds the model or that event's errors."""
+    try:
+        return list(_BATCH_ADAPTER.validate_python(raw))
+    except ValidationError:
+        pass  # fall back to one event at a time so each error lands on its own event
+    results: list[_Envelope | list[EventError]] = []
+    for item in raw:
+        if not isinstance(item, dict):
+            results.append([EventError(field="(event)", message="must be a JSON object")])
+            continue
+        try:
+            results.append(_EVENT_ADAPTER.validate_python(item))
+        except ValidationError as exc:
+            tag = item.get("type") if isinstance(item.get("type"), str) else None
+            results.append(_format_errors(exc, tag))
+    return results
+
+
+def event_json_schema() -> dict[str, Any]:
+    """Return the JSON Schema of one event, as checked in at ``events.schema.json``."""
+    schema = _EVENT_ADAPTER.json_schema(mode="validation")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "runledger event"
+    schema["description"] = (
+        "One pipeline event as accepted by POST /v1/events. Generated from "
+        "runledger.events by `runledger schema`; do not edit by hand."
+    )
+    return schema
+

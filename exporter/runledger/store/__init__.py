@@ -1,0 +1,25 @@
+"""PostgreSQL ledger: connections, migrations, ingest, retention."""
+
+from runledger.store._database import (
+    Database,
+    DatabaseUnavailable,
+    embedded_server,
+    ensure_database,
+    resolve_database_url,
+    state_dir,
+)
+from runledger.store.ingest import EventResult, IngestLimits, Ingestor
+from runledger.store.migrate import migrate
+
+__all__ = [
+    "Database",
+    "DatabaseUnavailable",
+    "EventResult",
+    "IngestLimits",
+    "Ingestor",
+    "embedded_server",
+    "ensure_database",
+    "migrate",
+    "resolve_database_url",
+    "state_dir",
+]

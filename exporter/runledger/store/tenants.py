@@ -1,0 +1,31 @@
+"""Tenants: the unit of isolation, with a daily $ cap."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+
+import psycopg
+
+__all__ = ["create_tenant"]
+
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+def create_tenant(
+    conn: psycopg.Connection, tenant_id: str, *, daily_cap_usd: Decimal, display_name: str = ""
+) -> bool:
+    """Create a tenant; return False when it already exists (nothing is changed then)."""
+    if not _ID_RE.match(tenant_id):
+        raise ValueError(
+            f"tenant id {tenant_id!r} must be 1-128 letters, digits or . _ : - "
+            "starting with a letter or digit"
+        )
+    if daily_cap_usd < 0:
+        raise ValueError("daily cap must be zero or more dollars")
+    cur = conn.execute(
+        "INSERT INTO tenants (tenant_id, display_name, daily_cap_usd) VALUES (%s, %s, %s)"
+        " ON CONFLICT (tenant_id) DO NOTHING",
+        (tenant_id, display_name or tenant_id, daily_cap_usd),
+    )
+    return cur.rowcount == 1
