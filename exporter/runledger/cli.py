@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from runledger import _env
+from runledger.store.tokens import ROLES
 
 __all__ = ["main"]
 
@@ -114,7 +115,7 @@ def token() -> None:
 
 
 @token.command("create")
-@click.option("--role", required=True, type=click.Choice(["admin", "agent", "owner", "support", "finance"]))
+@click.option("--role", required=True, type=click.Choice(list(ROLES)))
 @click.option("--tenant", "tenant_id", default=None, help="Tenant of an agent or owner token.")
 @click.option("--label", default="", help="What the token is for.")
 def token_create(role: str, tenant_id: str | None, label: str) -> None:
@@ -137,7 +138,9 @@ def token_create(role: str, tenant_id: str | None, label: str) -> None:
 
 
 @main.command()
-@click.option("--bind", default=None, help="host:port (default RUNLEDGER_CONTROL_BIND or 127.0.0.1:8480).")
+@click.option(
+    "--bind", default=None, help="host:port (default RUNLEDGER_CONTROL_BIND or 127.0.0.1:8480)."
+)
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
 @click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 64))
 def control(bind: str | None, workers: int, threads: int) -> None:
@@ -147,7 +150,7 @@ def control(bind: str | None, workers: int, threads: int) -> None:
     os.environ[_env.DATABASE_URL] = _db_url()
     bind = bind or os.environ.get(_env.CONTROL_BIND) or "127.0.0.1:8480"
 
-    class _App(BaseApplication):  # type: ignore[misc]
+    class _App(BaseApplication):
         def load_config(self) -> None:
             self.cfg.set("bind", [bind])
             self.cfg.set("workers", workers)
@@ -169,7 +172,9 @@ def control(bind: str | None, workers: int, threads: int) -> None:
 
 
 @main.command()
-@click.option("--days", default=None, help="Retention window, 14-30 (default RUNLEDGER_RETENTION_DAYS or 30).")
+@click.option(
+    "--days", default=None, help="Retention window, 14-30 (default RUNLEDGER_RETENTION_DAYS or 30)."
+)
 @click.option("--dry-run", is_flag=True, help="Report what would be done; change nothing.")
 def retention(days: str | None, dry_run: bool) -> None:
     """Roll up closed days and drop event partitions older than the window."""
@@ -188,9 +193,11 @@ def retention(days: str | None, dry_run: bool) -> None:
     click.echo(f"cutoff {report.cutoff} ({window} days)")
     click.echo(f"{verb} {len(report.dropped_partitions)} partition(s): "
                f"{', '.join(report.dropped_partitions) or '-'}")  # fmt: skip
-    click.echo(f"rolled up {len(report.rolled_up_days)} day(s); pruned "
-               f"{report.deleted_event_ids} event ids, {report.deleted_prompt_audit} prompts, "
-               f"{report.deleted_trace_spans} spans, {report.deleted_rollups} old rollups")  # fmt: skip
+    click.echo(
+        f"rolled up {len(report.rolled_up_days)} day(s); pruned {report.deleted_event_ids} event"
+        f" ids, {report.deleted_prompt_audit} prompts, {report.deleted_trace_spans} spans,"
+        f" {report.deleted_rollups} old rollups"
+    )
 
 
 @main.command()

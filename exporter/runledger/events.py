@@ -104,7 +104,9 @@ class _Envelope(BaseModel):
     project_id: Ident
     run_id: Ident
     phase: Slug
-    role: Slug = Field(description="Agent role, e.g. coordinator, implementer, validator, publisher.")
+    role: Slug = Field(
+        description="Agent role, e.g. coordinator, implementer, validator, publisher."
+    )
     occurred_at: AwareDatetime = Field(description="When it happened, with a UTC offset.")
     tokens_in: Tokens = 0
     tokens_out: Tokens = 0
@@ -128,7 +130,9 @@ class _Envelope(BaseModel):
             raise ValueError(f"payload is {size} bytes; the limit is {MAX_PAYLOAD_BYTES}")
         for path, key, item in _walk(value, "payload"):
             if key is not None and _KEY_NORMALISE_RE.sub("_", key.lower()).strip("_") in PII_KEYS:
-                raise ValueError(f"{path} is personal data (key {key!r}); events must not carry PII")
+                raise ValueError(
+                    f"{path} is personal data (key {key!r}); events must not carry PII"
+                )
             if isinstance(item, str) and _EMAIL_RE.search(item):
                 raise ValueError(f"{path} contains an email address; events must not carry PII")
         return value
@@ -142,7 +146,6 @@ def _walk(value: Any, path: str, key: str | None = None) -> Iterator[tuple[str, 
     elif isinstance(value, list):
         for i, v in enumerate(value):
             yield from _walk(v, f"{path}[{i}]")
-
 
 
 # --- spec events ---------------------------------------------------------------------------
@@ -461,4 +464,3 @@ def event_json_schema() -> dict[str, Any]:
         "runledger.events by `runledger schema`; do not edit by hand."
     )
     return schema
-

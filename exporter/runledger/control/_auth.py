@@ -83,4 +83,4 @@ def require(*roles: str) -> Callable[[F], F]:
 
 def current_principal() -> Principal:
     """Return the principal of the request being served."""
-    return g.principal  # type: ignore[no-any-return]
+    return g.principal

@@ -8,6 +8,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -37,7 +38,7 @@ def state_dir() -> Path:
     return Path(os.environ.get(_env.HOME) or ".runledger").resolve()
 
 
-def embedded_server(pgdata: Path, *, keep_running: bool = True):  # type: ignore[no-untyped-def]
+def embedded_server(pgdata: Path, *, keep_running: bool = True) -> Any:
     """Start (or attach to) a real PostgreSQL under ``pgdata`` and return its handle.
 
     With ``keep_running`` the server outlives this process (``runledger db stop`` ends it);

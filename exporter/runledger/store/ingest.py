@@ -200,9 +200,7 @@ class Ingestor:
                 continue
             owner = projects.setdefault(ev.project_id, ev.tenant_id)
             if owner != ev.tenant_id:
-                results[idx] = _reject(
-                    idx, eid, "project_id", "project belongs to another tenant"
-                )
+                results[idx] = _reject(idx, eid, "project_id", "project belongs to another tenant")
                 continue
             owner = runs.setdefault(ev.run_id, ev.tenant_id)
             if owner != ev.tenant_id:
@@ -409,13 +407,28 @@ class Ingestor:
             " artifact_version = COALESCE(excluded.artifact_version, r.artifact_version),"
             " updated_at = now()",
             (
-                ids, col("tenant_id"), col("project_id"), col("phase"), col("role"),
-                col("playbook"), col("status"),
-                [a.status_at or a.first_at for a in aggs], col("attempt"), col("queued_at"),
-                col("started_at"), col("finished_at"), col("tokens_in"), col("tokens_out"),
-                col("cost_usd"), col("error"), col("model"), col("cached"), col("trace_id"),
-                col("artifact_path"), col("artifact_version"),
-            ),  # fmt: skip
+                ids,
+                col("tenant_id"),
+                col("project_id"),
+                col("phase"),
+                col("role"),
+                col("playbook"),
+                col("status"),
+                [a.status_at or a.first_at for a in aggs],
+                col("attempt"),
+                col("queued_at"),
+                col("started_at"),
+                col("finished_at"),
+                col("tokens_in"),
+                col("tokens_out"),
+                col("cost_usd"),
+                col("error"),
+                col("model"),
+                col("cached"),
+                col("trace_id"),
+                col("artifact_path"),
+                col("artifact_version"),
+            ),
         )
 
     @staticmethod
@@ -436,13 +449,19 @@ class Ingestor:
             " artifact_ref = COALESCE(excluded.artifact_ref, f.artifact_ref),"
             " trace_id = COALESCE(f.trace_id, excluded.trace_id)",
             (
-                [v["ev"].run_id for v in vals], [v["ev"].tenant_id for v in vals],
-                [v["ev"].project_id for v in vals], [v["ev"].phase for v in vals],
-                [v["ev"].role for v in vals], [v["ev"].type for v in vals],
-                [v["ev"].payload.reason for v in vals], [v["artifact"] for v in vals],
-                [v["ev"].trace_id for v in vals], [v["first"] for v in vals],
-                [v["last"] for v in vals], [v["count"] for v in vals],
-            ),  # fmt: skip
+                [v["ev"].run_id for v in vals],
+                [v["ev"].tenant_id for v in vals],
+                [v["ev"].project_id for v in vals],
+                [v["ev"].phase for v in vals],
+                [v["ev"].role for v in vals],
+                [v["ev"].type for v in vals],
+                [v["ev"].payload.reason for v in vals],
+                [v["artifact"] for v in vals],
+                [v["ev"].trace_id for v in vals],
+                [v["first"] for v in vals],
+                [v["last"] for v in vals],
+                [v["count"] for v in vals],
+            ),
         )
 
     @staticmethod
@@ -480,12 +499,12 @@ class Ingestor:
                 f" ON CONFLICT (proof_id) DO UPDATE SET {sets}"
                 " WHERE p.tenant_id = excluded.tenant_id",
                 (
-                    [k for k, _ in rows], [v["ev"].tenant_id for _, v in rows],
+                    [k for k, _ in rows],
+                    [v["ev"].tenant_id for _, v in rows],
                     [v["ev"].project_id for _, v in rows],
                     [v.get("requested_at") or v["completed_at"] for _, v in rows],
                     [v.get("due_at") or v["completed_at"] for _, v in rows],
-                    [v.get("completed_at") for _, v in rows], [v.get("approved") for _, v in rows],
-                ),  # fmt: skip
+                    [v.get("completed_at") for _, v in rows],
+                    [v.get("approved") for _, v in rows],
+                ),
             )
-
-

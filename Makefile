@@ -1,0 +1,52 @@
+# runledger: `make up` starts the stack with the demo pipeline; `make test` runs everything.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEBIAN_PACKAGES := prometheus prometheus-alertmanager
+export RUNLEDGER_HOME ?= $(CURDIR)/.runledger
+
+.PHONY: up down test bench lint deps system-deps clean
+
+$(STAMP): pyproject.toml
+	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+deps: $(STAMP)
+
+# Debian packages for the real Prometheus, Alertmanager and Chromium (installed when missing).
+system-deps:
+	@missing=""; \
+	for pkg in $(DEBIAN_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+up: deps system-deps
+	$(BIN)/runledger up
+
+down:
+	-$(BIN)/runledger down
+
+lint: deps
+	$(BIN)/ruff check exporter tests bench
+	$(BIN)/ruff format --check exporter tests bench
+	$(BIN)/mypy
+	$(BIN)/runledger schema --check
+
+test: deps system-deps lint
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+bench: deps system-deps
+	$(BIN)/python bench/run_all.py
+
+clean: down
+	rm -rf $(VENV) .runledger
