@@ -88,6 +88,11 @@ ArtifactPath = Annotated[str, StringConstraints(min_length=1, max_length=512)]
 ArtifactVersion = Annotated[int, Field(ge=1)]
 
 
+def _required_payload() -> Any:
+    # Validating the empty default makes a missing payload report its missing keys by name.
+    return Field(default_factory=dict, validate_default=True)
+
+
 class _Payload(BaseModel):
     """Payload base: typed keys where a type needs them, any other keys allowed."""
 
@@ -182,7 +187,7 @@ class RunFailed(_Envelope):
     """A run ended in failure; ``payload.reason`` is the one-line cause."""
 
     type: Literal["run_failed"]
-    payload: RunFailedPayload  # type: ignore[assignment]
+    payload: RunFailedPayload = _required_payload()  # type: ignore[assignment]
 
 
 class PhaseEntered(_Envelope):
@@ -220,7 +225,7 @@ class ValidationFailed(_Envelope):
     """The Validator rejected an artifact; ``payload.reason`` says why."""
 
     type: Literal["validation_failed"]
-    payload: ValidationFailedPayload  # type: ignore[assignment]
+    payload: ValidationFailedPayload = _required_payload()  # type: ignore[assignment]
 
 
 class PublishDonePayload(_Payload):
@@ -247,7 +252,7 @@ class CapHit(_Envelope):
     """A cap stopped further spend; ``payload.cap`` names which."""
 
     type: Literal["cap_hit"]
-    payload: CapHitPayload  # type: ignore[assignment]
+    payload: CapHitPayload = _required_payload()  # type: ignore[assignment]
 
 
 class UserOverridePayload(_Payload):
@@ -259,7 +264,7 @@ class UserOverride(_Envelope):
     """A human intervened in the run (approve, edit, force-advance, ...)."""
 
     type: Literal["user_override"]
-    payload: UserOverridePayload  # type: ignore[assignment]
+    payload: UserOverridePayload = _required_payload()  # type: ignore[assignment]
 
 
 class ImpersonationPayload(_Payload):
@@ -271,14 +276,14 @@ class ImpersonationStarted(_Envelope):
     """Support or an admin began acting as the tenant's user."""
 
     type: Literal["impersonation_started"]
-    payload: ImpersonationPayload  # type: ignore[assignment]
+    payload: ImpersonationPayload = _required_payload()  # type: ignore[assignment]
 
 
 class ImpersonationEnded(_Envelope):
     """Impersonation ended."""
 
     type: Literal["impersonation_ended"]
-    payload: ImpersonationPayload  # type: ignore[assignment]
+    payload: ImpersonationPayload = _required_payload()  # type: ignore[assignment]
 
 
 # --- extension events (facts the spec's metrics need) -------------------------------------
@@ -300,7 +305,7 @@ class ProofRequested(_Envelope):
     """A proof was sent to the owner for approval, due by ``payload.due_at``."""
 
     type: Literal["proof_requested"]
-    payload: ProofRequestedPayload  # type: ignore[assignment]
+    payload: ProofRequestedPayload = _required_payload()  # type: ignore[assignment]
 
 
 class ProofCompletedPayload(_Payload):
@@ -312,7 +317,7 @@ class ProofCompleted(_Envelope):
     """The owner answered a proof."""
 
     type: Literal["proof_completed"]
-    payload: ProofCompletedPayload  # type: ignore[assignment]
+    payload: ProofCompletedPayload = _required_payload()  # type: ignore[assignment]
 
 
 class MicrositePayload(_Payload):
@@ -326,14 +331,14 @@ class MicrositeVisit(_Envelope):
     """A visit to a published microsite."""
 
     type: Literal["microsite_visit"]
-    payload: MicrositePayload  # type: ignore[assignment]
+    payload: MicrositePayload = _required_payload()  # type: ignore[assignment]
 
 
 class MicrositeConversion(_Envelope):
     """A microsite visit converted (sign-up, booking, purchase)."""
 
     type: Literal["microsite_conversion"]
-    payload: MicrositePayload  # type: ignore[assignment]
+    payload: MicrositePayload = _required_payload()  # type: ignore[assignment]
 
 
 class DemoPayload(_Payload):
@@ -347,14 +352,14 @@ class DemoStarted(_Envelope):
     """An Uber Mode demo started."""
 
     type: Literal["demo_started"]
-    payload: DemoPayload  # type: ignore[assignment]
+    payload: DemoPayload = _required_payload()  # type: ignore[assignment]
 
 
 class DemoCompleted(_Envelope):
     """An Uber Mode demo ran to its end."""
 
     type: Literal["demo_completed"]
-    payload: DemoPayload  # type: ignore[assignment]
+    payload: DemoPayload = _required_payload()  # type: ignore[assignment]
 
 
 class ExternalCallPayload(_Payload):
@@ -368,7 +373,7 @@ class ExternalCall(_Envelope):
     """A non-model call (HTTP API, tool, webhook); ``cost_usd`` is its charge."""
 
     type: Literal["external_call"]
-    payload: ExternalCallPayload  # type: ignore[assignment]
+    payload: ExternalCallPayload = _required_payload()  # type: ignore[assignment]
 
 
 _SPEC_MODELS: tuple[type[_Envelope], ...] = (

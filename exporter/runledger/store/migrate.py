@@ -8,10 +8,14 @@ from importlib import resources
 
 import psycopg
 
-__all__ = ["Migration", "applied_versions", "migrate", "migrations"]
+__all__ = ["Migration", "MigrationError", "applied_versions", "migrate", "migrations"]
 
 _LOCK_KEY = 0x72756E6C_6D696772  # "runlmigr": one migrator at a time
 _NAME_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+class MigrationError(RuntimeError):
+    """A migration failed; it was rolled back and later ones were not attempted."""
 
 
 @dataclass(frozen=True)
@@ -43,8 +47,13 @@ def applied_versions(conn: psycopg.Connection) -> list[int]:
     return [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
 
 
-def migrate(url: str) -> list[Migration]:
-    """Apply every pending migration, each in its own transaction; return those applied."""
+def migrate(url: str, pending: list[Migration] | None = None) -> list[Migration]:
+    """Apply every pending migration, each in its own transaction; return those applied.
+
+    Args:
+        url: database to migrate.
+        pending: migrations to consider (default: the packaged ones).
+    """
     applied: list[Migration] = []
     with psycopg.connect(url) as conn:
         with conn.transaction():
@@ -54,8 +63,8 @@ def migrate(url: str) -> list[Migration]:
                 " version integer PRIMARY KEY, name text NOT NULL,"
                 " applied_at timestamptz NOT NULL DEFAULT now())"
             )
-        for migration in migrations():
-            with conn.transaction():
+        for migration in migrations() if pending is None else pending:
+            with _named(migration), conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
                 done = conn.execute(
                     "SELECT 1 FROM schema_migrations WHERE version = %s", (migration.version,)
@@ -69,3 +78,18 @@ def migrate(url: str) -> list[Migration]:
                 )
                 applied.append(migration)
     return applied
+
+
+class _named:
+    """Re-raise a database error as MigrationError naming the migration."""
+
+    def __init__(self, migration: Migration) -> None:
+        self.migration = migration
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, psycopg.Error):
+            m = self.migration
+            raise MigrationError(f"migration {m.version:04d}_{m.name} failed: {exc}") from exc

@@ -1,0 +1,61 @@
+"""Migrations: from empty, re-run, a failing one, and what they create."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+
+from runledger.store import migrate
+from runledger.store.migrate import Migration, MigrationError, applied_versions, migrations
+
+SPEC_TABLES = {"runs", "events", "caps", "failures", "prompt_audit", "trace_spans"}
+IMPLIED_TABLES = {
+    "tenants", "projects", "playbooks", "cap_raises", "audit_log", "notifications",
+    "publisher_freezes", "daily_rollups", "api_tokens", "event_ids", "proofs",
+}  # fmt: skip
+
+
+@pytest.fixture
+def empty_url(pg_server: Any) -> Any:
+    admin = pg_server.get_uri("postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS mig_empty WITH (FORCE)")
+        conn.execute("CREATE DATABASE mig_empty")
+    yield pg_server.get_uri("mig_empty")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS mig_empty WITH (FORCE)")
+
+
+def test_migrate_from_empty_then_rerun_is_a_no_op(empty_url: str) -> None:
+    first = migrate(empty_url)
+    assert [m.version for m in first] == [m.version for m in migrations()]
+    assert migrate(empty_url) == []
+    with psycopg.connect(empty_url) as conn:
+        assert applied_versions(conn) == [m.version for m in migrations()]
+        tables = {
+            r[0]
+            for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        }
+        kind = conn.execute("SELECT relkind FROM pg_class WHERE relname = 'events'").fetchone()
+    assert SPEC_TABLES | IMPLIED_TABLES <= tables
+    assert kind == ("p",), "events must be a partitioned table"
+
+
+def test_failing_migration_is_rolled_back_and_named(empty_url: str) -> None:
+    good = Migration(9001, "good", "CREATE TABLE good_one (x int);")
+    bad = Migration(9002, "bad", "CREATE TABLE half_done (x int); SELECT no_such_function();")
+    later = Migration(9003, "later", "CREATE TABLE later_one (x int);")
+    with pytest.raises(MigrationError, match=r"migration 9002_bad failed: .*no_such_function"):
+        migrate(empty_url, [good, bad, later])
+    with psycopg.connect(empty_url) as conn:
+        assert applied_versions(conn) == [9001]
+        found = conn.execute(
+            "SELECT to_regclass('good_one') IS NOT NULL, to_regclass('half_done') IS NULL,"
+            " to_regclass('later_one') IS NULL"
+        ).fetchone()
+    assert found == (True, True, True)
+    # Fixed and re-run: only what is pending is applied.
+    fixed = Migration(9002, "bad", "CREATE TABLE half_done (x int);")
+    assert [m.version for m in migrate(empty_url, [good, fixed, later])] == [9002, 9003]
