@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -13,7 +12,7 @@ import pytest
 import requests
 
 from _support import event
-from runledger.events import EVENT_TYPES, MAX_BATCH_EVENTS
+from runledger.events import EVENT_TYPES
 
 SQL = Callable[..., list[tuple[Any, ...]]]
 
@@ -230,9 +229,15 @@ MALFORMED: list[tuple[str, dict[str, Any], str, str]] = [
     ("why", "change", "field", "message"), MALFORMED, ids=[m[0] for m in MALFORMED]
 )
 def test_malformed_event_is_rejected_naming_the_field_and_nothing_is_stored(
-    client: Any, agent: dict[str, str], admin: dict[str, str], sql: SQL, why: str, change: dict[str, Any], field: str,
+    client: Any,
+    agent: dict[str, str],
+    admin: dict[str, str],
+    sql: SQL,
+    why: str,
+    change: dict[str, Any],
+    field: str,
     message: str,
-) -> None:  # fmt: skip
+) -> None:
     good = event("phase_entered", run_id="good-run", cost_usd="0.5")
     bad = event("phase_entered", run_id="bad-run", cost_usd="0.25")
     for key, value in change.items():
