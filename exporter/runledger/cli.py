@@ -149,9 +149,14 @@ def control(bind: str | None, workers: int, threads: int) -> None:
 
     os.environ[_env.DATABASE_URL] = _db_url()
     bind = bind or os.environ.get(_env.CONTROL_BIND) or "127.0.0.1:8480"
+    from runledger.control.metrics import use_multiprocess_dir
+
+    metrics_hooks = use_multiprocess_dir()  # /metrics sums every worker's samples
 
     class _App(BaseApplication):
         def load_config(self) -> None:
+            for hook, func in metrics_hooks.items():
+                self.cfg.set(hook, func)
             self.cfg.set("bind", [bind])
             self.cfg.set("workers", workers)
             self.cfg.set("threads", threads)
@@ -194,8 +199,8 @@ def retention(days: str | None, dry_run: bool) -> None:
     click.echo(f"{verb} {len(report.dropped_partitions)} partition(s): "
                f"{', '.join(report.dropped_partitions) or '-'}")  # fmt: skip
     click.echo(
-        f"rolled up {len(report.rolled_up_days)} day(s); pruned {report.deleted_event_ids} event"
-        f" ids, {report.deleted_prompt_audit} prompts, {report.deleted_trace_spans} spans,"
+        f"rolled up {len(report.rolled_up_days)} day(s); pruned"
+        f" {report.deleted_prompt_audit} prompts, {report.deleted_trace_spans} spans,"
         f" {report.deleted_rollups} old rollups"
     )
 
@@ -218,6 +223,15 @@ def schema(check: bool) -> None:
     path.write_text(text)
     click.echo(f"wrote {path}")
 
+
+from runledger.exporter.cli import exporter_command  # noqa: E402
+
+main.add_command(exporter_command)
+
+
+from runledger.cost.cli import cost_group  # noqa: E402
+
+main.add_command(cost_group)
 
 if __name__ == "__main__":
     main()

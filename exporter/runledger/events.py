@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any, Literal, Union
 from uuid import UUID
 
 import orjson
 from pydantic import (
-    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -35,6 +35,7 @@ __all__ = [
     "Event",
     "EventError",
     "event_json_schema",
+    "events_to_json",
     "validate_batch",
 ]
 
@@ -58,11 +59,11 @@ PII_KEYS = frozenset(
 """Payload keys refused anywhere in a payload: events must never carry PII."""
 
 _EMAIL_RE = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
-_KEY_NORMALISE_RE = re.compile(r"[^a-z0-9]+")
-
-
-def _lower(value: str) -> str:
-    return value.lower()
+_EMAIL_BYTES_RE = re.compile(_EMAIL_RE.pattern.encode())
+_KEY_STRIP_RE = re.compile(r"[^a-z0-9]")
+# Keys are compared with case and punctuation dropped: "firstName", "first-name" and
+# "FIRST_NAME" all match "first_name".
+_PII_COMPACT = frozenset(k.replace("_", "") for k in PII_KEYS)
 
 
 Ident = Annotated[
@@ -73,8 +74,7 @@ Ident = Annotated[
 
 Slug = Annotated[
     str,
-    StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"),
-    AfterValidator(_lower),
+    StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$", to_lower=True),
 ]
 """Phase, role and playbook names; stored lower-case because they become metric labels."""
 
@@ -128,19 +128,42 @@ class _Envelope(BaseModel):
     @field_validator("payload", mode="before")
     @classmethod
     def _payload_clean(cls, value: Any) -> Any:
-        if not isinstance(value, dict):
+        if not isinstance(value, dict) or not value:
             return value
-        size = len(orjson.dumps(value))
-        if size > MAX_PAYLOAD_BYTES:
-            raise ValueError(f"payload is {size} bytes; the limit is {MAX_PAYLOAD_BYTES}")
-        for path, key, item in _walk(value, "payload"):
-            if key is not None and _KEY_NORMALISE_RE.sub("_", key.lower()).strip("_") in PII_KEYS:
-                raise ValueError(
-                    f"{path} is personal data (key {key!r}); events must not carry PII"
-                )
-            if isinstance(item, str) and _EMAIL_RE.search(item):
-                raise ValueError(f"{path} contains an email address; events must not carry PII")
+        text = orjson.dumps(value)
+        if len(text) > MAX_PAYLOAD_BYTES:
+            raise ValueError(f"payload is {len(text)} bytes; the limit is {MAX_PAYLOAD_BYTES}")
+        if _has_pii_key(value):
+            path, key = next((p, k) for p, k, _ in _walk(value, "payload") if k and _is_pii(k))
+            raise ValueError(f"{path} is personal data ({key!r}); events must not carry PII")
+        if _EMAIL_BYTES_RE.search(text):
+            path = next(
+                p
+                for p, _, v in _walk(value, "payload")
+                if isinstance(v, str) and _EMAIL_RE.search(v)
+            )
+            raise ValueError(f"{path} contains an email address; events must not carry PII")
         return value
+
+
+def _is_pii(key: str) -> bool:
+    return _KEY_STRIP_RE.sub("", key.lower()) in _PII_COMPACT
+
+
+def _has_pii_key(value: Any) -> bool:
+    """Return True when any key at any depth names personal data (the common case is flat)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, child in item.items():
+                if _is_pii(str(key)):
+                    return True
+                if isinstance(child, (dict, list)):
+                    stack.append(child)
+        elif isinstance(item, list):
+            stack.extend(c for c in item if isinstance(c, (dict, list)))
+    return False
 
 
 def _walk(value: Any, path: str, key: str | None = None) -> Iterator[tuple[str, str | None, Any]]:
@@ -411,7 +434,8 @@ _EVENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(Event)
 _BATCH_ADAPTER: TypeAdapter[Any] = TypeAdapter(list[Event])
 
 
-class EventError(BaseModel):
+@dataclass(frozen=True, slots=True)
+class EventError:
     """One problem with one event: the field it concerns and what is wrong."""
 
     field: str
@@ -457,6 +481,11 @@ def validate_batch(raw: list[Any]) -> list[_Envelope | list[EventError]]:
             tag = item.get("type") if isinstance(item.get("type"), str) else None
             results.append(_format_errors(exc, tag))
     return results
+
+
+def events_to_json(events: list[Any]) -> bytes:
+    """Serialise validated events as one JSON array (the form ``ingest_batch`` reads)."""
+    return _BATCH_ADAPTER.dump_json(events, exclude_none=True)
 
 
 def event_json_schema() -> dict[str, Any]:

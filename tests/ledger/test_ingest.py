@@ -260,4 +260,3 @@ def test_malformed_event_is_rejected_naming_the_field_and_nothing_is_stored(
     assert sql("SELECT DISTINCT run_id FROM events") == [("good-run",)]
     assert sql("SELECT run_id FROM runs") == [("good-run",)]
     assert sql("SELECT spent_usd FROM caps") == [(Decimal("0.5"),)]
-    assert sql("SELECT count(*) FROM event_ids") == [(1,)]

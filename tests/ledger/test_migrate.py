@@ -13,7 +13,7 @@ from runledger.store.migrate import Migration, MigrationError, applied_versions,
 SPEC_TABLES = {"runs", "events", "caps", "failures", "prompt_audit", "trace_spans"}
 IMPLIED_TABLES = {
     "tenants", "projects", "playbooks", "cap_raises", "audit_log", "notifications",
-    "publisher_freezes", "daily_rollups", "api_tokens", "event_ids", "proofs",
+    "publisher_freezes", "daily_rollups", "api_tokens", "proofs",
 }  # fmt: skip
 
 

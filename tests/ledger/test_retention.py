@@ -29,9 +29,6 @@ def place_events(db_url: str, day: date, count: int, cost: str = "0.5") -> None:
         for i in range(count):
             event_id = uuid.uuid4()
             conn.execute(
-                "INSERT INTO event_ids (event_id, occurred_at) VALUES (%s, %s)", (event_id, at)
-            )
-            conn.execute(
                 "INSERT INTO events (event_id, type, tenant_id, project_id, run_id, phase, role,"
                 " occurred_at, tokens_in, tokens_out, cost_usd, model)"
                 " VALUES (%s, 'artifact_written', 'acme', 'p1', %s, 'build', 'implementer', %s,"
@@ -74,7 +71,6 @@ def test_retention_drops_only_partitions_older_than_the_window(
         f"events_p{history['expired']:%Y%m%d}",
     ]
     assert sql("SELECT count(*) FROM events") == [(4 + 4 + 1,)]
-    assert sql("SELECT count(*) FROM event_ids") == [(9,)]
     assert sql("SELECT count(*) FROM prompt_audit") == [(3,)]
     # Every closed day, dropped or not, is in the rollups; today is not closed yet.
     rolled = sql("SELECT day, events, runs, tokens_in, cost_usd FROM daily_rollups ORDER BY day")

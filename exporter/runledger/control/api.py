@@ -79,7 +79,7 @@ def post_events() -> Response:
         "accepted": counts["accepted"],
         "duplicates": counts["duplicate"],
         "rejected": counts["rejected"],
-        "results": [r.as_dict() for r in ordered],
+        "results": ordered,
     }
     return Response(orjson.dumps(payload), status=200, mimetype="application/json")
 

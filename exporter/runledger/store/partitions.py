@@ -7,6 +7,8 @@ from datetime import date, timedelta
 
 import psycopg
 
+from runledger.store._ingest_sql import PARTITION_LOCK
+
 __all__ = ["PartitionCache", "create_partition", "list_partitions", "partition_name"]
 
 _NAME_RE = re.compile(r"^events_p(\d{8})$")
@@ -18,7 +20,7 @@ def partition_name(day: date) -> str:
 
 
 def create_partition(conn: psycopg.Connection, day: date) -> None:
-    """Create the partition of ``day`` if it does not exist (caller serialises)."""
+    """Create the partition of ``day`` if it does not exist (caller holds PARTITION_LOCK)."""
     conn.execute(
         f"CREATE TABLE IF NOT EXISTS {partition_name(day)} PARTITION OF events "
         f"FOR VALUES FROM ('{day.isoformat()} 00:00:00+00') "
@@ -52,6 +54,7 @@ class PartitionCache:
         missing = days - self._known
         if not missing:
             return
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITION_LOCK,))
         existing = set(list_partitions(conn))
         for day in sorted(missing - existing):
             create_partition(conn, day)

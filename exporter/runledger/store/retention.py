@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 import psycopg
 
 from runledger import _env
-from runledger.store.ingest import INGEST_LOCK
+from runledger.store._ingest_sql import INGEST_LOCK, PARTITION_LOCK
 from runledger.store.partitions import create_partition, list_partitions
 
 __all__ = [
@@ -58,7 +58,6 @@ class RetentionReport:
     cutoff: date
     dropped_partitions: list[str] = field(default_factory=list)
     rolled_up_days: list[date] = field(default_factory=list)
-    deleted_event_ids: int = 0
     deleted_prompt_audit: int = 0
     deleted_trace_spans: int = 0
     deleted_rollups: int = 0
@@ -126,10 +125,9 @@ def run_retention(
                     conn.execute(f"DROP TABLE {name}")
                     report.dropped_partitions.append(name)
         with conn.transaction(force_rollback=dry_run):
+            # Same lock order as ingest: partitions first, then the ingest lock.
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITION_LOCK,))
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (INGEST_LOCK,))
-            report.deleted_event_ids = conn.execute(
-                "DELETE FROM event_ids WHERE occurred_at < %s", (cutoff_ts,)
-            ).rowcount
             report.deleted_prompt_audit = conn.execute(
                 "DELETE FROM prompt_audit WHERE created_at < %s", (cutoff_ts,)
             ).rowcount

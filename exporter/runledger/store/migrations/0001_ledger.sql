@@ -38,17 +38,11 @@ CREATE TABLE api_tokens (
     CHECK ((role IN ('admin', 'support', 'finance')) OR tenant_id IS NOT NULL)
 );
 
--- The idempotency keys of every stored event. Kept as long as the event partitions are
--- (retention prunes both), so a re-sent event is recognised for as long as it could be stored.
-CREATE TABLE event_ids (
-    event_id         uuid PRIMARY KEY,
-    occurred_at      timestamptz NOT NULL
-);
-CREATE INDEX event_ids_occurred ON event_ids (occurred_at);
-
 -- Every accepted event, partitioned by UTC day of occurred_at so retention drops whole days.
 -- seq is the ingest sequence: writers hold an advisory lock while they insert and commit,
 -- so seq order is commit order and the exporter can tail "seq > last seen" without gaps.
+-- (event_id, occurred_at) is the idempotency key: a re-sent event carries both unchanged
+-- (clients spool the serialised event), so it lands on the same partition and is refused.
 CREATE SEQUENCE events_seq AS bigint;
 CREATE TABLE events (
     seq              bigint NOT NULL DEFAULT nextval('events_seq'),
@@ -76,6 +70,7 @@ CREATE TABLE events (
     PRIMARY KEY (seq, occurred_at)
 ) PARTITION BY RANGE (occurred_at);
 ALTER SEQUENCE events_seq OWNED BY events.seq;
+CREATE UNIQUE INDEX events_event_id ON events (event_id, occurred_at);
 CREATE INDEX events_run ON events (run_id);
 CREATE INDEX events_tenant_time ON events (tenant_id, occurred_at);
 
@@ -256,3 +251,218 @@ CREATE TABLE daily_rollups (
     rolled_up_at     timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (day, tenant_id, model, phase, role, type)
 );
+
+-- Ingest one validated batch (a JSON array of events as runledger.events serialises them)
+-- in the caller's transaction. Takes the ingest lock (held to commit, so events.seq order is
+-- commit order), drops events of unknown tenants or of projects/runs owned by another tenant,
+-- inserts the rest unless already stored (by event_id and occurred_at), and applies every
+-- effect set-wise. Returns one row per event that was not accepted: (ord, 'tenant' |
+-- 'project' | 'run' | 'duplicate'), ord being the event's position in the array.
+CREATE FUNCTION ingest_batch(batch json) RETURNS TABLE (ord integer, outcome text)
+LANGUAGE plpgsql AS $fn$
+#variable_conflict use_column
+DECLARE
+    staged integer;
+    fresh uuid[];
+BEGIN
+    CREATE TEMP TABLE IF NOT EXISTS ingest_stage (
+        ord integer NOT NULL, event_id uuid NOT NULL, type text NOT NULL,
+        tenant_id text NOT NULL, project_id text NOT NULL, run_id text NOT NULL,
+        phase text NOT NULL, role text NOT NULL, playbook text,
+        occurred_at timestamptz NOT NULL, tokens_in integer NOT NULL,
+        tokens_out integer NOT NULL, cost_usd numeric NOT NULL, model text,
+        cached boolean NOT NULL, artifact_path text, artifact_version integer,
+        attempt integer, trace_id text, span_id text, payload jsonb NOT NULL
+    ) ON COMMIT DELETE ROWS;
+
+    INSERT INTO ingest_stage AS s (ord, event_id, type, tenant_id, project_id, run_id, phase, role, playbook, occurred_at, tokens_in, tokens_out, cost_usd, model, cached, artifact_path, artifact_version, attempt, trace_id, span_id, payload)
+    SELECT x.n - 1, x.event_id, x.type, x.tenant_id, x.project_id, x.run_id, x.phase, x.role, x.playbook, x.occurred_at, x.tokens_in, x.tokens_out, x.cost_usd, x.model, x.cached, x.artifact_path, x.artifact_version, x.attempt, x.trace_id, x.span_id, x.payload
+    FROM ROWS FROM (json_to_recordset(batch) AS (
+        event_id uuid, type text, tenant_id text, project_id text, run_id text, phase text,
+        role text, playbook text, occurred_at timestamptz, tokens_in integer,
+        tokens_out integer, cost_usd numeric, model text, cached boolean, artifact_path text,
+        artifact_version integer, attempt integer, trace_id text, span_id text, payload jsonb
+    )) WITH ORDINALITY AS x(event_id, type, tenant_id, project_id, run_id, phase, role, playbook, occurred_at, tokens_in, tokens_out, cost_usd, model, cached, artifact_path, artifact_version, attempt, trace_id, span_id, payload, n);
+    GET DIAGNOSTICS staged = ROW_COUNT;
+
+    PERFORM pg_advisory_xact_lock(8247619704503297907);
+
+    -- Ownership, checked per distinct (tenant, project, run); rejections are rare, so the
+    -- DELETE runs only when there is something to drop.
+    IF EXISTS (
+        SELECT 1 FROM (SELECT DISTINCT tenant_id, project_id, run_id FROM ingest_stage) c
+        LEFT JOIN tenants t ON t.tenant_id = c.tenant_id
+        LEFT JOIN projects p ON p.project_id = c.project_id
+        LEFT JOIN runs r ON r.run_id = c.run_id
+        WHERE t.tenant_id IS NULL OR p.tenant_id <> c.tenant_id OR r.tenant_id <> c.tenant_id
+    ) THEN
+        RETURN QUERY WITH combos AS (
+            SELECT DISTINCT tenant_id, project_id, run_id FROM ingest_stage
+        ), bad AS (
+            SELECT c.tenant_id, c.project_id, c.run_id,
+                   CASE WHEN t.tenant_id IS NULL THEN 'tenant'
+                        WHEN p.tenant_id <> c.tenant_id THEN 'project'
+                        WHEN r.tenant_id <> c.tenant_id THEN 'run'
+                   END AS why
+            FROM combos c
+            LEFT JOIN tenants t ON t.tenant_id = c.tenant_id
+            LEFT JOIN projects p ON p.project_id = c.project_id
+            LEFT JOIN runs r ON r.run_id = c.run_id
+        )
+        DELETE FROM ingest_stage s USING bad b
+        WHERE b.why IS NOT NULL
+          AND s.tenant_id = b.tenant_id AND s.project_id = b.project_id AND s.run_id = b.run_id
+        RETURNING s.ord, b.why;
+        SELECT count(*) INTO staged FROM ingest_stage;
+    END IF;
+
+    WITH ins AS (
+        INSERT INTO events (event_id, type, tenant_id, project_id, run_id, phase, role, playbook, occurred_at, tokens_in, tokens_out, cost_usd, model, cached, artifact_path, artifact_version, attempt, trace_id, span_id, payload)
+        SELECT event_id, type, tenant_id, project_id, run_id, phase, role, playbook, occurred_at, tokens_in, tokens_out, cost_usd, model, cached, artifact_path, artifact_version, attempt, trace_id, span_id, payload FROM ingest_stage ORDER BY ingest_stage.ord
+        ON CONFLICT (event_id, occurred_at) DO NOTHING
+        RETURNING events.event_id
+    )
+    SELECT array_agg(ins.event_id) INTO fresh FROM ins;
+    IF coalesce(cardinality(fresh), 0) < staged THEN
+        RETURN QUERY
+            DELETE FROM ingest_stage s
+            WHERE NOT (s.event_id = ANY (coalesce(fresh, '{}')))
+            RETURNING s.ord, 'duplicate'::text;
+    END IF;
+    INSERT INTO projects AS p (project_id, tenant_id, playbook, current_phase, phase_entered_at,
+                               last_advanced_at)
+    SELECT project_id, min(tenant_id), max(playbook),
+           (array_agg(CASE WHEN type = 'phase_advanced' THEN payload->>'to_phase' ELSE phase END
+                      ORDER BY occurred_at DESC, ord DESC)
+                FILTER (WHERE type = 'phase_entered'
+                           OR (type = 'phase_advanced' AND payload ? 'to_phase')))[1],
+           max(occurred_at) FILTER (WHERE type = 'phase_entered'
+                                       OR (type = 'phase_advanced' AND payload ? 'to_phase')),
+           max(occurred_at) FILTER (WHERE type = 'phase_advanced')
+    FROM ingest_stage GROUP BY project_id
+    ON CONFLICT (project_id) DO UPDATE SET
+        playbook = COALESCE(excluded.playbook, p.playbook),
+        current_phase = CASE WHEN excluded.phase_entered_at IS NOT NULL
+                              AND (p.phase_entered_at IS NULL
+                                   OR excluded.phase_entered_at >= p.phase_entered_at)
+                             THEN excluded.current_phase ELSE p.current_phase END,
+        phase_entered_at = GREATEST(p.phase_entered_at, excluded.phase_entered_at),
+        last_advanced_at = GREATEST(p.last_advanced_at, excluded.last_advanced_at);
+
+    WITH st AS (
+        SELECT run_id, tenant_id, project_id, phase, role, playbook, type, occurred_at, ord,
+               attempt, tokens_in, tokens_out, cost_usd, model, cached, trace_id,
+               artifact_path, artifact_version,
+               CASE WHEN type = 'run_failed' THEN payload->>'reason' END AS reason,
+               CASE type WHEN 'run_queued' THEN 'queued' WHEN 'run_started' THEN 'running'
+                            WHEN 'run_finished' THEN COALESCE(payload->>'status', 'succeeded')
+                            WHEN 'run_failed' THEN 'failed' END AS run_status
+        FROM ingest_stage
+    ), agg AS (
+        SELECT run_id,
+               -- constant within a run (tenant and project are enforced; a run is one role
+               -- working one phase), so the cheapest aggregate will do
+               min(tenant_id) AS tenant_id, min(project_id) AS project_id, min(phase) AS phase,
+               min(role) AS role, max(playbook) AS playbook,
+               (array_agg(run_status ORDER BY run_status_rank(run_status) DESC, occurred_at DESC)
+                   FILTER (WHERE run_status IS NOT NULL))[1] AS status,
+               (array_agg(occurred_at ORDER BY run_status_rank(run_status) DESC, occurred_at DESC)
+                   FILTER (WHERE run_status IS NOT NULL))[1] AS status_at,
+               min(occurred_at) AS first_at,
+               COALESCE(max(attempt), 1) AS attempt,
+               min(occurred_at) FILTER (WHERE type = 'run_queued') AS queued_at,
+               min(occurred_at) FILTER (WHERE type = 'run_started') AS started_at,
+               max(occurred_at) FILTER (WHERE type IN ('run_finished', 'run_failed')) AS finished_at,
+               sum(tokens_in) AS tokens_in, sum(tokens_out) AS tokens_out,
+               sum(cost_usd) AS cost_usd,
+               (array_agg(reason ORDER BY occurred_at DESC)
+                   FILTER (WHERE type = 'run_failed'))[1] AS error,
+               (array_agg(model ORDER BY occurred_at DESC) FILTER (WHERE model IS NOT NULL))[1]
+                   AS model,
+               bool_or(cached) AS cached,
+               (array_agg(trace_id ORDER BY ord) FILTER (WHERE trace_id IS NOT NULL))[1] AS trace_id,
+               (array_agg(artifact_path ORDER BY occurred_at DESC)
+                   FILTER (WHERE artifact_path IS NOT NULL))[1] AS artifact_path,
+               (array_agg(artifact_version ORDER BY occurred_at DESC)
+                   FILTER (WHERE artifact_path IS NOT NULL))[1] AS artifact_version
+        FROM st GROUP BY run_id
+    )
+    INSERT INTO runs AS r (run_id, tenant_id, project_id, phase, role, playbook, status, status_at,
+                           attempt, queued_at, started_at, finished_at, tokens_in, tokens_out,
+                           cost_usd, error, model, cached, trace_id, artifact_path, artifact_version)
+    SELECT run_id, tenant_id, project_id, phase, role, playbook,
+           COALESCE(status, 'running'), COALESCE(status_at, first_at), attempt, queued_at,
+           started_at, finished_at, tokens_in, tokens_out, cost_usd, error, model, cached, trace_id,
+           artifact_path, artifact_version
+    FROM agg
+    ON CONFLICT (run_id) DO UPDATE SET
+        playbook = COALESCE(excluded.playbook, r.playbook),
+        status = CASE WHEN (run_status_rank(excluded.status), excluded.status_at)
+                           >= (run_status_rank(r.status), r.status_at)
+                      THEN excluded.status ELSE r.status END,
+        status_at = CASE WHEN (run_status_rank(excluded.status), excluded.status_at)
+                              >= (run_status_rank(r.status), r.status_at)
+                         THEN excluded.status_at ELSE r.status_at END,
+        attempt = GREATEST(r.attempt, excluded.attempt),
+        queued_at = LEAST(r.queued_at, excluded.queued_at),
+        started_at = LEAST(r.started_at, excluded.started_at),
+        finished_at = GREATEST(r.finished_at, excluded.finished_at),
+        tokens_in = r.tokens_in + excluded.tokens_in,
+        tokens_out = r.tokens_out + excluded.tokens_out,
+        cost_usd = r.cost_usd + excluded.cost_usd,
+        error = COALESCE(excluded.error, r.error),
+        model = COALESCE(excluded.model, r.model),
+        cached = r.cached OR excluded.cached,
+        trace_id = COALESCE(r.trace_id, excluded.trace_id),
+        artifact_path = COALESCE(excluded.artifact_path, r.artifact_path),
+        artifact_version = COALESCE(excluded.artifact_version, r.artifact_version),
+        updated_at = now();
+
+    INSERT INTO failures AS f (run_id, tenant_id, project_id, phase, role, kind, reason,
+                               artifact_ref, trace_id, first_seen, last_seen, count)
+    SELECT run_id,
+           min(tenant_id), min(project_id), min(phase), min(role), min(type), payload->>'reason',
+           (array_agg(CASE WHEN artifact_version IS NOT NULL
+                           THEN artifact_path || '@' || artifact_version ELSE artifact_path END
+                      ORDER BY ord) FILTER (WHERE artifact_path IS NOT NULL))[1],
+           (array_agg(trace_id ORDER BY ord) FILTER (WHERE trace_id IS NOT NULL))[1],
+           min(occurred_at), max(occurred_at), count(*)
+    FROM ingest_stage WHERE type IN ('run_failed', 'validation_failed')
+    GROUP BY run_id, payload->>'reason'
+    ON CONFLICT (run_id, reason) DO UPDATE SET
+        first_seen = LEAST(f.first_seen, excluded.first_seen),
+        last_seen = GREATEST(f.last_seen, excluded.last_seen),
+        count = f.count + excluded.count,
+        artifact_ref = COALESCE(excluded.artifact_ref, f.artifact_ref),
+        trace_id = COALESCE(f.trace_id, excluded.trace_id);
+
+    INSERT INTO caps AS c (tenant_id, date, daily_cap_usd, spent_usd, blocked)
+    SELECT s.tenant_id, s.day, t.daily_cap_usd, s.spent, s.spent >= t.daily_cap_usd
+    FROM (SELECT tenant_id, (occurred_at AT TIME ZONE 'UTC')::date AS day, sum(cost_usd) AS spent
+          FROM ingest_stage WHERE cost_usd > 0 GROUP BY 1, 2) s
+    JOIN tenants t USING (tenant_id)
+    ON CONFLICT (tenant_id, date) DO UPDATE SET
+        spent_usd = c.spent_usd + excluded.spent_usd,
+        blocked = c.spent_usd + excluded.spent_usd >= c.daily_cap_usd,
+        updated_at = now();
+
+    -- A completion may arrive before its request: the row is created from whichever comes
+    -- first, and the request's times replace the placeholders.
+    INSERT INTO proofs AS p (proof_id, tenant_id, project_id, requested_at, due_at)
+    SELECT DISTINCT ON (payload->>'proof_id') payload->>'proof_id', tenant_id, project_id,
+           occurred_at, (payload->>'due_at')::timestamptz
+    FROM ingest_stage WHERE type = 'proof_requested' ORDER BY payload->>'proof_id', ord DESC
+    ON CONFLICT (proof_id) DO UPDATE SET requested_at = excluded.requested_at,
+                                         due_at = excluded.due_at
+    WHERE p.tenant_id = excluded.tenant_id;
+
+    INSERT INTO proofs AS p (proof_id, tenant_id, project_id, requested_at, due_at, completed_at,
+                             approved)
+    SELECT DISTINCT ON (payload->>'proof_id') payload->>'proof_id', tenant_id, project_id,
+           occurred_at, occurred_at, occurred_at, COALESCE((payload->>'approved')::boolean, true)
+    FROM ingest_stage WHERE type = 'proof_completed' ORDER BY payload->>'proof_id', ord DESC
+    ON CONFLICT (proof_id) DO UPDATE SET completed_at = excluded.completed_at,
+                                         approved = excluded.approved
+    WHERE p.tenant_id = excluded.tenant_id;
+END
+$fn$;
