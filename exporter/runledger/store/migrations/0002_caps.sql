@@ -190,6 +190,7 @@ DECLARE
     v_delta   numeric;
     v_release numeric;
     v_status  text;
+    v_blocked boolean;
     c         caps;
     g         numeric := 0;
     l         cap_leases;
@@ -235,10 +236,11 @@ BEGIN
         ELSE
             g := _cap_grant(c, v_cap, p_want, p_min, p_divisor);
             IF g IS NULL THEN
-                c := _cap_marks(l.tenant_id, l.date, v_cap, v_now,
-                                c.settled_usd + c.spent_usd - c.leased_spent_usd + p_min > v_cap);
-                v_status := CASE WHEN c.settled_usd + c.spent_usd - c.leased_spent_usd + p_min
-                                      > v_cap THEN 'blocked' ELSE 'contended' END;
+                -- What this lease already holds is ours, not held by others.
+                v_blocked := c.settled_usd + c.spent_usd - c.leased_spent_usd + l.reserved_usd
+                             + p_min > v_cap;
+                c := _cap_marks(l.tenant_id, l.date, v_cap, v_now, v_blocked);
+                v_status := CASE WHEN v_blocked THEN 'blocked' ELSE 'contended' END;
                 g := 0;
             ELSE
                 UPDATE caps SET reserved_usd = reserved_usd + g

@@ -1,0 +1,1 @@
+"""The demo: a simulated pipeline and the native stack behind ``make up``."""

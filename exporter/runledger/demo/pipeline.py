@@ -1,0 +1,197 @@
+"""A simulated multi-tenant pipeline, instrumented with runledger.sdk.
+
+A Coordinator drives projects of three tenants through brief -> research -> build ->
+review -> publish. Agents make (simulated) model calls with realistic token counts, write
+artifacts, fail validation now and then and retry (the retry downgrades nothing: it is the
+demo), publish, ask owners for proofs, and a microsite and an Uber Mode demo produce
+traffic. One project of ``globex`` stalls in review, and ``initech``'s small cap is hit.
+Everything goes through the SDK: its spool, its sender and its spans, exactly as a real
+agent's would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import signal
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from runledger.sdk import Ledger, Run
+
+PHASES = ("brief", "research", "build", "review", "publish")
+ROLE = {
+    "brief": "coordinator",
+    "research": "implementer",
+    "build": "implementer",
+    "review": "validator",
+    "publish": "publisher",
+}
+MODELS = {
+    "coordinator": ("gpt-5-nano", "openai"),
+    "implementer": ("claude-sonnet-4-5", "anthropic"),
+    "validator": ("gpt-5-mini", "openai"),
+    "publisher": ("gemini-2.5-flash", "google"),
+}
+TENANT_CAPS = {"acme": Decimal("25"), "globex": Decimal("10"), "initech": Decimal("2")}
+PLAYBOOK = {"acme": "local-business", "globex": "saas-launch", "initech": "local-business"}
+STALLED = "globex-p2"
+
+
+class Project:
+    """One project's position in the pipeline."""
+
+    def __init__(self, tenant: str, project_id: str) -> None:
+        self.tenant = tenant
+        self.project_id = project_id
+        self.phase_index = 0
+        self.attempt = 1
+        self.version = 0
+        self.entered = False
+
+    @property
+    def phase(self) -> str:
+        return PHASES[self.phase_index]
+
+
+class Pipeline:
+    """Step projects forward one run at a time."""
+
+    def __init__(self, ledger: Ledger, rng: random.Random) -> None:
+        self.ledger = ledger
+        self.rng = rng
+        self.spend: dict[tuple[str, str], Decimal] = {}
+        self.projects = [
+            Project(tenant, f"{tenant}-p{i}") for tenant in TENANT_CAPS for i in range(1, 4)
+        ]
+
+    def step(self) -> None:
+        project = self.rng.choice(self.projects)
+        if project.project_id == STALLED and project.phase == "review":
+            return
+        tenant = project.tenant
+        day = datetime.now(UTC).date().isoformat()
+        if self.spend.get((tenant, day), Decimal(0)) >= TENANT_CAPS[tenant]:
+            self._blocked(project)
+            return
+        role = ROLE[project.phase]
+        run_id = self.ledger.run_queued(
+            tenant, project.project_id, project.phase, role,
+            playbook=PLAYBOOK[tenant], attempt=project.attempt,
+        )  # fmt: skip
+        time.sleep(self.rng.uniform(0.01, 0.2))  # queue latency
+        with self.ledger.run(
+            tenant, project.project_id, project.phase, role, run_id=run_id,
+            playbook=PLAYBOOK[tenant], attempt=project.attempt,
+        ) as run:  # fmt: skip
+            if not project.entered:
+                run.phase_entered()
+                project.entered = True
+            for _ in range(self.rng.randint(1, 3)):
+                self._model_call(run, role, tenant, day)
+            if self.rng.random() < 0.3:
+                with run.external_call("maps-api", cost_usd=Decimal("0.005")) as ext:
+                    ext.summary = "geocoded the venue address"
+            self._finish_phase(run, project)
+
+    def _model_call(self, run: Run, role: str, tenant: str, day: str) -> None:
+        model, provider = MODELS[role]
+        before = run.cost_usd
+        with run.model_call(model=model, provider=provider) as call:
+            tokens_in = self.rng.randint(800, 9000)
+            cached = self.rng.randint(0, tokens_in // 2)
+            call.record(
+                tokens_in=tokens_in,
+                tokens_out=self.rng.randint(150, 2500),
+                cached_tokens_in=cached,
+            )
+        spent = run.cost_usd - before
+        self.spend[(tenant, day)] = self.spend.get((tenant, day), Decimal(0)) + spent
+
+    def _finish_phase(self, run: Run, project: Project) -> None:
+        phase = project.phase
+        if phase in ("research", "build"):
+            project.version += 1
+            run.artifact_written(f"{project.project_id}/site/index.html", version=project.version)
+        if phase == "review" and self.rng.random() < 0.25:
+            run.validation_failed(
+                "hero section has no call to action",
+                artifact_path=f"{project.project_id}/site/index.html",
+                artifact_version=max(project.version, 1),
+                rule="cta-present",
+            )
+            project.attempt += 1
+            project.phase_index = PHASES.index("build")
+            raise RuntimeError("validation failed: hero section has no call to action")
+        if phase == "publish":
+            run.publish_done(f"{project.project_id}/site/index.html", version=project.version)
+            proof = f"{project.project_id}-proof-{project.version}"
+            run.proof_requested(proof, due_at=datetime.now(UTC) + timedelta(hours=48))
+            if self.rng.random() < 0.7:
+                run.proof_completed(proof, approved=self.rng.random() < 0.9)
+            site = f"{project.project_id}-site"
+            for _ in range(self.rng.randint(1, 6)):
+                run.microsite_visit(site)
+            if self.rng.random() < 0.3:
+                run.microsite_conversion(site)
+            if self.rng.random() < 0.2:
+                run.user_override("approved the proof on the owner's behalf", actor="support-1")
+            demo = f"{project.project_id}-demo"
+            run.demo_started(demo, location=(38.7223, -9.1393))
+            if self.rng.random() < 0.8:
+                run.demo_completed(demo, location=(38.7223, -9.1393))
+            project.phase_index, project.version, project.entered = 0, 0, False
+        else:
+            run.phase_advanced(PHASES[project.phase_index + 1])
+            project.phase_index += 1
+            project.entered = False
+        project.attempt = 1
+
+    def _blocked(self, project: Project) -> None:
+        tenant, phase = project.tenant, project.phase
+        with self.ledger.run(
+            tenant, project.project_id, phase, ROLE[phase], playbook=PLAYBOOK[tenant]
+        ) as run:
+            day = datetime.now(UTC).date().isoformat()
+            run.cap_hit(
+                "tenant_daily",
+                limit=TENANT_CAPS[project.tenant],
+                spent=self.spend[(project.tenant, day)],
+            )
+            run.finish("partial", summary="tenant daily cap reached; work resumes tomorrow")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", required=True, help="control service base URL")
+    parser.add_argument("--interval", type=float, default=0.4, help="seconds between runs")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--steps", type=int, default=0, help="stop after N runs (0: forever)")
+    args = parser.parse_args(argv)
+    stop = {"now": False}
+
+    def on_signal(_signum: int, _frame: Any) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    ledger = Ledger(url=args.url)
+    pipeline = Pipeline(ledger, random.Random(args.seed))
+    steps = 0
+    try:
+        while not stop["now"] and (not args.steps or steps < args.steps):
+            try:
+                pipeline.step()
+            except RuntimeError:
+                pass  # a failed validation ends its run as run_failed; the project retries
+            steps += 1
+            time.sleep(args.interval)
+    finally:
+        ledger.close(timeout=10)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

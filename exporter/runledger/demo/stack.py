@@ -1,0 +1,244 @@
+"""``runledger up``: the whole stack natively, driven by the demo pipeline.
+
+Starts (in this order) the embedded PostgreSQL, migrations and demo tenants/tokens, then
+every entry of ``SERVICES`` as a child process, waits until each answers, prints where to
+look, and stops them all (by PID) on Ctrl-C, SIGTERM, ``runledger down`` or ``--duration``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import requests
+
+from runledger import _env
+from runledger.store import embedded_server, ensure_database, migrate, state_dir, stop_embedded
+from runledger.store._database import DATABASE_NAME
+from runledger.store.tenants import create_tenant
+from runledger.store.tokens import create_token
+
+__all__ = ["SERVICES", "Service", "down", "up"]
+
+DEMO_TENANTS = {"acme": Decimal("25"), "globex": Decimal("10"), "initech": Decimal("2")}
+
+
+@dataclass
+class Ports:
+    """Loopback ports of the stack (defaults match docs and prometheus.yml)."""
+
+    control: int = 8480
+    exporter: int = 9464
+    prometheus: int = 9090
+    alertmanager: int = 9093
+
+
+@dataclass
+class Context:
+    """What services need to start: URLs, tokens, directories."""
+
+    home: Path
+    database_url: str
+    ports: Ports
+    tokens: dict[str, str]
+    root: Path
+
+    @property
+    def control_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.control}"
+
+
+@dataclass
+class Service:
+    """One child process of the stack."""
+
+    name: str
+    argv: Callable[[Context], list[str]]
+    ready_url: Callable[[Context], str]
+    shows: Callable[[Context], str]
+    env: Callable[[Context], dict[str, str]] = field(default=lambda ctx: {})
+    needs: Callable[[], str | None] = field(default=lambda: None)
+
+
+def _py(*args: str) -> list[str]:
+    return [sys.executable, "-m", *args]
+
+
+SERVICES: list[Service] = [
+    Service(
+        name="control",
+        argv=lambda c: _py("runledger.cli", "control", "--bind", f"127.0.0.1:{c.ports.control}"),
+        ready_url=lambda c: f"{c.control_url}/readyz",
+        shows=lambda c: f"control service   {c.control_url}  (ingest API, /readyz)",
+    ),
+    Service(
+        name="demo-pipeline",
+        argv=lambda c: _py("runledger.demo.pipeline", "--url", c.control_url),
+        ready_url=lambda c: "",
+        shows=lambda c: "demo pipeline     a Coordinator driving agents for 3 tenants",
+        env=lambda c: {
+            _env.TOKEN: c.tokens["admin"],
+            # No trace backend runs natively (Tempo is the compose path); say so explicitly.
+            "OTEL_SDK_DISABLED": os.environ.get("OTEL_SDK_DISABLED", "true"),
+        },
+    ),
+]
+"""The stack's processes, started in order. Other components append their entries."""
+
+
+def _seed(url: str, home: Path) -> dict[str, str]:
+    """Create the demo tenants and tokens once; return the tokens (kept in tokens.json)."""
+    path = home / "tokens.json"
+    if path.exists():
+        tokens: dict[str, str] = json.loads(path.read_text())
+        return tokens
+    tokens = {}
+    with psycopg.connect(url) as conn:
+        for tenant, cap in DEMO_TENANTS.items():
+            create_tenant(conn, tenant, daily_cap_usd=cap, display_name=tenant.title())
+            tokens[f"agent:{tenant}"] = create_token(
+                conn, role="agent", label=f"demo agent {tenant}", tenant_id=tenant
+            )
+            tokens[f"owner:{tenant}"] = create_token(
+                conn, role="owner", label=f"demo owner {tenant}", tenant_id=tenant
+            )
+        tokens["admin"] = create_token(conn, role="admin", label="demo admin", tenant_id=None)
+    path.write_text(json.dumps(tokens, indent=2))
+    path.chmod(0o600)
+    return tokens
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"exited with status {proc.returncode}")
+        try:
+            if requests.get(url, timeout=1).status_code < 500:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f}s")
+
+
+def _stop(procs: list[tuple[Service, subprocess.Popen[bytes]]]) -> None:
+    for _, proc in reversed(procs):
+        if proc.poll() is None:
+            proc.terminate()
+    for _, proc in reversed(procs):
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def up(duration: float | None = None, ports: Ports | None = None) -> int:
+    """Start the stack and block until interrupted (or ``duration`` seconds passed)."""
+    home = state_dir()
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "logs").mkdir(exist_ok=True)
+    pid_file = home / "up.pid"
+    if pid_file.exists():
+        other = int(pid_file.read_text().strip() or 0)
+        if other and _alive(other):
+            print(f"runledger is already up (pid {other}); `make down` stops it", file=sys.stderr)
+            return 1
+    pid_file.write_text(str(os.getpid()))
+    ports = ports or Ports()
+    url = os.environ.get(_env.DATABASE_URL)
+    server = None
+    if not url:
+        server = embedded_server(home / "pg")
+        ensure_database(server.get_uri("postgres"), DATABASE_NAME)
+        url = str(server.get_uri(DATABASE_NAME))
+    applied = migrate(url)
+    print(f"PostgreSQL ready; {len(applied)} migration(s) applied")
+    ctx = Context(home, url, ports, _seed(url, home), Path.cwd())
+    procs: list[tuple[Service, subprocess.Popen[bytes]]] = []
+    stopping = {"now": False}
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stopping["now"] = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    env = dict(os.environ, **{_env.DATABASE_URL: url, _env.HOME: str(home)})
+    try:
+        for svc in SERVICES:
+            missing = svc.needs()
+            if missing:
+                print(f"  skipped {svc.name}: {missing}")
+                continue
+            log = (home / "logs" / f"{svc.name}.log").open("ab")
+            proc = subprocess.Popen(
+                svc.argv(ctx), env={**env, **svc.env(ctx)}, stdout=log, stderr=log
+            )
+            procs.append((svc, proc))
+            ready = svc.ready_url(ctx)
+            if ready:
+                try:
+                    _wait_ready(ready, proc)
+                except RuntimeError as exc:
+                    print(f"{svc.name} failed to start: {exc}; see {log.name}", file=sys.stderr)
+                    return 1
+        print("\nrunledger is up:")
+        for svc, _ in procs:
+            print(f"  {svc.shows(ctx)}")
+        print(f"  tokens            {home / 'tokens.json'} (admin, agent and owner per tenant)")
+        print(f"  logs              {home / 'logs'}/")
+        print("Stop with Ctrl-C or `make down`.", flush=True)
+        deadline = time.monotonic() + duration if duration else None
+        while not stopping["now"]:
+            if deadline and time.monotonic() > deadline:
+                break
+            for svc, proc in procs:
+                if proc.poll() is not None:
+                    print(f"{svc.name} exited with {proc.returncode}; stopping", file=sys.stderr)
+                    return 1
+            time.sleep(0.5)
+        return 0
+    finally:
+        _stop(procs)
+        if server is not None:
+            stop_embedded(home / "pg")
+        pid_file.unlink(missing_ok=True)
+        print("runledger stopped")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def down() -> int:
+    """Stop a running ``runledger up`` (by the PID it recorded)."""
+    pid_file = state_dir() / "up.pid"
+    if not pid_file.exists():
+        print("runledger is not up")
+        return 0
+    pid = int(pid_file.read_text().strip() or 0)
+    if not pid or not _alive(pid):
+        pid_file.unlink(missing_ok=True)
+        print("runledger is not up (stale pid file removed)")
+        return 0
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    print("runledger stopped" if not _alive(pid) else f"pid {pid} did not stop within 30s")
+    return 0 if not _alive(pid) else 1

@@ -1,0 +1,74 @@
+"""`runledger up` (what `make up` runs): the stack starts, the demo drives it, it stops."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import requests
+
+from _support import free_port, stop_process
+from runledger.store import embedded_server
+
+
+def test_up_starts_the_stack_and_the_demo_fills_the_ledger(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    ports = {name: free_port() for name in ("control", "exporter", "prometheus", "alertmanager")}
+    env = dict(os.environ, RUNLEDGER_HOME=str(home))
+    env.pop("RUNLEDGER_DATABASE_URL", None)
+    args = [sys.executable, "-m", "runledger.cli", "up", "--duration", "25"]
+    for name, port in ports.items():
+        args += [f"--{name}-port", str(port)]
+    proc = subprocess.Popen(
+        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "Stop with Ctrl-C" in line or len(lines) > 200:
+                break
+        banner = "".join(lines)
+        assert "runledger is up:" in banner, banner
+        assert f"http://127.0.0.1:{ports['control']}" in banner
+        assert (
+            requests.get(f"http://127.0.0.1:{ports['control']}/readyz", timeout=5).status_code
+            == 200
+        )
+        # A second `up` on the same home refuses instead of fighting over ports and data.
+        again = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
+        assert again.returncode == 1
+        assert "runledger is already up" in again.stderr
+        rest, _ = proc.communicate(timeout=90)
+    finally:
+        stop_process(proc)
+    assert proc.returncode == 0, rest
+    assert "runledger stopped" in rest
+    assert not (home / "up.pid").exists()
+
+    server = embedded_server(home / "pg", keep_running=False)
+    try:
+        with psycopg.connect(server.get_uri("runledger")) as conn:
+            types = dict(conn.execute("SELECT type, count(*) FROM events GROUP BY 1").fetchall())
+            tenants = {r[0] for r in conn.execute("SELECT DISTINCT tenant_id FROM runs")}
+            costs = conn.execute("SELECT sum(spent_usd) FROM caps").fetchone()
+    finally:
+        server.cleanup()
+    assert {"run_queued", "run_started", "run_finished", "phase_entered"} <= set(types), types
+    assert types["run_started"] >= 5, types
+    assert tenants <= {"acme", "globex", "initech"} and len(tenants) >= 2
+    assert costs is not None and costs[0] > 0
+
+
+def test_down_without_up_says_so(tmp_path: Path) -> None:
+    env = dict(os.environ, RUNLEDGER_HOME=str(tmp_path))
+    out = subprocess.run(
+        [sys.executable, "-m", "runledger.cli", "down"], env=env, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0
+    assert "runledger is not up" in out.stdout
