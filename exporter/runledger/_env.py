@@ -20,3 +20,33 @@ URL = "RUNLEDGER_URL"
 
 TOKEN = "RUNLEDGER_TOKEN"
 """Bearer token for the SDK and CLI clients."""
+
+SPOOL_PATH = "RUNLEDGER_SPOOL_PATH"
+"""SDK spool file (SQLite). Default: $RUNLEDGER_HOME/spool/events.db"""
+
+SPOOL_MAX_EVENTS = "RUNLEDGER_SPOOL_MAX_EVENTS"
+"""Records the SDK spool may hold before emit applies back-pressure (default 100000)."""
+
+SPOOL_FULL_TIMEOUT = "RUNLEDGER_SPOOL_FULL_TIMEOUT"
+"""Seconds emit waits on a full spool before raising SpoolFullError (default 10)."""
+
+TRACES_PER_SECOND = "RUNLEDGER_TRACES_PER_SECOND"
+"""New run traces sampled per second by the SDK's rate-limited sampler (default 10)."""
+
+PROMPT_AUDIT = "RUNLEDGER_PROMPT_AUDIT"
+"""1/true: the SDK stores redacted prompts and responses in prompt_audit (default off)."""
+
+SHUTDOWN_TIMEOUT = "RUNLEDGER_SHUTDOWN_TIMEOUT"
+"""Seconds the SDK spends delivering spooled events at exit (default 5)."""
+
+OTEL_SDK_DISABLED = "OTEL_SDK_DISABLED"
+OTEL_SERVICE_NAME = "OTEL_SERVICE_NAME"
+OTEL_RESOURCE_ATTRIBUTES = "OTEL_RESOURCE_ATTRIBUTES"
+OTEL_EXPORTER_OTLP_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
+OTEL_EXPORTER_OTLP_TRACES_ENDPOINT = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+OTEL_EXPORTER_OTLP_LOGS_ENDPOINT = "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"
+OTEL_EXPORTER_OTLP_HEADERS = "OTEL_EXPORTER_OTLP_HEADERS"
+OTEL_TRACES_EXPORTER = "OTEL_TRACES_EXPORTER"
+OTEL_LOGS_EXPORTER = "OTEL_LOGS_EXPORTER"
+OTEL_TRACES_SAMPLER = "OTEL_TRACES_SAMPLER"
+"""Standard OpenTelemetry variables the SDK honours when it builds its own providers."""

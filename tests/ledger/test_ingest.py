@@ -171,6 +171,17 @@ def test_concurrent_clients_sending_the_same_events_count_once(
     assert sql("SELECT spent_usd FROM caps") == [(Decimal("4.00"),)]
 
 
+def test_spend_reaching_the_daily_cap_marks_the_day_blocked(
+    client: Any, agent: dict[str, str], sql: SQL
+) -> None:
+    art = {"artifact_path": "a.md", "artifact_version": 1}
+    post(client, agent, [event("artifact_written", cost_usd="6", **art)])
+    assert sql("SELECT spent_usd, blocked FROM caps") == [(Decimal("6"), False)]
+    post(client, agent, [event("artifact_written", cost_usd="4", **art)])
+    assert sql("SELECT spent_usd, blocked FROM caps") == [(Decimal("10"), True)]
+    assert sql("SELECT at_80, at_100 FROM cap_usage") == [(True, True)]
+
+
 def test_out_of_order_events_settle_on_the_latest_status(
     client: Any, agent: dict[str, str], sql: SQL
 ) -> None:

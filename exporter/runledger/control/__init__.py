@@ -46,11 +46,19 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["runledger.ingestor"] = Ingestor(
         db, IngestLimits(retention_days=int(app.config["RETENTION_DAYS"]))
     )
-    app.extensions["runledger.ingest_counts"] = lambda counts: None
+    from runledger.control import metrics
+
+    metrics.init_app(app)  # sets runledger.ingest_counts and serves /metrics
     register_error_handlers(app)
 
     from runledger.control import api, health
 
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
+    from runledger.control import caps
+
+    app.register_blueprint(caps.bp)
+    from runledger.control import telemetry
+
+    app.register_blueprint(telemetry.bp)
     return app

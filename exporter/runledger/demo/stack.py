@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -67,7 +68,7 @@ class Service:
     ready_url: Callable[[Context], str]
     shows: Callable[[Context], str]
     env: Callable[[Context], dict[str, str]] = field(default=lambda ctx: {})
-    needs: Callable[[], str | None] = field(default=lambda: None)
+    needs: Callable[[Context], str | None] = field(default=lambda ctx: None)
 
 
 def _py(*args: str) -> list[str]:
@@ -82,6 +83,21 @@ SERVICES: list[Service] = [
         shows=lambda c: f"control service   {c.control_url}  (ingest API, /readyz)",
     ),
     Service(
+        name="alertmanager",
+        argv=lambda c: [
+            "prometheus-alertmanager",
+            f"--config.file={c.root / 'alertmanager' / 'alertmanager.yml'}",
+            f"--storage.path={c.home / 'alertmanager'}",
+            f"--web.listen-address=127.0.0.1:{c.ports.alertmanager}",
+            "--cluster.listen-address=",
+        ],
+        ready_url=lambda c: f"http://127.0.0.1:{c.ports.alertmanager}/-/ready",
+        shows=lambda c: f"Alertmanager      http://127.0.0.1:{c.ports.alertmanager}",
+        needs=lambda c: (
+            _binary("prometheus-alertmanager") or _file(c, "alertmanager/alertmanager.yml")
+        ),
+    ),
+    Service(
         name="demo-pipeline",
         argv=lambda c: _py("runledger.demo.pipeline", "--url", c.control_url),
         ready_url=lambda c: "",
@@ -94,6 +110,20 @@ SERVICES: list[Service] = [
     ),
 ]
 """The stack's processes, started in order. Other components append their entries."""
+
+
+def _binary(name: str) -> str | None:
+    """Return why ``name`` cannot run, or None when it is on PATH."""
+    if shutil.which(name):
+        return None
+    return f"{name} not found (`make up` installs the Debian package)"
+
+
+def _file(ctx: Context, relative: str) -> str | None:
+    """Return why the config file ``relative`` is missing, or None."""
+    if (ctx.root / relative).is_file():
+        return None
+    return f"{relative} not found: run from the repository root"
 
 
 def _seed(url: str, home: Path) -> dict[str, str]:
@@ -177,7 +207,7 @@ def up(duration: float | None = None, ports: Ports | None = None) -> int:
     env = dict(os.environ, **{_env.DATABASE_URL: url, _env.HOME: str(home)})
     try:
         for svc in SERVICES:
-            missing = svc.needs()
+            missing = svc.needs(ctx)
             if missing:
                 print(f"  skipped {svc.name}: {missing}")
                 continue

@@ -138,6 +138,11 @@ CREATE TABLE caps (
     PRIMARY KEY (tenant_id, date)
 );
 
+-- Whether a day's spend has reached the cap in force. Later migrations refine it (budget
+-- leases, temporary raises); ingest calls it for every (tenant, day) a batch spends on.
+CREATE FUNCTION cap_blocked(c caps) RETURNS boolean
+    LANGUAGE sql STABLE AS $$ SELECT c.spent_usd >= c.daily_cap_usd $$;
+
 -- Every change of a cap: who, why, from what to what, and until when.
 CREATE TABLE cap_raises (
     raise_id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -436,15 +441,19 @@ BEGIN
         artifact_ref = COALESCE(excluded.artifact_ref, f.artifact_ref),
         trace_id = COALESCE(f.trace_id, excluded.trace_id);
 
-    INSERT INTO caps AS c (tenant_id, date, daily_cap_usd, spent_usd, blocked)
-    SELECT s.tenant_id, s.day, t.daily_cap_usd, s.spent, s.spent >= t.daily_cap_usd
+    INSERT INTO caps AS c (tenant_id, date, daily_cap_usd, spent_usd)
+    SELECT s.tenant_id, s.day, t.daily_cap_usd, s.spent
     FROM (SELECT tenant_id, (occurred_at AT TIME ZONE 'UTC')::date AS day, sum(cost_usd) AS spent
           FROM ingest_stage WHERE cost_usd > 0 GROUP BY 1, 2) s
     JOIN tenants t USING (tenant_id)
     ON CONFLICT (tenant_id, date) DO UPDATE SET
         spent_usd = c.spent_usd + excluded.spent_usd,
-        blocked = c.spent_usd + excluded.spent_usd >= c.daily_cap_usd,
         updated_at = now();
+
+    UPDATE caps c SET blocked = cap_blocked(c)
+    FROM (SELECT DISTINCT tenant_id, (occurred_at AT TIME ZONE 'UTC')::date AS day
+          FROM ingest_stage WHERE cost_usd > 0) s
+    WHERE c.tenant_id = s.tenant_id AND c.date = s.day AND c.blocked <> cap_blocked(c);
 
     -- A completion may arrive before its request: the row is created from whichever comes
     -- first, and the request's times replace the placeholders.

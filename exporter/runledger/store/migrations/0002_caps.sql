@@ -179,9 +179,13 @@ END $$;
 
 -- Report a lease's cumulative spend (settling it), then top it up by up to p_want, or close
 -- it (p_close) returning whatever it still holds. p_tenant, when given, must own the lease.
+-- When a top-up fails the lease keeps at most p_keep (what covers the holder's calls in
+-- flight) and gives the rest back: two runs each holding a little while waiting for the
+-- other's share would otherwise wait on each other until the lease expires.
 CREATE FUNCTION cap_lease_sync(p_lease text, p_tenant text, p_spent_total numeric,
                                p_want numeric, p_min numeric, p_ttl_s double precision,
-                               p_divisor integer, p_close boolean, p_now timestamptz)
+                               p_divisor integer, p_close boolean, p_now timestamptz,
+                               p_keep numeric)
     RETURNS cap_lease_result LANGUAGE plpgsql AS $$
 DECLARE
     v_now     timestamptz := COALESCE(p_now, now());
@@ -239,9 +243,13 @@ BEGIN
                 -- What this lease already holds is ours, not held by others.
                 v_blocked := c.settled_usd + c.spent_usd - c.leased_spent_usd + l.reserved_usd
                              + p_min > v_cap;
-                c := _cap_marks(l.tenant_id, l.date, v_cap, v_now, v_blocked);
                 v_status := CASE WHEN v_blocked THEN 'blocked' ELSE 'contended' END;
                 g := 0;
+                IF p_keep IS NOT NULL AND l.reserved_usd > p_keep THEN
+                    UPDATE caps SET reserved_usd = reserved_usd - (l.reserved_usd - p_keep)
+                     WHERE tenant_id = l.tenant_id AND date = l.date;
+                    l.reserved_usd := p_keep;
+                END IF;
             ELSE
                 UPDATE caps SET reserved_usd = reserved_usd + g
                  WHERE tenant_id = l.tenant_id AND date = l.date;

@@ -1,0 +1,180 @@
+"""``runledger cost ...``: projection with budget gates, cap status, raises, lease upkeep."""
+
+from __future__ import annotations
+
+import json
+import sys
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import click
+
+__all__ = ["cost_group"]
+
+
+def _usd(_ctx: Any, _param: Any, value: str | None) -> Decimal | None:
+    if value is None:
+        return None
+    try:
+        result = Decimal(value)
+    except InvalidOperation:
+        raise click.BadParameter(f"{value!r} is not a number of dollars") from None
+    if not result.is_finite() or result < 0:
+        raise click.BadParameter("must be zero or more dollars")
+    return result
+
+
+def _store() -> Any:
+    from runledger.cli import _db_url
+    from runledger.cost.store import CapStore
+    from runledger.store import Database
+
+    return CapStore(Database(_db_url(), max_size=2).open(wait=True))
+
+
+@click.group("cost")
+def cost_group() -> None:
+    """Cost controls: projection and budget gates, tenant caps and raises."""
+
+
+@cost_group.command("project")
+@click.argument("plan", type=click.Path(exists=True, dir_okay=False))
+@click.option("--pricing", "pricing_path", type=click.Path(exists=True, dir_okay=False),
+              help="Pricing YAML (default: the packaged table).")  # fmt: skip
+@click.option("--tenant", default=None, help="Apply this tenant's price overrides.")
+@click.option("--budget-usd", callback=_usd, default=None, help="Block at 100%, warn at 90%.")
+@click.option("--budget-tokens", type=click.IntRange(min=0), default=None,
+              help="Token budget: block at 100%, warn at 90%.")  # fmt: skip
+@click.option("--fail-on-warn", is_flag=True, help="Exit 4 on a 90% warning (default: exit 0).")
+@click.option("--json", "as_json", is_flag=True, help="Print the projection as JSON.")
+def project_cmd(
+    plan: str, pricing_path: str | None, tenant: str | None, budget_usd: Decimal | None,
+    budget_tokens: int | None, fail_on_warn: bool, as_json: bool,
+) -> None:  # fmt: skip
+    """Project a run's cost from a PLAN file, then apply the budget gates.
+
+    Exit codes: 0 within budget (or a warning), 3 blocked, 4 warning with --fail-on-warn,
+    2 bad input (unknown model, invalid plan or pricing file).
+    """
+    from runledger.cost._config import ConfigError
+    from runledger.cost.pricing import PricingTable, default_pricing
+    from runledger.cost.projection import (
+        EXIT_BUDGET_BLOCKED,
+        EXIT_BUDGET_WARNING,
+        check_budget,
+        load_plan,
+        project,
+    )
+
+    try:
+        pricing = PricingTable.load(pricing_path) if pricing_path else default_pricing()
+        projection = project(load_plan(plan), pricing, tenant_id=tenant)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    verdict = check_budget(projection, budget_usd=budget_usd, budget_tokens=budget_tokens)
+    if as_json:
+        out = projection.as_dict()
+        out["budget"] = {"level": verdict.level, "messages": verdict.messages}
+        click.echo(json.dumps(out, indent=2))
+    else:
+        click.echo(projection.render())
+    for message in verdict.messages:
+        click.echo(message, err=True)
+    if verdict.level == "block":
+        click.echo("Run aborted to prevent a budget overrun.", err=True)
+        sys.exit(EXIT_BUDGET_BLOCKED)
+    if verdict.level == "warn" and fail_on_warn:
+        sys.exit(EXIT_BUDGET_WARNING)
+
+
+@cost_group.command("status")
+@click.argument("tenant_id")
+def status_cmd(tenant_id: str) -> None:
+    """Show a tenant's daily cap today: cap in force, spend, reserved, 80%/100% marks."""
+    status = _store().status(tenant_id)
+    if status is None:
+        raise click.UsageError(f"unknown tenant {tenant_id!r}")
+    click.echo(json.dumps(status.as_dict(), indent=2))
+
+
+@cost_group.command("raise")
+@click.argument("tenant_id")
+@click.option("--cap-usd", callback=_usd, default=None, help="The new daily cap in dollars.")
+@click.option("--reason", required=True, help="Why the cap changes (audited).")
+@click.option("--author", required=True, help="Who changes it (audited).")
+@click.option("--hours", type=click.IntRange(1, 24 * 90), default=None,
+              help="Make it temporary: revert after this many hours.")  # fmt: skip
+@click.option("--temporary", is_flag=True,
+              help="The one-click raise: 72 hours, x1.5 unless --cap-usd.")  # fmt: skip
+def raise_cmd(
+    tenant_id: str, cap_usd: Decimal | None, reason: str, author: str, hours: int | None,
+    temporary: bool,
+) -> None:  # fmt: skip
+    """Change TENANT_ID's daily cap (permanent unless --hours or --temporary); audited."""
+    from datetime import timedelta
+
+    store = _store()
+    try:
+        if temporary:
+            change = store.temporary_raise(
+                tenant_id, reason=reason, author=author, author_role="cli", new_cap_usd=cap_usd
+            )
+        else:
+            if cap_usd is None:
+                raise click.UsageError("--cap-usd is required unless --temporary")
+            expires = None
+            if hours is not None:
+                import psycopg
+
+                with psycopg.connect(store.db.url) as conn:
+                    row = conn.execute("SELECT now()").fetchone()
+                assert row is not None
+                expires = row[0] + timedelta(hours=hours)
+            change = store.change_cap(
+                tenant_id, new_cap_usd=cap_usd, reason=reason, author=author, author_role="cli",
+                expires_at=expires,
+            )  # fmt: skip
+    except (ValueError, LookupError) as exc:
+        raise click.UsageError(str(exc)) from None
+    until = f" until {change.expires_at.isoformat()}" if change.expires_at else ""
+    click.echo(
+        f"tenant {tenant_id}: daily cap ${change.old_value_usd:.2f} -> "
+        f"${change.new_value_usd:.2f}{until} (raise {change.raise_id}, audited)"
+    )
+
+
+@cost_group.command("expire-raises")
+def expire_raises_cmd() -> None:
+    """Mark temporary raises past their expiry as reverted (they stop applying by themselves)."""
+    expired = _store().expire_raises()
+    for change in expired:
+        click.echo(
+            f"tenant {change.tenant_id}: raise {change.raise_id} expired; cap back to "
+            f"${change.old_value_usd:.2f}"
+        )
+    click.echo(f"{len(expired)} raise(s) expired")
+
+
+@cost_group.command("reclaim")
+def reclaim_cmd() -> None:
+    """Expire budget leases whose holders stopped renewing them; return their reservations."""
+    click.echo(f"reclaimed {_store().reclaim_expired()} lease(s)")
+
+
+@cost_group.command("check-config")
+@click.option("--pricing", "pricing_path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--routing", "routing_path", type=click.Path(exists=True, dir_okay=False))
+def check_config_cmd(pricing_path: str | None, routing_path: str | None) -> None:
+    """Validate a pricing and/or routing file; exit 2 naming the offending key."""
+    from runledger.cost._config import ConfigError
+    from runledger.cost.pricing import PricingTable, default_pricing
+    from runledger.cost.routing import RoutingTable
+
+    try:
+        pricing = PricingTable.load(pricing_path) if pricing_path else default_pricing()
+        click.echo(f"pricing ok: {len(pricing.models())} models ({pricing.source})")
+        if routing_path:
+            routing = RoutingTable.load(routing_path, pricing=pricing)
+            click.echo(f"routing ok: {len(list(routing.roles()))} roles ({routing_path})")
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None

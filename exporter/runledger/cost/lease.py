@@ -1,0 +1,522 @@
+"""Client side of the tenant daily cap: a run draws from a budget lease locally.
+
+A ``TenantBudget`` holds one lease, a chunk of the tenant's daily cap reserved atomically
+in PostgreSQL. Each model call reserves its estimated cost from the lease in memory (no
+round trip) and settles the actual cost after the call, or releases it when the call
+failed. Only when the lease runs low, nears its expiry, or the UTC day ends does the
+budget talk to the ledger: it reports what was spent and asks for more, in one call.
+
+Usage::
+
+    budget = TenantBudget(HttpLeaseTransport(url, token), "acme", holder=run_id)
+    with budget.spend(estimate_usd) as call:      # raises TenantCapReached when over
+        response = model(...)
+        call.settle(actual_usd)                   # or leave it: released as unused
+    budget.close()                                # settles and returns the unused part
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any, Literal, Protocol
+
+import requests
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
+
+from runledger.cost.store import (
+    DEFAULT_LEASE_TTL_S,
+    CapStore,
+    LeaseState,
+    blocked_message,
+    quantize_usd,
+)
+from runledger.store import DatabaseUnavailable
+
+__all__ = [
+    "BudgetBusy",
+    "BudgetError",
+    "HttpLeaseTransport",
+    "LeaseTransport",
+    "LedgerUnavailable",
+    "PgLeaseTransport",
+    "Reservation",
+    "TenantBudget",
+    "TenantCapReached",
+    "TenantPaused",
+]
+
+OnLedgerDown = Literal["fail_closed", "fail_open"]
+
+
+class BudgetError(RuntimeError):
+    """The tenant budget refused or could not decide on a model call."""
+
+
+class TenantCapReached(BudgetError):
+    """The tenant's daily $ cap leaves no room for this call."""
+
+    def __init__(
+        self, tenant_id: str, *, cap_usd: Decimal, spend_usd: Decimal, needed_usd: Decimal,
+        message: str | None = None,
+    ) -> None:  # fmt: skip
+        self.tenant_id = tenant_id
+        self.cap_usd = cap_usd
+        self.spend_usd = spend_usd
+        self.needed_usd = needed_usd
+        super().__init__(
+            message
+            or blocked_message(
+                tenant_id, cap_usd=cap_usd, spend_usd=spend_usd, needed_usd=needed_usd
+            )
+        )
+
+
+class BudgetBusy(BudgetError):
+    """Room is left under the cap but other leases held it for longer than we waited."""
+
+
+class TenantPaused(BudgetError):
+    """The tenant is paused by an admin: no new spend."""
+
+
+class LedgerUnavailable(BudgetError):
+    """The ledger (control service or database) cannot be reached."""
+
+
+class LeaseTransport(Protocol):
+    """How a budget talks to the ledger: the three lease calls."""
+
+    def open(
+        self, tenant_id: str, *, want_usd: Decimal, min_usd: Decimal, holder: str,
+        role: str | None, ttl_s: float,
+    ) -> LeaseState: ...  # fmt: skip
+
+    def sync(
+        self, lease_id: str, *, spent_usd: Decimal, want_usd: Decimal, min_usd: Decimal,
+        ttl_s: float, keep_usd: Decimal | None = None,
+    ) -> LeaseState: ...  # fmt: skip
+
+    def close(self, lease_id: str, *, spent_usd: Decimal) -> LeaseState: ...
+
+
+class PgLeaseTransport:
+    """Lease calls straight to PostgreSQL (in-process: services, jobs, benchmarks)."""
+
+    def __init__(self, store: CapStore) -> None:
+        self.store = store
+
+    def open(
+        self, tenant_id: str, *, want_usd: Decimal, min_usd: Decimal, holder: str,
+        role: str | None, ttl_s: float,
+    ) -> LeaseState:  # fmt: skip
+        try:
+            return self.store.open_lease(
+                tenant_id, want_usd=want_usd, min_usd=min_usd, holder=holder, role=role,
+                ttl_s=ttl_s,
+            )  # fmt: skip
+        except DatabaseUnavailable as exc:
+            raise LedgerUnavailable(f"ledger database unavailable: {exc}") from exc
+
+    def sync(
+        self, lease_id: str, *, spent_usd: Decimal, want_usd: Decimal, min_usd: Decimal,
+        ttl_s: float, keep_usd: Decimal | None = None,
+    ) -> LeaseState:  # fmt: skip
+        try:
+            return self.store.sync_lease(
+                lease_id, spent_usd=spent_usd, want_usd=want_usd, min_usd=min_usd, ttl_s=ttl_s,
+                keep_usd=keep_usd,
+            )  # fmt: skip
+        except DatabaseUnavailable as exc:
+            raise LedgerUnavailable(f"ledger database unavailable: {exc}") from exc
+
+    def close(self, lease_id: str, *, spent_usd: Decimal) -> LeaseState:
+        try:
+            return self.store.close_lease(lease_id, spent_usd=spent_usd)
+        except DatabaseUnavailable as exc:
+            raise LedgerUnavailable(f"ledger database unavailable: {exc}") from exc
+
+
+class HttpLeaseTransport:
+    """Lease calls to the control service (``/v1/caps/leases``) with an agent token."""
+
+    def __init__(
+        self, base_url: str, token: str, *, timeout: float = 5.0,
+        session: requests.Session | None = None,
+    ) -> None:  # fmt: skip
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.session = session or requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def _post(self, path: str, body: dict[str, Any]) -> LeaseState:
+        url = f"{self.base_url}/v1/caps/leases{path}"
+        try:
+            resp = self.session.post(url, json=body, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise LedgerUnavailable(f"cannot reach the ledger at {self.base_url}: {exc}") from exc
+        if resp.status_code >= 500:
+            raise LedgerUnavailable(
+                f"the ledger at {self.base_url} answered {resp.status_code}: {_error(resp)}"
+            )
+        try:
+            data = resp.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict) or "status" not in data:
+            raise BudgetError(f"lease request refused ({resp.status_code}): {_error(resp)}")
+        return _state_from_json(data)
+
+    def open(
+        self, tenant_id: str, *, want_usd: Decimal, min_usd: Decimal, holder: str,
+        role: str | None, ttl_s: float,
+    ) -> LeaseState:  # fmt: skip
+        return self._post(
+            "",
+            {"tenant_id": tenant_id, "want_usd": str(want_usd), "min_usd": str(min_usd),
+             "holder": holder, "role": role, "ttl_s": ttl_s},
+        )  # fmt: skip
+
+    def sync(
+        self, lease_id: str, *, spent_usd: Decimal, want_usd: Decimal, min_usd: Decimal,
+        ttl_s: float, keep_usd: Decimal | None = None,
+    ) -> LeaseState:  # fmt: skip
+        body: dict[str, Any] = {
+            "spent_usd": str(spent_usd), "want_usd": str(want_usd), "min_usd": str(min_usd),
+            "ttl_s": ttl_s,
+        }  # fmt: skip
+        if keep_usd is not None:
+            body["keep_usd"] = str(keep_usd)
+        return self._post(f"/{lease_id}/sync", body)
+
+    def close(self, lease_id: str, *, spent_usd: Decimal) -> LeaseState:
+        return self._post(f"/{lease_id}/close", {"spent_usd": str(spent_usd)})
+
+
+def _error(resp: requests.Response) -> str:
+    try:
+        data = resp.json()
+        if isinstance(data, dict) and "error" in data:
+            return str(data["error"])
+    except ValueError:
+        pass
+    return resp.text[:200]
+
+
+def _state_from_json(data: dict[str, Any]) -> LeaseState:
+    def dec(key: str) -> Decimal | None:
+        value = data.get(key)
+        return None if value is None else Decimal(str(value))
+
+    day = data.get("day")
+    expires = data.get("expires_at")
+    return LeaseState(
+        status=str(data["status"]),
+        lease_id=data.get("lease_id"),
+        tenant_id=data.get("tenant_id"),
+        day=date.fromisoformat(day) if day else None,
+        granted_usd=dec("granted_usd") or Decimal(0),
+        lease_reserved_usd=dec("lease_reserved_usd") or Decimal(0),
+        expires_at=datetime.fromisoformat(expires) if expires else None,
+        cap_usd=dec("cap_usd"),
+        spend_usd=dec("spend_usd"),
+        reserved_usd=dec("reserved_usd"),
+    )
+
+
+@dataclass
+class Reservation:
+    """The estimated cost of one model call, held until the call settles or fails."""
+
+    estimate_usd: Decimal
+    lease_id: str | None
+    offline: bool = False
+    done: bool = False
+    actual_usd: Decimal | None = None
+    _budget: TenantBudget | None = field(default=None, repr=False)
+
+    def settle(self, actual_usd: Decimal) -> str | None:
+        """Record the call's actual cost; return the lease id to put in its events."""
+        assert self._budget is not None
+        return self._budget.settle(self, actual_usd)
+
+    def release(self) -> None:
+        """Give the reservation back: the call failed or was never made."""
+        assert self._budget is not None
+        self._budget.release(self)
+
+
+class _Contended(Exception):
+    def __init__(self, state: LeaseState) -> None:
+        self.state = state
+
+
+class TenantBudget:
+    """Draw a run's model calls from a tenant budget lease, locally.
+
+    Args:
+        transport: ``HttpLeaseTransport`` (agents) or ``PgLeaseTransport`` (in-process).
+        tenant_id: the tenant whose daily cap pays.
+        holder: who holds the lease (run id), for the ledger and for debugging.
+        role: the agent role; the Publisher always fails closed when the ledger is down.
+        chunk_usd: how much to reserve at a time; bigger means fewer round trips.
+        ttl_s: lease lifetime without renewal; longer than any model call.
+        on_ledger_down: ``fail_closed`` (refuse spend) or ``fail_open`` (spend up to
+            ``offline_allowance_usd`` without a lease, reported later by the events).
+        contention_wait_s: how long to wait for room that other leases hold.
+        monotonic: clock for lease expiry (tests inject it).
+        utc_now: clock for the UTC day (tests inject it).
+    """
+
+    def __init__(
+        self,
+        transport: LeaseTransport,
+        tenant_id: str,
+        *,
+        holder: str,
+        role: str | None = None,
+        chunk_usd: Decimal = Decimal("0.50"),
+        ttl_s: float = DEFAULT_LEASE_TTL_S,
+        on_ledger_down: OnLedgerDown = "fail_closed",
+        offline_allowance_usd: Decimal = Decimal(0),
+        contention_wait_s: float = 30.0,
+        monotonic: Callable[[], float] = time.monotonic,
+        utc_now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        if on_ledger_down not in ("fail_closed", "fail_open"):
+            raise ValueError("on_ledger_down must be 'fail_closed' or 'fail_open'")
+        if role == "publisher" and on_ledger_down != "fail_closed":
+            raise ValueError("the Publisher always fails closed when the ledger is down")
+        self.transport = transport
+        self.tenant_id = tenant_id
+        self.holder = holder
+        self.role = role
+        self.chunk_usd = quantize_usd(chunk_usd)
+        self.ttl_s = ttl_s
+        self.on_ledger_down = on_ledger_down
+        self.offline_allowance_usd = quantize_usd(offline_allowance_usd)
+        self.contention_wait_s = contention_wait_s
+        self._monotonic = monotonic
+        self._utc_now = utc_now
+        self._lock = threading.RLock()
+        self._lease_id: str | None = None
+        self._day: date | None = None
+        self._deadline = 0.0
+        self._held = Decimal(0)
+        self._spent = Decimal(0)
+        self._reported = Decimal(0)
+        self._outstanding = Decimal(0)
+        self._offline_used = Decimal(0)
+        self._closed = False
+        self.round_trips = 0
+        self.last_state: LeaseState | None = None
+
+    # -- public -------------------------------------------------------------------------------
+
+    @property
+    def lease_id(self) -> str | None:
+        """Return the current lease id (put it in events' ``payload.lease_id``)."""
+        return self._lease_id
+
+    @property
+    def available_usd(self) -> Decimal:
+        """Return what the lease still holds for new calls, without asking the ledger."""
+        with self._lock:
+            return self._available()
+
+    def reserve(self, estimate_usd: Decimal) -> Reservation:
+        """Reserve a call's estimated cost (an upper bound, e.g. priced at max_tokens).
+
+        Raises:
+            TenantCapReached: the daily cap leaves no room for it.
+            BudgetBusy: room exists but other leases kept holding it.
+            TenantPaused: the tenant is paused.
+            LedgerUnavailable: the ledger is down and the budget fails closed.
+        """
+        est = quantize_usd(estimate_usd)
+        if est < 0:
+            raise ValueError("estimate_usd must be zero or more dollars")
+        with self._lock:
+            if self._closed:
+                raise BudgetError("this budget is closed; open a new TenantBudget")
+            if self._lease_id is not None and self._fresh() and self._available() >= est:
+                self._outstanding += est
+                return Reservation(est, self._lease_id, _budget=self)
+            try:
+                self._refill(est)
+            except LedgerUnavailable:
+                if self.on_ledger_down == "fail_open" and (
+                    self._offline_used + est <= self.offline_allowance_usd
+                ):
+                    self._offline_used += est
+                    return Reservation(est, None, offline=True, _budget=self)
+                raise
+            self._outstanding += est
+            return Reservation(est, self._lease_id, _budget=self)
+
+    def settle(self, reservation: Reservation, actual_usd: Decimal) -> str | None:
+        """Record a call's actual cost; return the lease id its events should name."""
+        actual = quantize_usd(actual_usd)
+        if actual < 0:
+            raise ValueError("actual_usd must be zero or more dollars")
+        with self._lock:
+            self._finish(reservation)
+            reservation.actual_usd = actual
+            if reservation.offline:
+                self._offline_used += actual - reservation.estimate_usd
+                return None
+            # Spend lands on the current lease, which also took over any in-flight estimate.
+            self._spent += actual
+            return self._lease_id
+
+    def release(self, reservation: Reservation) -> None:
+        """Give back a reservation whose call failed or was not made."""
+        with self._lock:
+            self._finish(reservation)
+            if reservation.offline:
+                self._offline_used -= reservation.estimate_usd
+
+    @contextmanager
+    def spend(self, estimate_usd: Decimal) -> Iterator[Reservation]:
+        """Reserve for one call; release it unless the block settled it."""
+        res = self.reserve(estimate_usd)
+        try:
+            yield res
+        finally:
+            if not res.done:
+                self.release(res)
+
+    def flush(self) -> None:
+        """Report spend so far to the ledger and renew the lease (one round trip)."""
+        with self._lock:
+            if self._lease_id is not None:
+                self._sync(Decimal(0), Decimal(0))
+
+    def close(self) -> None:
+        """Settle everything and give the unused part of the lease back."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._lease_id is not None:
+                self._close_current()
+
+    def __enter__(self) -> TenantBudget:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _available(self) -> Decimal:
+        return self._held - (self._spent - self._reported) - self._outstanding
+
+    def _fresh(self) -> bool:
+        # Renew at half-life so a live run never loses its lease to reclaim.
+        if self._monotonic() > self._deadline - self.ttl_s / 2:
+            return False
+        return self._day == self._utc_now().date()
+
+    def _finish(self, reservation: Reservation) -> None:
+        if reservation.done:
+            raise BudgetError("this reservation was already settled or released")
+        reservation.done = True
+        if not reservation.offline:
+            self._outstanding -= reservation.estimate_usd
+
+    def _refill(self, est: Decimal) -> None:
+        retrying = Retrying(
+            retry=retry_if_exception_type(_Contended),
+            wait=wait_random_exponential(multiplier=0.005, max=0.25),
+            stop=stop_after_delay(self.contention_wait_s),
+            reraise=True,
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    self._refill_once(est)
+        except _Contended as exc:
+            raise BudgetBusy(
+                f"tenant {self.tenant_id!r}: ${est:.4f} is left under the daily cap but other "
+                f"runs held it for {self.contention_wait_s:.0f}s; retry shortly "
+                f"(spent ${exc.state.spend_usd or 0:.4f} of ${exc.state.cap_usd or 0:.2f}, "
+                f"${exc.state.reserved_usd or 0:.4f} held by other leases)"
+            ) from None
+
+    def _refill_once(self, est: Decimal) -> None:
+        if self._lease_id is not None:
+            after_settle = self._held - (self._spent - self._reported)
+            need = max(self._outstanding + est - max(after_settle, Decimal(0)), Decimal(0))
+            if self._day == self._utc_now().date():
+                state = self._sync(max(self.chunk_usd, need) if need else Decimal(0), need)
+                if state.status in ("granted", "settled"):
+                    return
+                if state.status not in ("rollover", "expired", "unknown", "closed"):
+                    self._raise_for(state, need)
+                if state.status == "rollover":
+                    self._close_current()
+                else:
+                    # Expired and reclaimed: the ledger's events account for its spend.
+                    self._lease_id = None
+            else:
+                # Our UTC day ended: settle this lease against its day and open another.
+                self._close_current()
+        need = self._outstanding + est
+        self.round_trips += 1
+        state = self.transport.open(
+            self.tenant_id, want_usd=max(self.chunk_usd, need), min_usd=need, holder=self.holder,
+            role=self.role, ttl_s=self.ttl_s,
+        )  # fmt: skip
+        self.last_state = state
+        if state.status != "granted":
+            self._raise_for(state, need)
+        self._lease_id = state.lease_id
+        self._day = state.day
+        self._held = state.lease_reserved_usd
+        self._spent = Decimal(0)
+        self._reported = Decimal(0)
+        self._deadline = self._monotonic() + self.ttl_s
+
+    def _close_current(self) -> None:
+        assert self._lease_id is not None
+        lease, self._lease_id = self._lease_id, None
+        self.round_trips += 1
+        self.last_state = self.transport.close(lease, spent_usd=self._spent)
+
+    def _sync(self, want: Decimal, need: Decimal) -> LeaseState:
+        assert self._lease_id is not None
+        self.round_trips += 1
+        state = self.transport.sync(
+            self._lease_id, spent_usd=self._spent, want_usd=want, min_usd=need, ttl_s=self.ttl_s,
+            keep_usd=self._outstanding,
+        )  # fmt: skip
+        self.last_state = state
+        if state.status in ("granted", "settled", "blocked", "contended", "rollover"):
+            # The ledger settled our spend in every one of these answers.
+            self._reported = self._spent
+            self._held = state.lease_reserved_usd
+            self._deadline = self._monotonic() + self.ttl_s
+        return state
+
+    def _raise_for(self, state: LeaseState, need: Decimal) -> None:
+        if state.status == "contended":
+            raise _Contended(state)
+        if state.status == "blocked":
+            raise TenantCapReached(
+                self.tenant_id, cap_usd=state.cap_usd or Decimal(0),
+                spend_usd=state.spend_usd or Decimal(0), needed_usd=need,
+            )  # fmt: skip
+        if state.status == "paused":
+            raise TenantPaused(
+                f"tenant {self.tenant_id!r} is paused by an admin: no new model calls until it "
+                "is resumed"
+            )
+        if state.status == "unknown":
+            raise BudgetError(f"unknown tenant {self.tenant_id!r}: the ledger has no such tenant")
+        raise BudgetError(f"unexpected lease answer {state.status!r} for {self.tenant_id!r}")

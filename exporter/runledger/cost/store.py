@@ -1,0 +1,576 @@
+"""Server side of the tenant daily cap: budget leases, cap status and raises, in PostgreSQL.
+
+Every lease operation is one call of a SQL function (migration 0002) holding the tenant's
+``caps`` row lock, so concurrent agents can never reserve more than the cap in force.
+docs/caps.md describes the design.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import date, datetime, timedelta
+from decimal import ROUND_CEILING, Decimal
+from typing import Any
+
+import orjson
+import psycopg
+
+from runledger.store import Database
+
+__all__ = [
+    "DEFAULT_LEASE_TTL_S",
+    "DEFAULT_SHARE_DIVISOR",
+    "TEMPORARY_RAISE_HOURS",
+    "CapChange",
+    "CapStatus",
+    "CapStore",
+    "LeaseState",
+    "blocked_message",
+    "quantize_usd",
+]
+
+DEFAULT_LEASE_TTL_S = 900.0
+"""Lease lifetime without renewal; must exceed the longest model-call timeout."""
+
+DEFAULT_SHARE_DIVISOR = 8
+"""Near the cap a grant is at most 1/8 of the free room, so late dollars stay shareable."""
+
+TEMPORARY_RAISE_HOURS = 72
+"""The one-click temporary raise lasts this long, then the cap reverts by itself."""
+
+ONE_CLICK_FACTOR = Decimal("1.5")
+"""The one-click raise lifts the cap in force by half unless a new cap is given."""
+
+_NANO = Decimal("0.000000001")
+_CENT = Decimal("0.01")
+_SYSTEM = "runledger"
+
+
+def quantize_usd(value: Decimal | int | str | float) -> Decimal:
+    """Return ``value`` as dollars at ledger precision (1e-9), rounded up."""
+    return Decimal(str(value)).quantize(_NANO, rounding=ROUND_CEILING)
+
+
+@dataclass(frozen=True)
+class LeaseState:
+    """The answer to a lease operation.
+
+    ``status`` is one of granted, settled, closed (success); blocked (the cap leaves no
+    room even if every other lease gave back all it holds); contended (room exists but
+    other leases hold it: retry shortly); rollover (the lease's UTC day is over: open a new
+    one); expired; unknown; paused (the tenant is paused); invalid (spend went backwards).
+    """
+
+    status: str
+    lease_id: str | None
+    tenant_id: str | None
+    day: date | None
+    granted_usd: Decimal
+    lease_reserved_usd: Decimal
+    expires_at: datetime | None
+    cap_usd: Decimal | None
+    spend_usd: Decimal | None
+    reserved_usd: Decimal | None
+
+    @property
+    def ok(self) -> bool:
+        """Return True when the operation did what was asked."""
+        return self.status in ("granted", "settled", "closed")
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready mapping (decimals as strings)."""
+        out = asdict(self)
+        for key, value in out.items():
+            if isinstance(value, Decimal):
+                out[key] = str(value)
+            elif isinstance(value, datetime | date):
+                out[key] = value.isoformat()
+        return out
+
+
+@dataclass(frozen=True)
+class CapChange:
+    """One row of ``cap_raises``: who changed a cap, why, from what to what, until when."""
+
+    raise_id: int
+    tenant_id: str
+    old_value_usd: Decimal
+    new_value_usd: Decimal
+    reason: str
+    author: str
+    created_at: datetime
+    expires_at: datetime | None
+    reverted_at: datetime | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready mapping."""
+        out = asdict(self)
+        for key, value in out.items():
+            if isinstance(value, Decimal):
+                out[key] = str(value)
+            elif isinstance(value, datetime):
+                out[key] = value.isoformat()
+        return out
+
+
+@dataclass(frozen=True)
+class CapStatus:
+    """A tenant's daily cap today: the cap in force, spend, reservations, 80%/100% marks."""
+
+    tenant_id: str
+    day: date
+    base_cap_usd: Decimal
+    cap_usd: Decimal
+    spend_usd: Decimal
+    reserved_usd: Decimal
+    ledger_spent_usd: Decimal
+    open_leases: int
+    at_80: bool
+    at_100: bool
+    blocked: bool
+    active_raises: list[CapChange]
+
+    @property
+    def utilisation(self) -> Decimal | None:
+        """Return spend as a fraction of the cap (None for a zero cap)."""
+        return self.spend_usd / self.cap_usd if self.cap_usd else None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready mapping."""
+        util = self.utilisation
+        return {
+            "tenant_id": self.tenant_id,
+            "date": self.day.isoformat(),
+            "base_cap_usd": str(self.base_cap_usd),
+            "cap_usd": str(self.cap_usd),
+            "spend_usd": str(self.spend_usd),
+            "reserved_usd": str(self.reserved_usd),
+            "ledger_spent_usd": str(self.ledger_spent_usd),
+            "open_leases": self.open_leases,
+            "utilisation": None if util is None else float(util),
+            "at_80": self.at_80,
+            "at_100": self.at_100,
+            "blocked": self.blocked,
+            "active_raises": [r.as_dict() for r in self.active_raises],
+        }
+
+
+def blocked_message(tenant_id: str, *, cap_usd: Any, spend_usd: Any, needed_usd: Any) -> str:
+    """Explain a refusal: the cap, the spend, and how to raise the cap."""
+    cap = Decimal(str(cap_usd or 0))
+    spend = Decimal(str(spend_usd or 0))
+    left = max(cap - spend, Decimal(0))
+    return (
+        f"tenant {tenant_id!r} daily cap reached: spent ${spend:.4f} of its ${cap:.2f} daily cap "
+        f"today (UTC), ${left:.4f} left, and this call needs ${Decimal(str(needed_usd)):.4f}. "
+        f"To raise it, an admin or finance user can POST /v1/caps/{tenant_id}/raises (or run "
+        f"`runledger cost raise {tenant_id} --cap-usd N --reason ...`), or grant the one-click "
+        f"{TEMPORARY_RAISE_HOURS}-hour raise: POST /v1/caps/{tenant_id}/raises/temporary. "
+        "The cap resets at 00:00 UTC."
+    )
+
+
+_CHANGE_COLS = (
+    "raise_id, tenant_id, old_value_usd, new_value_usd, reason, author, created_at,"
+    " expires_at, reverted_at"
+)
+
+
+class CapStore:
+    """Lease, settle and raise a tenant's daily $ cap.
+
+    Args:
+        db: the ledger database.
+        divisor: near the cap a grant is at most ``free / divisor``.
+        clock: returns the current time (tests inject it); default: the database's clock.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        divisor: int = DEFAULT_SHARE_DIVISOR,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.db = db
+        self.divisor = divisor
+        self.clock = clock
+
+    def _now(self) -> datetime | None:
+        return self.clock() if self.clock is not None else None
+
+    # -- leases -------------------------------------------------------------------------------
+
+    def open_lease(
+        self,
+        tenant_id: str,
+        *,
+        want_usd: Decimal,
+        min_usd: Decimal,
+        holder: str,
+        role: str | None = None,
+        ttl_s: float = DEFAULT_LEASE_TTL_S,
+    ) -> LeaseState:
+        """Reserve a chunk of today's cap: up to ``want_usd``, at least ``min_usd``."""
+        want, least = _amounts(want_usd, min_usd)
+        state = self._open(tenant_id, want, least, holder, role, ttl_s)
+        if state.status == "contended" and self.reclaim_expired(tenant_id):
+            state = self._open(tenant_id, want, least, holder, role, ttl_s)
+        return state
+
+    def _open(
+        self, tenant_id: str, want: Decimal, least: Decimal, holder: str, role: str | None,
+        ttl_s: float,
+    ) -> LeaseState:  # fmt: skip
+        with self.db.connection() as conn:
+            row = conn.execute(
+                "SELECT * FROM cap_lease_open(%s, %s, %s, %s, %s, %s, %s, %s)",
+                (tenant_id, want, least, holder, role, ttl_s, self.divisor, self._now()),
+            ).fetchone()
+        return _state(row)
+
+    def sync_lease(
+        self,
+        lease_id: str,
+        *,
+        spent_usd: Decimal,
+        want_usd: Decimal = Decimal(0),
+        min_usd: Decimal = Decimal(0),
+        ttl_s: float = DEFAULT_LEASE_TTL_S,
+        tenant_id: str | None = None,
+        keep_usd: Decimal | None = None,
+    ) -> LeaseState:
+        """Settle a lease's cumulative spend, renew it, and top it up by up to ``want_usd``.
+
+        ``tenant_id``, when given, must own the lease (else the answer is ``unknown``).
+        When the top-up fails the lease keeps at most ``keep_usd`` (None: all it holds).
+        """
+        keep = None if keep_usd is None else quantize_usd(keep_usd)
+        want, least = _amounts(want_usd, min_usd) if want_usd else (Decimal(0), Decimal(0))
+        spent = quantize_usd(spent_usd)
+        state = self._sync(lease_id, tenant_id, spent, want, least, ttl_s, False, keep)
+        if state.status == "contended" and state.tenant_id:
+            if self.reclaim_expired(state.tenant_id):
+                state = self._sync(lease_id, tenant_id, spent, want, least, ttl_s, False, keep)
+        return state
+
+    def close_lease(
+        self, lease_id: str, *, spent_usd: Decimal, tenant_id: str | None = None
+    ) -> LeaseState:
+        """Settle a lease's cumulative spend and give back everything it still holds."""
+        return self._sync(
+            lease_id, tenant_id, quantize_usd(spent_usd), Decimal(0), Decimal(0), 0.0, True, None
+        )
+
+    def _sync(
+        self, lease_id: str, tenant_id: str | None, spent: Decimal, want: Decimal, least: Decimal,
+        ttl_s: float, close: bool, keep: Decimal | None,
+    ) -> LeaseState:  # fmt: skip
+        with self.db.connection() as conn:
+            row = conn.execute(
+                "SELECT * FROM cap_lease_sync(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (lease_id, tenant_id, spent, want, least, ttl_s, self.divisor, close,
+                 self._now(), keep),
+            ).fetchone()  # fmt: skip
+        return _state(row)
+
+    def reclaim_expired(self, tenant_id: str | None = None) -> int:
+        """Expire leases whose holders stopped renewing them; return how many."""
+        now = self._now()
+        with self.db.connection() as conn:
+            if tenant_id is None:
+                tenants = [
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT DISTINCT tenant_id FROM cap_leases"
+                        " WHERE status = 'open' AND expires_at <= COALESCE(%s, now())",
+                        (now,),
+                    )
+                ]
+            else:
+                tenants = [tenant_id]
+        total = 0
+        for tenant in tenants:
+            # One transaction per tenant keeps the lock order ingest uses (docs/caps.md).
+            with self.db.connection() as conn:
+                row = conn.execute("SELECT cap_leases_reclaim(%s, %s)", (tenant, now)).fetchone()
+                total += int(row[0]) if row else 0
+        return total
+
+    # -- status and raises --------------------------------------------------------------------
+
+    def status(self, tenant_id: str) -> CapStatus | None:
+        """Return the tenant's cap today (None for an unknown tenant)."""
+        self.expire_raises()
+        now = self._now()
+        with self.db.connection() as conn:
+            base = conn.execute(
+                "SELECT daily_cap_usd FROM tenants WHERE tenant_id = %s", (tenant_id,)
+            ).fetchone()
+            if base is None:
+                return None
+            row = conn.execute(
+                "WITH n AS (SELECT COALESCE(%s::timestamptz, now()) AS at)"
+                " SELECT cap_effective_usd(%s, n.at), (n.at AT TIME ZONE 'UTC')::date FROM n",
+                (now, tenant_id),
+            ).fetchone()
+            assert row is not None
+            cap, day = row
+            conn.execute("SELECT _cap_row(%s, %s, %s)", (tenant_id, day, cap))
+            usage = conn.execute(
+                "SELECT u.spend_usd, u.reserved_usd, c.spent_usd, u.blocked,"
+                " (SELECT count(*) FROM cap_leases l WHERE l.tenant_id = u.tenant_id"
+                "   AND l.date = u.date AND l.status = 'open')"
+                " FROM cap_usage u JOIN caps c USING (tenant_id, date)"
+                " WHERE u.tenant_id = %s AND u.date = %s",
+                (tenant_id, day),
+            ).fetchone()
+            assert usage is not None
+            active = [
+                _change(r)
+                for r in conn.execute(
+                    f"SELECT {_CHANGE_COLS} FROM cap_raises WHERE tenant_id = %s"
+                    " AND expires_at > COALESCE(%s, now()) AND reverted_at IS NULL"
+                    " ORDER BY created_at",
+                    (tenant_id, now),
+                )
+            ]
+        spend, reserved, ledger, blocked, leases = usage
+        return CapStatus(
+            tenant_id=tenant_id,
+            day=day,
+            base_cap_usd=base[0],
+            cap_usd=cap,
+            spend_usd=spend,
+            reserved_usd=reserved,
+            ledger_spent_usd=ledger,
+            open_leases=int(leases),
+            at_80=spend >= Decimal("0.8") * cap,
+            at_100=spend >= cap,
+            blocked=bool(blocked) or spend >= cap,
+            active_raises=active,
+        )
+
+    def changes(self, tenant_id: str, limit: int = 100) -> list[CapChange]:
+        """Return the tenant's cap changes, newest first."""
+        with self.db.connection() as conn:
+            return [
+                _change(r)
+                for r in conn.execute(
+                    f"SELECT {_CHANGE_COLS} FROM cap_raises WHERE tenant_id = %s"
+                    " ORDER BY created_at DESC, raise_id DESC LIMIT %s",
+                    (tenant_id, limit),
+                )
+            ]
+
+    def change_cap(
+        self,
+        tenant_id: str,
+        *,
+        new_cap_usd: Decimal,
+        reason: str,
+        author: str,
+        author_role: str,
+        expires_at: datetime | None = None,
+    ) -> CapChange:
+        """Change a tenant's daily cap, permanently or until ``expires_at``; audit it.
+
+        A change with an expiry is a temporary raise: the cap in force is the larger of the
+        base cap and every unexpired raise, so it reverts by itself when the raise expires.
+        """
+        reason = (reason or "").strip()
+        if not reason:
+            raise ValueError("a reason is required: say why the cap changes")
+        if not author:
+            raise ValueError("an author is required")
+        new = Decimal(str(new_cap_usd))
+        if not new.is_finite() or new < 0:
+            raise ValueError("the new cap must be zero or more dollars")
+        new = new.quantize(_NANO)
+        now = self._now()
+        with self.db.connection() as conn:
+            at = conn.execute("SELECT COALESCE(%s::timestamptz, now())", (now,)).fetchone()
+            assert at is not None
+            at_now: datetime = at[0]
+            row = conn.execute(
+                "SELECT daily_cap_usd, cap_effective_usd(tenant_id, %s) FROM tenants"
+                " WHERE tenant_id = %s FOR UPDATE",
+                (at_now, tenant_id),
+            ).fetchone()
+            if row is None:
+                raise LookupError(f"unknown tenant {tenant_id!r}")
+            base, effective = row
+            if expires_at is not None:
+                if expires_at <= at_now:
+                    raise ValueError("the expiry must be in the future")
+                if new <= effective:
+                    raise ValueError(
+                        f"a temporary raise must be above the cap in force (${effective:.2f}); "
+                        "lower a cap with a permanent change"
+                    )
+                old = effective
+            else:
+                if new == base:
+                    raise ValueError(f"the cap is already ${base:.2f}")
+                old = base
+                conn.execute(
+                    "UPDATE tenants SET daily_cap_usd = %s WHERE tenant_id = %s", (new, tenant_id)
+                )
+            change = _change(
+                conn.execute(
+                    "INSERT INTO cap_raises (tenant_id, old_value_usd, new_value_usd, reason,"
+                    f" author, created_at, expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                    f" RETURNING {_CHANGE_COLS}",
+                    (tenant_id, old, new, reason, author, at_now, expires_at),
+                ).fetchone()
+            )
+            _audit(
+                conn,
+                actor=author,
+                role=author_role,
+                action="cap_raise_temporary" if expires_at else "cap_change",
+                tenant_id=tenant_id,
+                details={
+                    "raise_id": change.raise_id,
+                    "old_value_usd": str(old),
+                    "new_value_usd": str(new),
+                    "reason": reason,
+                    "expires_at": expires_at.isoformat() if expires_at else None,
+                },
+            )
+            _refresh_today(conn, tenant_id, at_now)
+        return change
+
+    def temporary_raise(
+        self,
+        tenant_id: str,
+        *,
+        reason: str,
+        author: str,
+        author_role: str,
+        new_cap_usd: Decimal | None = None,
+        hours: int = TEMPORARY_RAISE_HOURS,
+    ) -> CapChange:
+        """Raise the cap for ``hours`` (one click: 72 h, x1.5 unless ``new_cap_usd``)."""
+        now = self._now()
+        with self.db.connection() as conn:
+            row = conn.execute(
+                "SELECT COALESCE(%s::timestamptz, now()),"
+                " cap_effective_usd(%s, COALESCE(%s::timestamptz, now()))",
+                (now, tenant_id, now),
+            ).fetchone()
+        assert row is not None
+        at, effective = row
+        if effective is None:
+            raise LookupError(f"unknown tenant {tenant_id!r}")
+        if new_cap_usd is None:
+            new_cap_usd = (effective * ONE_CLICK_FACTOR).quantize(_CENT, rounding=ROUND_CEILING)
+            if new_cap_usd <= effective:
+                new_cap_usd = effective + Decimal(1)
+        return self.change_cap(
+            tenant_id,
+            new_cap_usd=new_cap_usd,
+            reason=reason,
+            author=author,
+            author_role=author_role,
+            expires_at=at + timedelta(hours=hours),
+        )
+
+    def revert_raise(self, raise_id: int, *, author: str, author_role: str, reason: str) -> bool:
+        """End a temporary raise early; return False when it was not active."""
+        if not (reason or "").strip():
+            raise ValueError("a reason is required: say why the raise ends early")
+        now = self._now()
+        with self.db.connection() as conn:
+            row = conn.execute(
+                "UPDATE cap_raises SET reverted_at = COALESCE(%s::timestamptz, now())"
+                " WHERE raise_id = %s AND reverted_at IS NULL AND expires_at IS NOT NULL"
+                " RETURNING tenant_id, reverted_at, old_value_usd, new_value_usd",
+                (now, raise_id),
+            ).fetchone()
+            if row is None:
+                return False
+            _audit(
+                conn, actor=author, role=author_role, action="cap_raise_revoked",
+                tenant_id=row[0],
+                details={"raise_id": raise_id, "reason": reason.strip(),
+                         "old_value_usd": str(row[2]), "new_value_usd": str(row[3])},
+            )  # fmt: skip
+            _refresh_today(conn, row[0], row[1])
+        return True
+
+    def expire_raises(self) -> list[CapChange]:
+        """Mark temporary raises past their expiry as reverted and audit each one."""
+        now = self._now()
+        with self.db.connection() as conn:
+            rows = conn.execute(
+                "UPDATE cap_raises SET reverted_at = expires_at"
+                " WHERE reverted_at IS NULL AND expires_at IS NOT NULL"
+                " AND expires_at <= COALESCE(%s::timestamptz, now())"
+                f" RETURNING {_CHANGE_COLS}",
+                (now,),
+            ).fetchall()
+            expired = [_change(r) for r in rows]
+            for change in expired:
+                _audit(
+                    conn, actor=_SYSTEM, role="system", action="cap_raise_expired",
+                    tenant_id=change.tenant_id,
+                    details={"raise_id": change.raise_id,
+                             "old_value_usd": str(change.old_value_usd),
+                             "new_value_usd": str(change.new_value_usd)},
+                )  # fmt: skip
+            for tenant in sorted({c.tenant_id for c in expired}):
+                at = conn.execute("SELECT COALESCE(%s::timestamptz, now())", (now,)).fetchone()
+                assert at is not None
+                _refresh_today(conn, tenant, at[0])
+        return expired
+
+
+def _amounts(want_usd: Decimal, min_usd: Decimal) -> tuple[Decimal, Decimal]:
+    least = quantize_usd(min_usd)
+    want = max(quantize_usd(want_usd), least)
+    if least < 0:
+        raise ValueError("min_usd must be zero or more dollars")
+    return want, least
+
+
+def _state(row: Any) -> LeaseState:
+    assert row is not None
+    return LeaseState(
+        status=row[0],
+        lease_id=row[1],
+        tenant_id=row[2],
+        day=row[3],
+        granted_usd=Decimal(row[4] or 0),
+        lease_reserved_usd=Decimal(row[5] or 0),
+        expires_at=row[6],
+        cap_usd=row[7],
+        spend_usd=row[8],
+        reserved_usd=row[9],
+    )
+
+
+def _change(row: Any) -> CapChange:
+    assert row is not None
+    return CapChange(*row)
+
+
+def _audit(
+    conn: psycopg.Connection, *, actor: str, role: str, action: str, tenant_id: str,
+    details: dict[str, Any],
+) -> None:  # fmt: skip
+    conn.execute(
+        "INSERT INTO audit_log (actor, actor_role, action, tenant_id, target, details)"
+        " VALUES (%s, %s, %s, %s, 'tenant_daily_cap', %s::jsonb)",
+        (actor, role, action, tenant_id, orjson.dumps(details).decode()),
+    )
+
+
+def _refresh_today(conn: psycopg.Connection, tenant_id: str, at: datetime) -> None:
+    # Keep today's caps row showing the cap in force, for dashboards that read caps.
+    conn.execute(
+        "SELECT _cap_row(%s, (%s::timestamptz AT TIME ZONE 'UTC')::date,"
+        " cap_effective_usd(%s, %s))",
+        (tenant_id, at, tenant_id, at),
+    )

@@ -1,0 +1,261 @@
+"""Scrape-time gauges computed from PostgreSQL, cached between background refreshes."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from runledger.exporter._config import ExporterConfig
+from runledger.store import Database
+
+__all__ = ["LedgerCollector", "LedgerSnapshot"]
+
+# Spend is the ledger's record of the day (every event's cost_usd); the cap is the one in
+# force now (the base cap or an unexpired temporary raise, migration 0002).
+_TENANTS_SQL = """
+SELECT t.tenant_id, t.status = 'paused', cap_effective_usd(t.tenant_id, %(now)s),
+       COALESCE(c.spent_usd, 0), COALESCE(c.blocked, false), COALESCE(b.burn, 0),
+       COALESCE(o.overdue, 0)
+FROM tenants t
+LEFT JOIN caps c ON c.tenant_id = t.tenant_id AND c.date = %(today)s
+LEFT JOIN (
+    SELECT tenant_id, sum(cost_usd) AS burn FROM events
+    WHERE occurred_at > %(burn_start)s AND occurred_at <= %(now)s GROUP BY tenant_id
+) b ON b.tenant_id = t.tenant_id
+LEFT JOIN (
+    SELECT tenant_id, count(*) AS overdue FROM proofs
+    WHERE completed_at IS NULL AND due_at < %(now)s GROUP BY tenant_id
+) o ON o.tenant_id = t.tenant_id
+ORDER BY t.tenant_id
+"""
+
+# A project is in a phase while it entered one and has not advanced since (an advance to
+# a next phase sets both times equal; a final advance leaves last_advanced_at later).
+_STUCK_SQL = """
+SELECT tenant_id, current_phase,
+       count(*) FILTER (WHERE phase_entered_at < %(stuck_before)s)
+FROM projects
+WHERE current_phase IS NOT NULL AND phase_entered_at IS NOT NULL
+  AND phase_entered_at >= COALESCE(last_advanced_at, '-infinity'::timestamptz)
+GROUP BY tenant_id, current_phase
+"""
+
+_ACTIVE_RUNS_SQL = """
+SELECT tenant_id, role, status, count(*) FROM runs
+WHERE status IN ('queued', 'running') GROUP BY tenant_id, role, status
+"""
+
+_FROZEN_SQL = "SELECT playbook FROM publisher_freezes WHERE lifted_at IS NULL"
+_JUDGEMENTS_SQL = "SELECT outcome, count(*) FROM alert_outcomes GROUP BY outcome"
+_MAX_SEQ_SQL = "SELECT COALESCE(max(seq), 0) FROM events"
+
+
+@dataclass
+class LedgerSnapshot:
+    """The gauges of one refresh, as of ``taken_at``."""
+
+    taken_at: datetime
+    tenants: list[tuple[str, bool, float, float, bool, float, int]] = field(default_factory=list)
+    projected: dict[str, float] = field(default_factory=dict)
+    stuck: dict[tuple[str, str], int] = field(default_factory=dict)
+    active_runs: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    frozen: dict[str, int] = field(default_factory=dict)
+    judgements: dict[str, int] = field(default_factory=dict)
+    max_seq: int = 0
+
+
+def projected_spend(spent: float, burn: float, now: datetime, burn_window: float) -> float:
+    """Return today's spend plus the trailing window's burn rate until the end of the UTC day."""
+    day_start = datetime(now.year, now.month, now.day, tzinfo=UTC)
+    window_start = max(now - timedelta(seconds=burn_window), day_start)
+    elapsed = (now - window_start).total_seconds()
+    remaining = (day_start + timedelta(days=1) - now).total_seconds()
+    if elapsed <= 0:
+        return spent
+    return spent + burn / elapsed * remaining
+
+
+class LedgerCollector(Collector):
+    """Yield fresh gauge families from the last snapshot; ``refresh`` takes a new one.
+
+    Scrapes never touch the database: a background loop calls ``refresh`` every
+    ``gauge_refresh_seconds``, so a gauge is at most that old (plus one refresh query) and a
+    scrape still answers while PostgreSQL is down.
+
+    Args:
+        db: the ledger database.
+        config: exporter settings (stuck threshold, burn window).
+        registry: registered here when given.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        config: ExporterConfig,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.db = db
+        self.config = config
+        self._snapshot: LedgerSnapshot | None = None
+        self._lock = threading.Lock()
+        # Label sets once seen keep reporting (at zero) so a cleared queue or a lifted
+        # freeze shows as 0 rather than a vanished series.
+        self._seen_active: set[tuple[str, str]] = set()
+        self._seen_stuck: set[tuple[str, str]] = set()
+        self._seen_frozen: set[str] = set()
+        if registry is not None:
+            registry.register(self)
+
+    @property
+    def snapshot(self) -> LedgerSnapshot | None:
+        """Return the last snapshot, or None before the first successful refresh."""
+        return self._snapshot
+
+    def refresh(self, now: datetime | None = None) -> LedgerSnapshot:
+        """Query the ledger and replace the snapshot.
+
+        Raises:
+            DatabaseUnavailable: the ledger could not be read; the old snapshot stays.
+        """
+        now = now or datetime.now(UTC)
+        day_start = datetime(now.year, now.month, now.day, tzinfo=UTC)
+        burn_start = max(now - timedelta(seconds=self.config.burn_window_seconds), day_start)
+        params = {
+            "now": now,
+            "today": now.date(),
+            "burn_start": burn_start,
+            "stuck_before": now - timedelta(seconds=self.config.stuck_after_seconds),
+        }
+        snap = LedgerSnapshot(taken_at=now)
+        with self.db.connection() as conn:
+            for row in conn.execute(_TENANTS_SQL, params):
+                tenant, paused, cap, spent, blocked, burn, overdue = row
+                snap.tenants.append(
+                    (tenant, bool(paused), float(cap), float(spent), bool(blocked),
+                     float(burn), int(overdue))
+                )  # fmt: skip
+                snap.projected[tenant] = projected_spend(
+                    float(spent), float(burn), now, self.config.burn_window_seconds
+                )
+            for tenant, phase, count in conn.execute(_STUCK_SQL, params):
+                snap.stuck[(tenant, phase)] = int(count)
+            for tenant, role, status, count in conn.execute(_ACTIVE_RUNS_SQL):
+                snap.active_runs[(tenant, role, status)] = int(count)
+            for (playbook,) in conn.execute(_FROZEN_SQL):
+                snap.frozen[playbook] = 1
+            for outcome, count in conn.execute(_JUDGEMENTS_SQL):
+                snap.judgements[outcome] = int(count)
+            seq = conn.execute(_MAX_SEQ_SQL).fetchone()
+            snap.max_seq = int(seq[0]) if seq else 0
+        with self._lock:
+            self._seen_active |= {(t, r) for t, r, _ in snap.active_runs}
+            self._seen_stuck |= set(snap.stuck)
+            self._seen_frozen |= set(snap.frozen)
+            self._snapshot = snap
+        return snap
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the gauges of the last snapshot (nothing before the first refresh)."""
+        with self._lock:
+            snap = self._snapshot
+            seen_active = sorted(self._seen_active)
+            seen_stuck = sorted(self._seen_stuck)
+            seen_frozen = sorted(self._seen_frozen)
+        if snap is None:
+            return
+        tenant = ["tenant"]
+        spend = GaugeMetricFamily(
+            "runledger_tenant_spend_today_usd",
+            "Spend of the tenant in the current UTC day, from the ledger, in US dollars.",
+            labels=tenant,
+        )
+        cap = GaugeMetricFamily(
+            "runledger_tenant_daily_cap_usd",
+            "Daily spend cap of the tenant for the current UTC day, in US dollars.",
+            labels=tenant,
+        )
+        projected = GaugeMetricFamily(
+            "runledger_tenant_projected_spend_today_usd",
+            "Spend the tenant reaches by the end of the UTC day at the current burn rate,"
+            " in US dollars.",
+            labels=tenant,
+        )
+        blocked = GaugeMetricFamily(
+            "runledger_tenant_blocked",
+            "1 when the tenant reached its daily cap and spend is blocked, else 0.",
+            labels=tenant,
+        )
+        paused = GaugeMetricFamily(
+            "runledger_tenant_paused",
+            "1 when an admin paused the tenant, else 0.",
+            labels=tenant,
+        )
+        overdue = GaugeMetricFamily(
+            "runledger_proofs_overdue",
+            "Proofs past their due time without an answer, in proofs.",
+            labels=tenant,
+        )
+        for name, is_paused, cap_usd, spent, is_blocked, _burn, n_overdue in snap.tenants:
+            spend.add_metric([name], spent)
+            cap.add_metric([name], cap_usd)
+            projected.add_metric([name], snap.projected[name])
+            blocked.add_metric([name], 1.0 if is_blocked else 0.0)
+            paused.add_metric([name], 1.0 if is_paused else 0.0)
+            overdue.add_metric([name], n_overdue)
+        yield from (spend, cap, projected, blocked, paused, overdue)
+
+        stuck = GaugeMetricFamily(
+            "runledger_stuck_projects",
+            "Projects in a phase without advancing for longer than the stuck threshold,"
+            " in projects.",
+            labels=["tenant", "phase"],
+        )
+        for key in seen_stuck:
+            stuck.add_metric(list(key), snap.stuck.get(key, 0))
+        yield stuck
+
+        active = GaugeMetricFamily(
+            "runledger_active_runs",
+            "Runs waiting in the queue (status queued) or running, in runs.",
+            labels=["tenant", "role", "status"],
+        )
+        for t, r in seen_active:
+            for status in ("queued", "running"):
+                active.add_metric([t, r, status], snap.active_runs.get((t, r, status), 0))
+        yield active
+
+        frozen = GaugeMetricFamily(
+            "runledger_publisher_frozen",
+            "1 while quality sampling has frozen the Publisher of the playbook, else 0.",
+            labels=["playbook"],
+        )
+        for playbook in seen_frozen:
+            frozen.add_metric([playbook], snap.frozen.get(playbook, 0))
+        yield frozen
+
+        refreshed = GaugeMetricFamily(
+            "runledger_exporter_gauges_refreshed_timestamp_seconds",
+            "Unix time as of which the ledger gauges of this scrape were computed, in seconds.",
+        )
+        refreshed.add_metric([], snap.taken_at.timestamp())
+        yield refreshed
+
+        judgements = CounterMetricFamily(
+            "runledger_alert_judgements",
+            "Fired alerts judged true or false positive (alert_outcomes rows), in alerts.",
+            labels=["status"],
+        )
+        for outcome in ("true_positive", "false_positive"):
+            judgements.add_metric([outcome], snap.judgements.get(outcome, 0))
+        yield judgements
+
+    def describe(self) -> Iterator[Metric]:
+        """Describe nothing: the families are created per scrape (unchecked collector)."""
+        return iter(())

@@ -1,0 +1,33 @@
+"""Instrumentation for agents and Coordinators: runs, events, model calls, traces, logs.
+
+Usage::
+
+    from runledger.sdk import Ledger
+
+    ledger = Ledger()  # RUNLEDGER_URL, RUNLEDGER_TOKEN, OTEL_* from the environment
+    with ledger.run("acme", "proj-1", phase="build", role="implementer") as run:
+        with run.model_call(model="gpt-4.1", provider="openai") as call:
+            response = client.chat.completions.create(...)
+            call.record(response=response)
+        run.artifact_written("site/index.html", version=3)
+
+See docs/sdk.md for delivery guarantees, redaction and sampling.
+"""
+
+from runledger.sdk._ledger import Ledger
+from runledger.sdk._run import Budget, ExternalCall, ModelCall, Run, current_run, model_call
+from runledger.sdk._spool import SpoolFullError
+from runledger.sdk._telemetry import RateLimitingSampler, RedactingSpanExporter
+
+__all__ = [
+    "Budget",
+    "ExternalCall",
+    "Ledger",
+    "ModelCall",
+    "RateLimitingSampler",
+    "RedactingSpanExporter",
+    "Run",
+    "SpoolFullError",
+    "current_run",
+    "model_call",
+]

@@ -1,0 +1,467 @@
+"""The Ledger client: configuration, the spool and its sender, telemetry providers."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import requests
+from opentelemetry import trace
+from opentelemetry._logs import LoggerProvider as APILoggerProvider
+from opentelemetry._logs import NoOpLoggerProvider, get_logger_provider
+from opentelemetry.context import Context
+from opentelemetry.sdk._logs import LoggerProvider as SDKLoggerProvider
+from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
+from pydantic import ValidationError
+
+from runledger import __version__
+from runledger.events import EVENT_MODELS
+from runledger.redact import Redactor, default_redactor
+from runledger.sdk._config import Settings
+from runledger.sdk._run import Budget, Run, current_run
+from runledger.sdk._sender import Sender
+from runledger.sdk._spool import OpenRun, Spool
+from runledger.sdk._telemetry import (
+    RunLogHandler,
+    build_logger_provider,
+    build_tracer_provider,
+    severity,
+)
+
+if TYPE_CHECKING:
+    from runledger.cost.pricing import PricingTable
+
+__all__ = ["Ledger"]
+
+log = logging.getLogger("runledger.sdk")
+
+_RECOVERY_NS = uuid.UUID("5b0c6f3e-8d0a-4e59-9a43-6b1f0c7d2e11")
+_FREE_TEXT = ("artifact_path",)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+class Ledger:
+    """Client of the runledger control service for one agent or Coordinator process.
+
+    Args:
+        url: control service base URL (default ``RUNLEDGER_URL``; unset keeps events in the
+            spool until a process that has it opens the spool).
+        token: bearer token (default ``RUNLEDGER_TOKEN``).
+        spool_path: SQLite spool file (default ``RUNLEDGER_SPOOL_PATH`` or
+            ``$RUNLEDGER_HOME/spool/events.db``).
+        pricing: the pricing table (default ``runledger.cost.pricing.default_pricing()``).
+        redactor: redaction rules (default ``runledger.redact.DEFAULT_RULES``).
+        tracer_provider: default: the global one if an SDK provider is installed, else one
+            built from the ``OTEL_*`` variables (OTLP/HTTP, rate-limited sampling).
+        logger_provider: likewise for OTLP logs.
+        prompt_audit: store redacted prompts (default ``RUNLEDGER_PROMPT_AUDIT``).
+        environ: read settings from this mapping instead of ``os.environ``.
+        session: HTTP session for the sender (tests).
+        capture_logging: forward ``logging`` records emitted inside a run as run logs.
+
+    Usage::
+
+        ledger = Ledger()
+        with ledger.run("acme", "proj-1", phase="build", role="implementer") as run:
+            with run.model_call(model="gpt-4.1") as call:
+                call.record(tokens_in=1200, tokens_out=300)
+            run.artifact_written("site/index.html", 3)
+        ledger.flush(timeout=5)
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        spool_path: str | Path | None = None,
+        pricing: PricingTable | None = None,
+        redactor: Redactor | None = None,
+        tracer_provider: trace.TracerProvider | None = None,
+        logger_provider: APILoggerProvider | None = None,
+        prompt_audit: bool | None = None,
+        environ: Mapping[str, str] | None = None,
+        session: requests.Session | None = None,
+        capture_logging: bool = True,
+    ) -> None:
+        settings = Settings.from_env(environ)
+        self.settings = settings
+        self.url = url or settings.url
+        self.redactor = redactor or default_redactor()
+        self.prompt_audit_enabled = settings.prompt_audit if prompt_audit is None else prompt_audit
+        self._pricing = pricing
+        self._priced: set[tuple[str, str]] = set()
+        self._runs: dict[str, Run] = {}
+        self._runs_lock = threading.Lock()
+        self._closed = False
+        self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        self._spool = Spool(
+            Path(spool_path) if spool_path else settings.spool_path,
+            owner=self.owner,
+            max_records=settings.spool_max_events,
+            full_timeout=settings.spool_full_timeout,
+        )
+        self._own_providers: list[Any] = []
+        self.tracer_provider = tracer_provider or self._default_tracer_provider()
+        self.logger_provider = logger_provider or self._default_logger_provider()
+        self.tracer = self.tracer_provider.get_tracer("runledger.sdk", __version__)
+        self._otel_logger = self.logger_provider.get_logger("runledger.run", __version__)
+        self._handler: RunLogHandler | None = None
+        if capture_logging:
+            self._handler = RunLogHandler(
+                self.logger_provider, self.redactor, current_run, owner=self
+            )
+            logging.getLogger().addHandler(self._handler)
+        self._sender = Sender(self._spool, self.url, token or settings.token, session=session)
+        self._recover()
+        self._sender.start()
+        atexit.register(self.close)
+
+    # -- providers --------------------------------------------------------------------------
+
+    def _default_tracer_provider(self) -> trace.TracerProvider:
+        if self.settings.otel_disabled:
+            return trace.NoOpTracerProvider()
+        current = trace.get_tracer_provider()
+        if isinstance(current, SDKTracerProvider):
+            return current
+        provider = build_tracer_provider(self.settings, self.redactor)
+        self._own_providers.append(provider)
+        return provider
+
+    def _default_logger_provider(self) -> APILoggerProvider:
+        if self.settings.otel_disabled:
+            return NoOpLoggerProvider()
+        current = get_logger_provider()
+        if isinstance(current, SDKLoggerProvider):
+            return current
+        provider = build_logger_provider(self.settings, self.redactor)
+        self._own_providers.append(provider)
+        return provider
+
+    @property
+    def pricing(self) -> PricingTable:
+        """The pricing table model calls are costed with."""
+        if self._pricing is None:
+            from runledger.cost.pricing import default_pricing
+
+            self._pricing = default_pricing()
+        return self._pricing
+
+    def _check_priced(self, model: str, tenant_id: str) -> None:
+        key = (model, tenant_id)
+        if key not in self._priced:
+            # Raises UnknownModelError before the call is made: nothing is spent unpriced.
+            self.pricing.cost(model, tokens_in=0, tokens_out=0, tenant_id=tenant_id)
+            self._priced.add(key)
+
+    # -- runs -------------------------------------------------------------------------------
+
+    def run(
+        self,
+        tenant_id: str,
+        project_id: str,
+        phase: str,
+        role: str,
+        *,
+        run_id: str | None = None,
+        playbook: str | None = None,
+        attempt: int = 1,
+        attributes: Mapping[str, Any] | None = None,
+        budget: Budget | None = None,
+    ) -> Run:
+        """Return a run to use as ``with ledger.run(...) as run:``.
+
+        Entering emits ``run_started``; leaving emits ``run_finished``, or ``run_failed``
+        with the exception as the reason (the exception propagates).
+        """
+        self._check_open()
+        return Run(
+            self, tenant_id, project_id, phase, role, run_id=run_id, playbook=playbook,
+            attempt=attempt, attributes=attributes, budget=budget,
+        )  # fmt: skip
+
+    def start_run(
+        self,
+        tenant_id: str,
+        project_id: str,
+        phase: str,
+        role: str,
+        *,
+        run_id: str | None = None,
+        playbook: str | None = None,
+        attempt: int = 1,
+        attributes: Mapping[str, Any] | None = None,
+        budget: Budget | None = None,
+    ) -> Run:
+        """Start a run without a ``with`` block; end it with ``run.finish()`` or ``run.fail()``."""
+        return self.run(
+            tenant_id, project_id, phase, role, run_id=run_id, playbook=playbook,
+            attempt=attempt, attributes=attributes, budget=budget,
+        ).start()  # fmt: skip
+
+    def run_queued(
+        self,
+        tenant_id: str,
+        project_id: str,
+        phase: str,
+        role: str,
+        *,
+        run_id: str | None = None,
+        playbook: str | None = None,
+        attempt: int = 1,
+    ) -> str:
+        """Emit ``run_queued`` for a run that will start later; return its run id."""
+        self._check_open()
+        run_id = run_id or f"run-{uuid.uuid4().hex}"
+        event = {
+            "event_id": str(uuid.uuid4()),
+            "type": "run_queued",
+            "tenant_id": tenant_id,
+            "project_id": project_id,
+            "run_id": run_id,
+            "phase": phase,
+            "role": role,
+            "playbook": playbook,
+            "attempt": attempt,
+            "occurred_at": datetime.now(UTC).isoformat(),
+        }
+        self._spool_event(event)
+        return run_id
+
+    def emit(self, event: Mapping[str, Any]) -> str:
+        """Spool one complete event (a dict of the spec); return its event id.
+
+        ``event_id`` and ``occurred_at`` are filled in when missing.
+        """
+        self._check_open()
+        data = dict(event)
+        data.setdefault("event_id", str(uuid.uuid4()))
+        data.setdefault("occurred_at", datetime.now(UTC).isoformat())
+        self._spool_event(data)
+        return str(data["event_id"])
+
+    # -- delivery ---------------------------------------------------------------------------
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Deliver everything spooled so far; return False if some is left after ``timeout``.
+
+        Also makes the spool durable (fsync) and exports pending spans and log records.
+        """
+        import time
+
+        deadline = time.monotonic() + timeout
+        target = self._spool.last_id()
+        self._spool.sync(force=True)
+        for provider in (self.tracer_provider, self.logger_provider):
+            force = getattr(provider, "force_flush", None)
+            if callable(force):
+                force(int(max(0.0, min(timeout, 5.0)) * 1000))
+        if self._spool.pending(up_to=target) == 0:
+            return True
+        if self.url is None or not self._sender.is_alive():
+            return False
+        self._sender.wake()
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return self._spool.pending(up_to=target) == 0
+            self._sender.wait_progress(min(left, 0.05))
+            if self._spool.pending(up_to=target) == 0:
+                return True
+
+    def pending(self) -> int:
+        """Return how many records wait in the spool for the ledger."""
+        return self._spool.pending()
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        """Return the records the ledger rejected for good, with its reasons."""
+        return self._spool.dead_letters()
+
+    @property
+    def spool_path(self) -> Path:
+        """The spool file."""
+        return self._spool.path
+
+    def close(self, timeout: float | None = None) -> None:
+        """Fail open runs, deliver what can be delivered within ``timeout``, stop the sender.
+
+        Runs at interpreter exit too. Undelivered records stay in the spool for next time.
+        """
+        if self._closed:
+            return
+        atexit.unregister(self.close)
+        timeout = self.settings.shutdown_timeout if timeout is None else timeout
+        with self._runs_lock:
+            open_runs = list(self._runs.values())
+        for run in open_runs:
+            try:
+                run.fail("the agent's ledger was closed before the run ended")
+            except Exception:
+                log.exception("runledger: could not end run %s", run.run_id)
+        self._closed = True
+        try:
+            delivered = self.flush(timeout)
+        except Exception:
+            log.exception("runledger: flush at close failed")
+            delivered = False
+        if not delivered and self.url is not None:
+            log.warning(
+                "runledger: %d records not yet acknowledged stay in %s; they are sent when a "
+                "process opens this spool again (last error: %s)",
+                self._spool.pending(),
+                self._spool.path,
+                self._sender.last_error,
+            )
+        self._sender.stop(timeout=5.0)
+        if self._handler is not None:
+            logging.getLogger().removeHandler(self._handler)
+        for provider in self._own_providers:
+            try:
+                provider.shutdown()
+            except Exception:
+                log.exception("runledger: telemetry provider shutdown failed")
+        self._spool.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- internals used by Run --------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this Ledger was closed")
+
+    def _opened(self, run: Run) -> None:
+        with self._runs_lock:
+            self._runs[run.run_id] = run
+
+    def _closed_run(self, run: Run) -> None:
+        with self._runs_lock:
+            self._runs.pop(run.run_id, None)
+
+    @staticmethod
+    def _envelope_bytes(envelope: Mapping[str, Any]) -> bytes:
+        return orjson.dumps(dict(envelope))
+
+    def _clean(self, event: dict[str, Any]) -> dict[str, Any]:
+        payload = event.get("payload")
+        if payload:
+            event["payload"] = self.redactor.value(payload)
+        for key in _FREE_TEXT:
+            if isinstance(event.get(key), str):
+                event[key] = self.redactor.text(event[key])
+        return {k: v for k, v in event.items() if v is not None}
+
+    def _spool_event(
+        self,
+        event: dict[str, Any],
+        *,
+        open_run: tuple[str, bytes] | None = None,
+        reset_run: str | None = None,
+        close_run: str | None = None,
+    ) -> None:
+        event = self._clean(event)
+        model = EVENT_MODELS.get(str(event.get("type")))
+        if model is None:
+            raise ValueError(
+                f"unknown event type {event.get('type')!r}; expected one of: "
+                + ", ".join(EVENT_MODELS)
+            )
+        try:
+            model.model_validate(event)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '(event)'}: {e['msg']}"
+                for e in exc.errors(include_url=False, include_input=False)
+            )
+            raise ValueError(f"invalid {event['type']} event: {problems}") from None
+        body = orjson.dumps(event, default=_json_default)
+        self._spool.append(
+            "event", body, open_run=open_run, reset_run=reset_run, close_run=close_run
+        )
+
+    def _prompt_audit(self, run: Run, prompt: str, response: str | None, model: str | None) -> None:
+        if not self.prompt_audit_enabled:
+            return
+        record = {
+            "audit_id": str(uuid.uuid4()),
+            "tenant_id": run.tenant_id,
+            "run_id": run.run_id,
+            "model": model,
+            "prompt": self.redactor.text(prompt),
+            "response": self.redactor.text(response) if response is not None else None,
+            "created_at": datetime.now(UTC).isoformat(),
+        }
+        self._spool.append("prompt_audit", orjson.dumps(record))
+
+    def _run_log(
+        self,
+        run: Run,
+        message: str,
+        level: int,
+        attributes: Mapping[str, Any],
+        *,
+        context: Context | None = None,
+    ) -> None:
+        attrs = {**run.log_attributes, **attributes}
+        self._otel_logger.emit(
+            context=context or run.log_context(),
+            severity_number=severity(level),
+            severity_text=logging.getLevelName(level),
+            body=self.redactor.text(message),
+            attributes=self.redactor.attributes(attrs),
+        )
+
+    def _recover(self) -> None:
+        """Turn runs of processes that died mid-run into ``run_failed`` events."""
+        owners = set()
+        for orphan in self._spool.orphaned_runs():
+            owners.add(orphan.owner)
+            self._spool.adopt(orphan, "event", self._recovery_event(orphan))
+            log.warning(
+                "runledger: run %s was left open by a process that exited; recorded it as "
+                "failed with its unreported usage",
+                orphan.run_id,
+            )
+        for owner in owners:
+            self._spool.forget_owner(owner)
+
+    @staticmethod
+    def _recovery_event(orphan: OpenRun) -> bytes:
+        envelope = orjson.loads(orphan.envelope)
+        event = {
+            **envelope,
+            "event_id": str(uuid.uuid5(_RECOVERY_NS, f"{orphan.owner}/{orphan.run_id}")),
+            "type": "run_failed",
+            "occurred_at": datetime.now(UTC).isoformat(),
+            "tokens_in": orphan.tokens_in,
+            "tokens_out": orphan.tokens_out,
+            "cost_usd": orphan.cost_usd,
+            "cached": orphan.cached,
+            "payload": {
+                "reason": "the agent process exited before the run ended",
+                "error_class": "ProcessExited",
+                "retryable": True,
+            },
+        }
+        if orphan.model:
+            event["model"] = orphan.model
+        return orjson.dumps({k: v for k, v in event.items() if v is not None})

@@ -1,0 +1,849 @@
+"""A run of an agent: its trace, its events, its model and external calls."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar, Token
+from datetime import UTC, datetime
+from decimal import ROUND_CEILING, Decimal
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+
+from runledger.redact import nearest_city
+from runledger.sdk._telemetry import span_in_run
+
+if TYPE_CHECKING:
+    from runledger.sdk._ledger import Ledger
+
+__all__ = ["Budget", "ExternalCall", "ModelCall", "Run", "current_run", "model_call"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_CURRENT: ContextVar[Run | None] = ContextVar("runledger_current_run", default=None)
+_NANO = Decimal("0.000000001")
+_ZERO = Decimal(0)
+_SERVICE_CHARS = re.compile(r"[^A-Za-z0-9._:/-]+")
+
+
+def current_run() -> Run | None:
+    """Return the run active in this context (``with ledger.run(...)``), if any."""
+    return _CURRENT.get()
+
+
+def _usd(value: Decimal | float | int | str) -> Decimal:
+    amount = value if isinstance(value, Decimal) else Decimal(str(value))
+    if amount < 0:
+        raise ValueError(f"cost_usd must be >= 0, got {value}")
+    return amount.quantize(_NANO, rounding=ROUND_CEILING)
+
+
+def _one_line(text: str, limit: int = 500) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+class Budget(Protocol):
+    """Consulted around every model and external call of a run (``run.budget``).
+
+    Caps come later; a budget may raise from ``before_call`` to refuse a call.
+    """
+
+    def before_call(self, run: Run, kind: str, name: str) -> None:
+        """Called before a ``model`` or ``external`` call named ``name`` starts."""
+
+    def after_call(
+        self, run: Run, kind: str, *, cost_usd: Decimal, tokens_in: int, tokens_out: int
+    ) -> None:
+        """Called after the call, with what it cost."""
+
+
+class Run:
+    """One run of an agent role in a project phase.
+
+    Use ``with ledger.run(...) as run:`` or the explicit twin ``ledger.start_run(...)``
+    with ``run.finish()`` / ``run.fail(reason)``. Token and cost deltas of model calls ride
+    on the run's next event; ``run_finished`` or ``run_failed`` carries the rest.
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        tenant_id: str,
+        project_id: str,
+        phase: str,
+        role: str,
+        *,
+        run_id: str | None = None,
+        playbook: str | None = None,
+        attempt: int = 1,
+        attributes: Mapping[str, Any] | None = None,
+        budget: Budget | None = None,
+    ) -> None:
+        self.ledger = ledger
+        self.tenant_id = tenant_id
+        self.project_id = project_id
+        self.phase = phase
+        self.role = role
+        self.run_id = run_id or f"run-{uuid.uuid4().hex}"
+        self.playbook = playbook
+        self.attempt = attempt
+        self.budget: Budget | None = budget
+        """Hook for per-run caps: consulted before and after each model/external call."""
+        self.status = "new"
+        self.tokens_in = 0
+        self.tokens_out = 0
+        self.cost_usd = _ZERO
+        self.external_usd = _ZERO
+        self.trace_id: str | None = None
+        self._extra_attributes = dict(ledger.redactor.attributes(attributes or {}))
+        self._lock = threading.RLock()
+        self._pending_in = 0
+        self._pending_out = 0
+        self._pending_cost = _ZERO
+        self._pending_model: str | None = None
+        self._pending_cached = False
+        self._span: Any = None
+        self.span_context: trace.SpanContext = trace.INVALID_SPAN_CONTEXT
+        self.context: Context = Context()
+        self._span_id: str | None = None
+        self._cv_token: Token[Run | None] | None = None
+        self._otel_token: object | None = None
+        self._previous: Run | None = None
+        self.envelope: dict[str, Any] = {}
+        self.span_attributes: dict[str, Any] = {}
+        self.log_attributes: dict[str, Any] = {}
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def _begin(self) -> None:
+        if self.status != "new":
+            raise RuntimeError(f"run {self.run_id} was already started")
+        base = {
+            "runledger.tenant_id": self.tenant_id,
+            "runledger.project_id": self.project_id,
+            "runledger.phase": self.phase,
+            "runledger.role": self.role,
+            "runledger.run_id": self.run_id,
+        }
+        if self.playbook:
+            base["runledger.playbook"] = self.playbook
+        self.span_attributes = base
+        self.log_attributes = {**base, **self._extra_attributes}
+        current = trace.get_current_span().get_span_context()
+        # One trace per run: the run's span is a new root, linked to whoever started it.
+        self._span = self.ledger.tracer.start_span(
+            f"invoke_agent {self.role}",
+            context=Context(),
+            kind=SpanKind.INTERNAL,
+            attributes={
+                **base,
+                **self._extra_attributes,
+                "gen_ai.operation.name": "invoke_agent",
+                "gen_ai.agent.name": self.role,
+                "runledger.attempt": self.attempt,
+            },
+            links=[Link(current)] if current.is_valid else None,
+        )
+        self.span_context = self._span.get_span_context()
+        self.context = trace.set_span_in_context(self._span, Context())
+        self.trace_id = format(self.span_context.trace_id, "032x")
+        self._span_id = format(self.span_context.span_id, "016x")
+        self.envelope = {
+            "tenant_id": self.tenant_id,
+            "project_id": self.project_id,
+            "run_id": self.run_id,
+            "phase": self.phase,
+            "role": self.role,
+            "playbook": self.playbook,
+            "trace_id": self.trace_id,
+            "span_id": self._span_id,
+        }
+        self.ledger._opened(self)
+        try:
+            self._emit("run_started", fields={"attempt": self.attempt}, open_run=True)
+        except BaseException:
+            self.ledger._closed_run(self)
+            self._span.end()
+            raise
+        self.status = "running"
+
+    def start(self) -> Run:
+        """Start the run (the explicit twin of ``with``); it becomes the current run."""
+        self._begin()
+        self._previous = _CURRENT.get()
+        _CURRENT.set(self)
+        return self
+
+    def finish(self, status: str = "succeeded", *, summary: str | None = None) -> None:
+        """End the run: ``run_finished`` with ``status`` ``succeeded`` or ``partial``."""
+        payload: dict[str, Any] = {"status": status}
+        if summary:
+            payload["summary"] = _one_line(summary)
+        self._end("run_finished", payload, status, None)
+
+    def fail(self, reason: str | BaseException, *, retryable: bool | None = None) -> None:
+        """End the run with ``run_failed``; ``reason`` is a message or the exception."""
+        if isinstance(reason, BaseException):
+            error_class: str | None = type(reason).__name__
+            text = f"{error_class}: {reason}" if str(reason) else error_class
+        else:
+            error_class, text = None, reason
+        payload: dict[str, Any] = {"reason": _one_line(text or "failed")}
+        if error_class:
+            payload["error_class"] = error_class[:128]
+        if retryable is not None:
+            payload["retryable"] = retryable
+        self._end("run_failed", payload, "failed", payload["reason"])
+
+    def _end(self, kind: str, payload: dict[str, Any], status: str, error: str | None) -> None:
+        with self._lock:
+            if self.status != "running":
+                raise RuntimeError(f"run {self.run_id} is not running (status {self.status})")
+            self._emit(kind, payload=payload, close_run=True)
+            self.status = status
+        if error is not None:
+            self._span.set_status(Status(StatusCode.ERROR, self.ledger.redactor.text(error)))
+        self._span.set_attributes(
+            {
+                "gen_ai.usage.input_tokens": self.tokens_in,
+                "gen_ai.usage.output_tokens": self.tokens_out,
+                "runledger.cost_usd": float(self.cost_usd),
+                "runledger.status": status,
+            }
+        )
+        self._span.end()
+        self.ledger._closed_run(self)
+        if _CURRENT.get() is self and self._cv_token is None:
+            _CURRENT.set(self._previous)
+
+    def __enter__(self) -> Run:
+        self._begin()
+        self._cv_token = _CURRENT.set(self)
+        self._otel_token = otel_context.attach(self.context)
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if self._otel_token is not None:
+            otel_context.detach(self._otel_token)  # type: ignore[arg-type]
+            self._otel_token = None
+        if self._cv_token is not None:
+            _CURRENT.reset(self._cv_token)
+            self._cv_token = None
+        if self.status == "running":
+            if exc is not None:
+                self.fail(exc)
+            else:
+                self.finish()
+
+    @contextmanager
+    def activate(self) -> Iterator[Run]:
+        """Make this run current in this thread or task (for logs and ``model_call``)."""
+        token = _CURRENT.set(self)
+        otel_token = otel_context.attach(self.context)
+        try:
+            yield self
+        finally:
+            otel_context.detach(otel_token)
+            _CURRENT.reset(token)
+
+    # -- events -----------------------------------------------------------------------------
+
+    def _emit(
+        self,
+        kind: str,
+        *,
+        payload: Mapping[str, Any] | None = None,
+        fields: Mapping[str, Any] | None = None,
+        usage: bool = True,
+        open_run: bool = False,
+        close_run: bool = False,
+    ) -> str:
+        event: dict[str, Any] = {
+            "event_id": str(uuid.uuid4()),
+            "type": kind,
+            **self.envelope,
+            "occurred_at": datetime.now(UTC).isoformat(),
+        }
+        current = trace.get_current_span().get_span_context()
+        if current.is_valid and current.trace_id == self.span_context.trace_id:
+            event["span_id"] = format(current.span_id, "016x")
+        if fields:
+            event.update(fields)
+        if payload:
+            event["payload"] = dict(payload)
+        with self._lock:
+            reset = False
+            if usage and (self._pending_in or self._pending_out or self._pending_cost):
+                event["tokens_in"] = self._pending_in
+                event["tokens_out"] = self._pending_out
+                event["cost_usd"] = self._pending_cost
+                event["model"] = self._pending_model
+                event["cached"] = self._pending_cached
+                reset = True
+            self.ledger._spool_event(
+                event,
+                open_run=(self.run_id, self.ledger._envelope_bytes(self.envelope))
+                if open_run
+                else None,
+                reset_run=self.run_id if reset and not close_run else None,
+                close_run=self.run_id if close_run else None,
+            )
+            if reset:
+                self._pending_in = self._pending_out = 0
+                self._pending_cost = _ZERO
+                self._pending_cached = False
+        return str(event["event_id"])
+
+    def _require_running(self) -> None:
+        if self.status != "running":
+            raise RuntimeError(f"run {self.run_id} is not running (status {self.status})")
+
+    def emit(
+        self,
+        event_type: str,
+        *,
+        payload: Mapping[str, Any] | None = None,
+        **fields: Any,
+    ) -> str:
+        """Emit any event type of ``runledger.events`` in this run; return its event id."""
+        self._require_running()
+        return self._emit(event_type, payload=payload, fields=fields)
+
+    def phase_entered(self, phase: str | None = None) -> str:
+        """The project entered ``phase`` (default: the run's phase)."""
+        if phase:
+            return self.emit("phase_entered", phase=phase)
+        return self.emit("phase_entered")
+
+    def phase_advanced(self, to_phase: str | None = None) -> str:
+        """The run's phase passed its gate; ``to_phase`` names the next one."""
+        return self.emit("phase_advanced", payload={"to_phase": to_phase} if to_phase else None)
+
+    def artifact_written(self, path: str, version: int) -> str:
+        """An artifact version was written."""
+        return self.emit("artifact_written", artifact_path=path, artifact_version=version)
+
+    def validation_failed(
+        self,
+        reason: str,
+        *,
+        rule: str | None = None,
+        strict: bool = False,
+        artifact_path: str | None = None,
+        artifact_version: int | None = None,
+    ) -> str:
+        """The Validator rejected an artifact."""
+        payload: dict[str, Any] = {"reason": _one_line(reason), "strict": strict}
+        if rule:
+            payload["rule"] = rule
+        fields = {"artifact_path": artifact_path, "artifact_version": artifact_version}
+        return self.emit(
+            "validation_failed", payload=payload, **{k: v for k, v in fields.items() if v}
+        )
+
+    def publish_done(
+        self, path: str, version: int, *, partial: bool = False, instructions: str | None = None
+    ) -> str:
+        """The Publisher shipped an artifact (``partial`` when a cap cut it short)."""
+        payload: dict[str, Any] = {"partial": partial}
+        if instructions:
+            payload["instructions"] = _one_line(instructions)
+        return self.emit(
+            "publish_done", payload=payload, artifact_path=path, artifact_version=version
+        )
+
+    def cap_hit(self, cap: str, *, limit: Decimal | float, spent: Decimal | float) -> str:
+        """A cap stopped further spend (``time``, ``tokens``, ``cost``, ``external``, ...)."""
+        return self.emit("cap_hit", payload={"cap": cap, "limit": str(limit), "spent": str(spent)})
+
+    def user_override(self, action: str, *, actor: str | None = None) -> str:
+        """A human intervened in the run."""
+        payload: dict[str, Any] = {"action": _one_line(action)}
+        if actor:
+            payload["actor"] = actor
+        return self.emit("user_override", payload=payload)
+
+    def impersonation_started(self, actor: str, *, reason: str | None = None) -> str:
+        """Support or an admin began acting as the tenant's user."""
+        return self.emit("impersonation_started", payload=_actor(actor, reason))
+
+    def impersonation_ended(self, actor: str, *, reason: str | None = None) -> str:
+        """Impersonation ended."""
+        return self.emit("impersonation_ended", payload=_actor(actor, reason))
+
+    def proof_requested(self, proof_id: str, *, due_at: datetime) -> str:
+        """A proof was sent to the owner, due by ``due_at``."""
+        return self.emit(
+            "proof_requested", payload={"proof_id": proof_id, "due_at": due_at.isoformat()}
+        )
+
+    def proof_completed(self, proof_id: str, *, approved: bool = True) -> str:
+        """The owner answered a proof."""
+        return self.emit("proof_completed", payload={"proof_id": proof_id, "approved": approved})
+
+    def microsite_visit(self, microsite_id: str, *, visitor: str | None = None) -> str:
+        """A visit to a published microsite (``visitor``: a salted hash, never raw)."""
+        return self.emit("microsite_visit", payload=_microsite(microsite_id, visitor))
+
+    def microsite_conversion(self, microsite_id: str, *, visitor: str | None = None) -> str:
+        """A microsite visit converted."""
+        return self.emit("microsite_conversion", payload=_microsite(microsite_id, visitor))
+
+    def demo_started(
+        self,
+        demo_id: str,
+        *,
+        city: str | None = None,
+        location: tuple[float, float] | None = None,
+    ) -> str:
+        """An Uber Mode demo started; a precise ``location`` is reduced to its city."""
+        return self.emit("demo_started", payload=_demo(demo_id, city, location))
+
+    def demo_completed(
+        self,
+        demo_id: str,
+        *,
+        city: str | None = None,
+        location: tuple[float, float] | None = None,
+    ) -> str:
+        """An Uber Mode demo ran to its end."""
+        return self.emit("demo_completed", payload=_demo(demo_id, city, location))
+
+    # -- calls ------------------------------------------------------------------------------
+
+    def model_call(
+        self,
+        model: str,
+        *,
+        operation: str = "chat",
+        provider: str | None = None,
+        cached: bool = False,
+        cost_usd: Decimal | float | None = None,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> ModelCall:
+        """A model call: a GenAI span, its tokens and cost (context manager or decorator).
+
+        Args:
+            model: the requested model; it must be in the pricing table unless
+                ``cost_usd`` is given (here or in ``call.record``).
+            operation: ``gen_ai.operation.name`` (``chat``, ``text_completion``, ``embeddings``).
+            provider: ``gen_ai.provider.name`` (``openai``, ``anthropic``, ...).
+            cached: the whole response came from a cache: no charge unless ``cost_usd``.
+            cost_usd: the call's price when the caller knows it (overrides the table).
+            attributes: extra span attributes (redacted).
+
+        Usage::
+
+            with run.model_call(model="gpt-4.1", provider="openai") as call:
+                response = client.chat.completions.create(...)
+                call.record(response=response)      # or tokens_in=..., tokens_out=...
+        """
+        return ModelCall(
+            self, model, operation=operation, provider=provider, cached=cached,
+            cost_usd=cost_usd, attributes=attributes,
+        )  # fmt: skip
+
+    def external_call(
+        self,
+        name: str,
+        *,
+        cost_usd: Decimal | float | None = None,
+        summary: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> ExternalCall:
+        """A call that is not a model call (HTTP API, tool, webhook) and its charge in $.
+
+        Usage::
+
+            with run.external_call("maps.geocode", cost_usd=0.005) as ext:
+                result = geocode(address)
+                ext.summary = "geocoded 1 address"
+        """
+        return ExternalCall(self, name, cost_usd=cost_usd, summary=summary, attributes=attributes)
+
+    def prompt_audit(
+        self, prompt: str, *, response: str | None = None, model: str | None = None
+    ) -> None:
+        """Store a redacted prompt (and response) in the ledger's ``prompt_audit``, if enabled."""
+        self.ledger._prompt_audit(self, prompt, response, model)
+
+    def log(self, message: str, *, level: int = logging.INFO, **attributes: Any) -> None:
+        """Write one structured step to the run log (an OTLP log record, redacted)."""
+        self.ledger._run_log(self, message, level, attributes)
+
+    def _add_usage(
+        self, model: str, tokens_in: int, tokens_out: int, cost: Decimal, cached: bool
+    ) -> None:
+        with self._lock:
+            self.tokens_in += tokens_in
+            self.tokens_out += tokens_out
+            self.cost_usd += cost
+            self._pending_in += tokens_in
+            self._pending_out += tokens_out
+            self._pending_cost += cost
+            self._pending_model = model
+            self._pending_cached = self._pending_cached or cached
+            if self.status == "running":
+                self.ledger._spool.set_usage(
+                    self.run_id, self._pending_in, self._pending_out, str(self._pending_cost),
+                    model, self._pending_cached,
+                )  # fmt: skip
+
+    def log_context(self) -> Context:
+        """Return the context run log records carry (the current span when in this run)."""
+        return span_in_run(self)
+
+    def __repr__(self) -> str:
+        return f"<Run {self.run_id} {self.phase}/{self.role} {self.status}>"
+
+
+def _actor(actor: str, reason: str | None) -> dict[str, Any]:
+    payload: dict[str, Any] = {"actor": actor}
+    if reason:
+        payload["reason"] = _one_line(reason)
+    return payload
+
+
+def _microsite(microsite_id: str, visitor: str | None) -> dict[str, Any]:
+    payload: dict[str, Any] = {"microsite_id": microsite_id}
+    if visitor:
+        payload["visitor"] = visitor
+    return payload
+
+
+def _demo(demo_id: str, city: str | None, location: tuple[float, float] | None) -> dict[str, Any]:
+    payload: dict[str, Any] = {"demo_id": demo_id}
+    if location is not None:
+        found = nearest_city(float(location[0]), float(location[1]))
+        city = found.name if found else None
+    if city:
+        payload["city"] = city
+    return payload
+
+
+def _get(obj: Any, name: str) -> Any:
+    if obj is None:
+        return None
+    if isinstance(obj, Mapping):
+        return obj.get(name)
+    return getattr(obj, name, None)
+
+
+def usage_from_response(response: Any) -> dict[str, Any]:
+    """Read tokens from an OpenAI- or Anthropic-style response object or dict."""
+    usage = _get(response, "usage")
+    out: dict[str, Any] = {}
+    if usage is not None:
+        tin = _get(usage, "input_tokens")
+        if tin is None:
+            tin = _get(usage, "prompt_tokens")
+        tout = _get(usage, "output_tokens")
+        if tout is None:
+            tout = _get(usage, "completion_tokens")
+        cached = _get(usage, "cache_read_input_tokens")
+        if cached is None:
+            details = _get(usage, "prompt_tokens_details") or _get(usage, "input_tokens_details")
+            cached = _get(details, "cached_tokens")
+        extra_in = _get(usage, "cache_creation_input_tokens")
+        if _get(usage, "cache_read_input_tokens") is not None:
+            # Anthropic counts cache reads and writes outside input_tokens.
+            tin = (tin or 0) + (cached or 0) + (extra_in or 0)
+        if isinstance(tin, int):
+            out["tokens_in"] = tin
+        if isinstance(tout, int):
+            out["tokens_out"] = tout
+        if isinstance(cached, int):
+            out["cached_tokens_in"] = cached
+    model = _get(response, "model")
+    if isinstance(model, str):
+        out["response_model"] = model
+    return out
+
+
+class ModelCall:
+    """One model call of a run: a GenAI client span plus its tokens and cost.
+
+    Enter it (``with``) or decorate a function with it; call ``record`` with the usage.
+    """
+
+    def __init__(
+        self,
+        run: Run | None,
+        model: str,
+        *,
+        operation: str = "chat",
+        provider: str | None = None,
+        cached: bool = False,
+        cost_usd: Decimal | float | None = None,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.run = run
+        self.model = model
+        self.operation = operation
+        self.provider = provider
+        self.cached = cached
+        self.cost_usd: Decimal | None = None if cost_usd is None else _usd(cost_usd)
+        self.tokens_in = 0
+        self.tokens_out = 0
+        self.cached_tokens_in = 0
+        self.response_model: str | None = None
+        self.finish_reasons: tuple[str, ...] | None = None
+        self._attributes = attributes
+        self._recorded = False
+        self._span: Any = None
+        self._token: object | None = None
+
+    def __enter__(self) -> ModelCall:
+        run = self.run if self.run is not None else current_run()
+        if run is None:
+            raise RuntimeError(
+                "model_call outside a run: use `with ledger.run(...)` or `run.model_call(...)`"
+            )
+        self.run = run
+        if run.status != "running":
+            raise RuntimeError(f"run {run.run_id} is not running (status {run.status})")
+        if run.budget is not None:
+            run.budget.before_call(run, "model", self.model)
+        if self.cost_usd is None and not self.cached:
+            run.ledger._check_priced(self.model, run.tenant_id)
+        attrs = {
+            **run.span_attributes,
+            "gen_ai.operation.name": self.operation,
+            "gen_ai.request.model": self.model,
+        }
+        if self.provider:
+            attrs["gen_ai.provider.name"] = self.provider
+            attrs["gen_ai.system"] = self.provider
+        if self._attributes:
+            attrs.update(run.ledger.redactor.attributes(self._attributes))
+        self._span = run.ledger.tracer.start_span(
+            f"{self.operation} {self.model}",
+            context=span_in_run(run),
+            kind=SpanKind.CLIENT,
+            attributes=attrs,
+        )
+        self._token = otel_context.attach(trace.set_span_in_context(self._span))
+        return self
+
+    def record(
+        self,
+        *,
+        tokens_in: int | None = None,
+        tokens_out: int | None = None,
+        cached_tokens_in: int | None = None,
+        cost_usd: Decimal | float | None = None,
+        response_model: str | None = None,
+        finish_reasons: tuple[str, ...] | list[str] | None = None,
+        response: Any = None,
+    ) -> None:
+        """Record the call's usage: explicit counts, or read from a provider ``response``."""
+        if response is not None:
+            found = usage_from_response(response)
+            tokens_in = found.get("tokens_in", tokens_in)
+            tokens_out = found.get("tokens_out", tokens_out)
+            cached_tokens_in = found.get("cached_tokens_in", cached_tokens_in)
+            response_model = response_model or found.get("response_model")
+        if tokens_in is not None:
+            self.tokens_in = int(tokens_in)
+        if tokens_out is not None:
+            self.tokens_out = int(tokens_out)
+        if cached_tokens_in is not None:
+            self.cached_tokens_in = int(cached_tokens_in)
+        if cost_usd is not None:
+            self.cost_usd = _usd(cost_usd)
+        if response_model:
+            self.response_model = response_model
+        if finish_reasons:
+            self.finish_reasons = tuple(finish_reasons)
+        self._recorded = True
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        """Set a span attribute (redacted)."""
+        self._span.set_attribute(key, self.run.ledger.redactor.value(value, key))  # type: ignore[union-attr]
+
+    def audit(self, prompt: str, response: str | None = None) -> None:
+        """Store this call's redacted prompt and response in ``prompt_audit``, if enabled."""
+        run = self.run if self.run is not None else current_run()
+        if run is None:
+            raise RuntimeError("audit outside a run")
+        run.ledger._prompt_audit(run, prompt, response, self.model)
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        run = self.run
+        assert run is not None
+        otel_context.detach(self._token)  # type: ignore[arg-type]
+        span = self._span
+        cost = self.cost_usd
+        try:
+            if cost is None:
+                if self.cached:
+                    cost = _ZERO
+                else:
+                    cost = run.ledger.pricing.cost(
+                        self.model,
+                        tokens_in=self.tokens_in,
+                        tokens_out=self.tokens_out,
+                        cached_tokens_in=self.cached_tokens_in,
+                        tenant_id=run.tenant_id,
+                    )
+        finally:
+            attrs: dict[str, Any] = {
+                "gen_ai.usage.input_tokens": self.tokens_in,
+                "gen_ai.usage.output_tokens": self.tokens_out,
+                "runledger.cached": self.cached,
+                "runledger.cost_usd": float(cost) if cost is not None else 0.0,
+            }
+            if self.cached_tokens_in:
+                attrs["gen_ai.usage.cache_read.input_tokens"] = self.cached_tokens_in
+            if self.response_model:
+                attrs["gen_ai.response.model"] = self.response_model
+            if self.finish_reasons:
+                attrs["gen_ai.response.finish_reasons"] = self.finish_reasons
+            if exc is not None:
+                attrs["error.type"] = type(exc).__qualname__
+                span.set_status(Status(StatusCode.ERROR, run.ledger.redactor.text(str(exc))))
+            span.set_attributes(attrs)
+            span.end()
+        run._add_usage(self.model, self.tokens_in, self.tokens_out, cost, self.cached)
+        if run.budget is not None:
+            run.budget.after_call(
+                run, "model", cost_usd=cost, tokens_in=self.tokens_in, tokens_out=self.tokens_out
+            )
+
+    def __call__(self, func: F) -> F:
+        """Decorate ``func``: each call is a model call; a returned response is read for usage."""
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            call = ModelCall(
+                self.run, self.model, operation=self.operation, provider=self.provider,
+                cached=self.cached, cost_usd=self.cost_usd, attributes=self._attributes,
+            )  # fmt: skip
+            with call:
+                result = func(*args, **kwargs)
+                if not call._recorded:
+                    call.record(response=result)
+                return result
+
+        return wrapper  # type: ignore[return-value]
+
+
+def model_call(
+    model: str,
+    *,
+    operation: str = "chat",
+    provider: str | None = None,
+    cached: bool = False,
+    cost_usd: Decimal | float | None = None,
+    attributes: Mapping[str, Any] | None = None,
+) -> ModelCall:
+    """A model call in the current run (context manager or decorator); see ``Run.model_call``.
+
+    Usage::
+
+        @model_call(model="claude-sonnet-4", provider="anthropic")
+        def draft(prompt: str) -> Message:
+            return client.messages.create(...)   # usage read from the response
+    """
+    return ModelCall(
+        None, model, operation=operation, provider=provider, cached=cached,
+        cost_usd=cost_usd, attributes=attributes,
+    )  # fmt: skip
+
+
+class ExternalCall:
+    """A non-model call of a run: a span, an ``external_call`` event, a run-log line."""
+
+    def __init__(
+        self,
+        run: Run,
+        name: str,
+        *,
+        cost_usd: Decimal | float | None = None,
+        summary: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.run = run
+        self.name = name
+        self.cost_usd: Decimal | float | None = cost_usd
+        self.summary = summary
+        self._attributes = attributes
+        self._span: Any = None
+        self._token: object | None = None
+        self._t0 = 0.0
+        self.event_id: str | None = None
+
+    def __enter__(self) -> ExternalCall:
+        run = self.run
+        if run.status != "running":
+            raise RuntimeError(f"run {run.run_id} is not running (status {run.status})")
+        if run.budget is not None:
+            run.budget.before_call(run, "external", self.name)
+        attrs = {**run.span_attributes, "runledger.external.service": self.name}
+        if self._attributes:
+            attrs.update(run.ledger.redactor.attributes(self._attributes))
+        self._span = run.ledger.tracer.start_span(
+            f"external {self.name}", context=span_in_run(run), kind=SpanKind.CLIENT,
+            attributes=attrs,
+        )  # fmt: skip
+        self._token = otel_context.attach(trace.set_span_in_context(self._span))
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        run = self.run
+        duration_ms = (time.perf_counter() - self._t0) * 1000.0
+        otel_context.detach(self._token)  # type: ignore[arg-type]
+        cost = _usd(self.cost_usd) if self.cost_usd is not None else _ZERO
+        status = "error" if exc is not None else "ok"
+        redactor = run.ledger.redactor
+        summary = _one_line(
+            redactor.text(self.summary)
+            if self.summary
+            else f"{self.name} {status}" + (f": {type(exc).__name__}" if exc is not None else "")
+        )
+        self._span.set_attributes(
+            {"runledger.cost_usd": float(cost), "runledger.external.status": status}
+        )
+        if exc is not None:
+            self._span.set_status(Status(StatusCode.ERROR, redactor.text(str(exc))))
+            self._span.set_attribute("error.type", type(exc).__qualname__)
+        run.ledger._run_log(
+            run,
+            f"external call {self.name}: {summary} ({duration_ms:.0f} ms, "
+            f"${format(cost.normalize(), 'f')})",
+            logging.WARNING if exc is not None else logging.INFO,
+            {"runledger.external.service": self.name, "runledger.cost_usd": float(cost)},
+            context=trace.set_span_in_context(self._span),
+        )
+        self._span.end()
+        service = _SERVICE_CHARS.sub("-", self.name).strip("-")[:128] or "external"
+        if not service[0].isalnum():
+            service = "x" + service[:127]
+        with run._lock:
+            run.cost_usd += cost
+            run.external_usd += cost
+        self.event_id = run._emit(
+            "external_call",
+            payload={
+                "service": service,
+                "summary": summary,
+                "status": status,
+                "duration_ms": round(duration_ms, 3),
+            },
+            fields={"cost_usd": cost},
+            usage=False,
+        )
+        if run.budget is not None:
+            run.budget.after_call(run, "external", cost_usd=cost, tokens_in=0, tokens_out=0)

@@ -1,0 +1,257 @@
+"""OpenTelemetry plumbing: providers from the environment, sampling, redaction, run logs."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import trace
+from opentelemetry._logs import LoggerProvider as APILoggerProvider
+from opentelemetry._logs import SeverityNumber
+from opentelemetry.context import Context
+from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import (
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+)
+from opentelemetry.trace import Link, SpanKind
+from opentelemetry.util.types import Attributes
+
+from runledger import __version__
+from runledger.redact import Redactor
+from runledger.sdk._config import Settings
+
+if TYPE_CHECKING:
+    from runledger.sdk._run import Run
+
+__all__ = [
+    "RateLimitingSampler",
+    "RedactingLogProcessor",
+    "RedactingSpanExporter",
+    "RunLogHandler",
+    "build_logger_provider",
+    "build_tracer_provider",
+]
+
+
+class RateLimitingSampler(Sampler):
+    """Sample at most ``per_second`` new traces a second (a token bucket, burst = one second).
+
+    Use it as the root of ``ParentBased`` so a sampled run keeps all its spans.
+    """
+
+    def __init__(self, per_second: float) -> None:
+        self.per_second = float(per_second)
+        self._tokens = self.per_second
+        self._last = time.monotonic()
+        self._lock = threading.Lock()
+
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: Any = None,
+    ) -> SamplingResult:
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self.per_second, self._tokens + (now - self._last) * self.per_second)
+            self._last = now
+            take = self._tokens >= 1.0
+            if take:
+                self._tokens -= 1.0
+        decision = Decision.RECORD_AND_SAMPLE if take else Decision.DROP
+        return SamplingResult(decision, attributes if take else None)
+
+    def get_description(self) -> str:
+        return f"RateLimitingSampler{{{self.per_second:g}/s}}"
+
+
+class RedactingSpanExporter(SpanExporter):
+    """Redact span names, attributes and span events before handing spans to ``inner``."""
+
+    def __init__(self, inner: SpanExporter, redactor: Redactor) -> None:
+        self.inner = inner
+        self.redactor = redactor
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self.inner.export([self._clean(s) for s in spans])
+
+    def _clean(self, span: ReadableSpan) -> ReadableSpan:
+        r = self.redactor
+        events = [
+            type(e)(r.text(e.name), r.attributes(e.attributes or {}), e.timestamp)
+            for e in span.events
+        ]
+        return ReadableSpan(
+            name=r.text(span.name),
+            context=span.context,
+            parent=span.parent,
+            resource=span.resource,
+            attributes=r.attributes(span.attributes or {}),
+            events=events,
+            links=span.links,
+            kind=span.kind,
+            status=span.status,
+            start_time=span.start_time,
+            end_time=span.end_time,
+            instrumentation_scope=span.instrumentation_scope,
+        )
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
+class RedactingLogProcessor(LogRecordProcessor):
+    """Redact log bodies and attributes before ``inner`` (a batch processor) sees them."""
+
+    def __init__(self, inner: LogRecordProcessor, redactor: Redactor) -> None:
+        self.inner = inner
+        self.redactor = redactor
+
+    def on_emit(self, log_record: Any) -> None:
+        record = getattr(log_record, "log_record", log_record)
+        if isinstance(record.body, str):
+            record.body = self.redactor.text(record.body)
+        if record.attributes:
+            record.attributes = self.redactor.attributes(record.attributes)
+        self.inner.on_emit(log_record)
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
+def _resource(settings: Settings) -> Resource:
+    attrs: dict[str, Any] = {"telemetry.sdk.name": "opentelemetry", "service.version": __version__}
+    attrs.update(settings.resource_attributes)
+    attrs["service.name"] = (
+        settings.service_name
+        or settings.resource_attributes.get("service.name")
+        or "runledger-agent"
+    )
+    return Resource(attrs)
+
+
+def build_tracer_provider(settings: Settings, redactor: Redactor) -> TracerProvider:
+    """Build a tracer provider from the settings: OTLP/HTTP, batched, redacted, sampled."""
+    if settings.sampler_from_env:
+        provider = TracerProvider(resource=_resource(settings))  # OTEL_TRACES_SAMPLER wins
+    else:
+        sampler = ParentBased(root=RateLimitingSampler(settings.traces_per_second))
+        provider = TracerProvider(resource=_resource(settings), sampler=sampler)
+    if settings.traces_exporter == "otlp" and not settings.otel_disabled:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        exporter = OTLPSpanExporter(
+            endpoint=settings.traces_endpoint, headers=settings.otlp_headers or None
+        )
+        provider.add_span_processor(BatchSpanProcessor(RedactingSpanExporter(exporter, redactor)))
+    return provider
+
+
+def build_logger_provider(settings: Settings, redactor: Redactor) -> LoggerProvider:
+    """Build a logger provider from the settings: OTLP/HTTP, batched, redacted."""
+    provider = LoggerProvider(resource=_resource(settings))
+    if settings.logs_exporter == "otlp" and not settings.otel_disabled:
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+
+        exporter = OTLPLogExporter(
+            endpoint=settings.logs_endpoint, headers=settings.otlp_headers or None
+        )
+        provider.add_log_record_processor(
+            RedactingLogProcessor(BatchLogRecordProcessor(exporter), redactor)
+        )
+    return provider
+
+
+_SEVERITY = (
+    (logging.CRITICAL, SeverityNumber.FATAL),
+    (logging.ERROR, SeverityNumber.ERROR),
+    (logging.WARNING, SeverityNumber.WARN),
+    (logging.INFO, SeverityNumber.INFO),
+    (logging.DEBUG, SeverityNumber.DEBUG),
+)
+_RECORD_FIELDS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+
+def severity(levelno: int) -> SeverityNumber:
+    """Map a ``logging`` level to an OpenTelemetry severity."""
+    for level, number in _SEVERITY:
+        if levelno >= level:
+            return number
+    return SeverityNumber.TRACE
+
+
+class RunLogHandler(logging.Handler):
+    """Send ``logging`` records emitted inside a run as OTLP log records of that run.
+
+    Records outside any run of ``owner`` are ignored: run logs are about runs.
+    """
+
+    def __init__(
+        self,
+        provider: APILoggerProvider,
+        redactor: Redactor,
+        current_run: Callable[[], Run | None],
+        owner: object,
+        level: int = logging.INFO,
+    ) -> None:
+        super().__init__(level)
+        self._logger = provider.get_logger("runledger.run", __version__)
+        self._redactor = redactor
+        self._current_run = current_run
+        self._owner = owner
+
+    def emit(self, record: logging.LogRecord) -> None:
+        run = self._current_run()
+        if run is None or run.ledger is not self._owner or record.name.startswith("runledger.sdk"):
+            return
+        try:
+            body = record.getMessage()
+            if record.exc_info and record.exc_info[0] is not None:
+                body += "\n" + "".join(traceback.format_exception(*record.exc_info))
+            attrs: dict[str, Any] = dict(run.log_attributes)
+            attrs["logger.name"] = record.name
+            attrs["code.function.name"] = record.funcName
+            attrs["code.line.number"] = record.lineno
+            for key, value in vars(record).items():
+                if key not in _RECORD_FIELDS and isinstance(value, (str, int, float, bool)):
+                    attrs[key] = value
+            self._logger.emit(
+                timestamp=int(record.created * 1e9),
+                context=run.log_context(),
+                severity_number=severity(record.levelno),
+                severity_text=record.levelname,
+                body=self._redactor.text(body),
+                attributes=self._redactor.attributes(attrs),
+            )
+        except Exception:
+            self.handleError(record)
+
+
+def span_in_run(run: Run) -> Context:
+    """Return a context whose span is the current one when it is in ``run``'s trace."""
+    current = trace.get_current_span()
+    ctx = current.get_span_context()
+    if ctx.is_valid and ctx.trace_id == run.span_context.trace_id:
+        return trace.set_span_in_context(current)
+    return run.context

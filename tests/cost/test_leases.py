@@ -1,0 +1,260 @@
+"""Budget leases against the tenant daily cap, on the real database."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from _cost_support import Clock
+
+from _support import event, free_port
+from runledger.cost.lease import (
+    BudgetBusy,
+    HttpLeaseTransport,
+    LedgerUnavailable,
+    PgLeaseTransport,
+    TenantBudget,
+    TenantCapReached,
+    TenantPaused,
+)
+from runledger.cost.store import CapStore
+from runledger.events import validate_batch
+from runledger.store import Database, Ingestor
+
+Sql = Callable[..., list[tuple[Any, ...]]]
+D = Decimal
+
+
+def caps_row(sql: Sql, tenant: str) -> dict[str, Any]:
+    rows = sql(
+        "SELECT c.daily_cap_usd, c.settled_usd, c.reserved_usd, c.spent_usd, c.leased_spent_usd,"
+        " u.spend_usd, u.at_80, u.at_100, c.blocked, c.date FROM caps c"
+        " JOIN cap_usage u USING (tenant_id, date) WHERE tenant_id = %s ORDER BY date DESC",
+        tenant,
+    )
+    keys = ["cap", "settled", "reserved", "spent", "leased", "spend", "at_80", "at_100",
+            "blocked", "date"]  # fmt: skip
+    return dict(zip(keys, rows[0], strict=True))
+
+
+def ingest(db: Database, *raw: dict[str, Any]) -> None:
+    models = validate_batch(list(raw))
+    assert all(not isinstance(m, list) for m in models), models
+    results = Ingestor(db).ingest(models)
+    assert [r.status for r in results] == ["accepted"] * len(raw)
+
+
+def cost_event(tenant: str, cost: str, lease_id: str | None, **fields: Any) -> dict[str, Any]:
+    payload: dict[str, Any] = {"service": "model.simulated", "summary": "one model call"}
+    if lease_id:
+        payload["lease_id"] = lease_id
+    return event("external_call", tenant_id=tenant, cost_usd=cost, payload=payload, **fields)
+
+
+def test_calls_draw_from_the_lease_without_round_trips(
+    store: CapStore, make_tenant: Callable[..., str], sql: Sql
+) -> None:
+    make_tenant("acme", "100")
+    budget = TenantBudget(PgLeaseTransport(store), "acme", holder="run-1", chunk_usd=D("1.00"))
+    for _ in range(50):
+        with budget.spend(D("0.012")) as call:
+            call.settle(D("0.01"))
+    assert budget.round_trips == 1  # the first lease covered all 50 calls
+    row = caps_row(sql, "acme")
+    assert row["reserved"] == D("1") and row["settled"] == 0  # held until settled
+    budget.close()
+    row = caps_row(sql, "acme")
+    assert (row["settled"], row["reserved"], row["spend"]) == (D("0.5"), 0, D("0.5"))
+
+
+def test_failed_call_releases_its_reservation(
+    store: CapStore, make_tenant: Callable[..., str], sql: Sql
+) -> None:
+    make_tenant("acme", "1")
+    budget = TenantBudget(PgLeaseTransport(store), "acme", holder="run-1", chunk_usd=D("0.5"))
+    with pytest.raises(TimeoutError), budget.spend(D("0.1")):
+        raise TimeoutError("model timed out")
+    assert budget.available_usd == budget.last_state.lease_reserved_usd  # type: ignore[union-attr]
+    budget.close()
+    assert caps_row(sql, "acme")["settled"] == 0
+
+
+def test_cap_blocks_with_a_message_naming_cap_spend_and_how_to_raise(
+    store: CapStore, make_tenant: Callable[..., str], sql: Sql
+) -> None:
+    make_tenant("acme", "1")
+    budget = TenantBudget(PgLeaseTransport(store), "acme", holder="run-1", chunk_usd=D("0.3"))
+    spent = D(0)
+    with pytest.raises(TenantCapReached) as hit:
+        while True:
+            with budget.spend(D("0.1")) as call:
+                call.settle(D("0.1"))
+                spent += D("0.1")
+    assert spent == D("1.0")  # every cent of the cap was usable
+    message = str(hit.value)
+    assert "tenant 'acme' daily cap reached: spent $1.0000 of its $1.00 daily cap today" in message
+    assert "this call needs $0.1000" in message
+    assert "POST /v1/caps/acme/raises" in message and "runledger cost raise acme" in message
+    assert "one-click 72-hour raise" in message
+    assert (hit.value.cap_usd, hit.value.spend_usd) == (D("1"), D("1"))
+    row = caps_row(sql, "acme")
+    assert row["settled"] == D("1") and row["at_80"] and row["at_100"] and row["blocked"]
+
+
+def test_80_percent_is_visible_as_data(
+    store: CapStore, make_tenant: Callable[..., str], sql: Sql
+) -> None:
+    make_tenant("acme", "10")
+    lease = store.open_lease("acme", want_usd=D("1"), min_usd=D("1"), holder="r")
+    assert lease.lease_id
+    store.close_lease(lease.lease_id, spent_usd=D("7.9"))  # an overrun is settled as is
+    assert not caps_row(sql, "acme")["at_80"]
+    status = store.status("acme")
+    assert status is not None and not status.at_80
+    lease = store.open_lease("acme", want_usd=D("1"), min_usd=D("0.1"), holder="r")
+    assert lease.lease_id
+    store.close_lease(lease.lease_id, spent_usd=D("0.1"))
+    assert caps_row(sql, "acme")["at_80"] and not caps_row(sql, "acme")["at_100"]
+    assert sql("SELECT warned_at IS NOT NULL FROM caps WHERE tenant_id = 'acme'") == [(True,)]
+
+
+def test_grants_shrink_as_the_cap_nears_and_the_last_cents_are_usable(
+    store: CapStore, make_tenant: Callable[..., str]
+) -> None:
+    make_tenant("acme", "8")
+    first = store.open_lease("acme", want_usd=D("4"), min_usd=D("0.01"), holder="a")
+    assert first.granted_usd == D("1")  # 1/8 of the free $8
+    assert first.lease_id
+    store.close_lease(first.lease_id, spent_usd=D("7.6"))
+    small = store.open_lease("acme", want_usd=D("4"), min_usd=D("0.01"), holder="b")
+    assert small.granted_usd == D("0.05")  # 1/8 of the free $0.40
+    last = store.open_lease("acme", want_usd=D("4"), min_usd=D("0.35"), holder="c")
+    assert (last.status, last.granted_usd) == ("granted", D("0.35"))  # exactly what is left
+    nothing = store.open_lease("acme", want_usd=D("1"), min_usd=D("0.000000001"), holder="d")
+    assert nothing.status == "contended"  # b still holds 5 cents: not a refusal
+    assert small.lease_id and last.lease_id
+    store.close_lease(small.lease_id, spent_usd=D("0.05"))
+    store.close_lease(last.lease_id, spent_usd=D("0.35"))
+    done = store.open_lease("acme", want_usd=D("1"), min_usd=D("0.000000001"), holder="d")
+    assert done.status == "blocked" and done.spend_usd == D("8")
+
+
+def test_room_held_by_other_leases_is_contended_not_refused(
+    store: CapStore, make_tenant: Callable[..., str]
+) -> None:
+    make_tenant("acme", "1")
+    hog = store.open_lease("acme", want_usd=D("1"), min_usd=D("0.9"), holder="hog")
+    assert hog.status == "granted" and hog.lease_id
+    budget = TenantBudget(
+        PgLeaseTransport(store), "acme", holder="late", chunk_usd=D("0.5"), contention_wait_s=0.3
+    )
+    with pytest.raises(BudgetBusy, match=r"is left under the daily cap but other runs held it"):
+        budget.reserve(D("0.5"))
+    store.close_lease(hog.lease_id, spent_usd=D("0.2"))
+    res = budget.reserve(D("0.5"))
+    assert res.lease_id is not None
+
+
+def test_settled_spend_and_its_events_are_counted_once(
+    db: Database, store: CapStore, make_tenant: Callable[..., str], sql: Sql
+) -> None:
+    make_tenant("acme", "10")
+    budget = TenantBudget(PgLeaseTransport(store), "acme", holder="run-1", chunk_usd=D("1"))
+    res = budget.reserve(D("0.3"))
+    lease_id = res.settle(D("0.25"))
+    budget.close()
+    ingest(db, cost_event("acme", "0.25", lease_id))
+    row = caps_row(sql, "acme")
+    assert row["spent"] == D("0.25")  # the ledger record has the event
+    assert row["spend"] == D("0.25")  # and the cap counts it once
+    ingest(db, cost_event("acme", "0.1", None))  # spend outside any lease counts directly
+    assert caps_row(sql, "acme")["spend"] == D("0.35")
+    ingest(db, cost_event("acme", "0.5", "not-a-lease"))  # a bogus tag cannot hide spend
+    assert caps_row(sql, "acme")["spend"] == D("0.85")
+
+
+def test_expired_lease_of_a_dead_worker_is_reclaimed_with_its_recorded_spend(
+    db: Database, clocked_store: CapStore, clock: Clock, make_tenant: Callable[..., str],
+    sql: Sql,
+) -> None:  # fmt: skip
+    make_tenant("acme", "10")
+    lease = clocked_store.open_lease(
+        "acme", want_usd=D("1"), min_usd=D("1"), holder="dead", ttl_s=30
+    )
+    assert lease.lease_id
+    # The worker spent 0.4 (its events reached the ledger) and died before reporting it.
+    ingest(db, cost_event("acme", "0.4", lease.lease_id, occurred_at=clock.now.isoformat()))
+    row = caps_row(sql, "acme")
+    assert (row["reserved"], row["spend"]) == (D("1"), 0)  # the lease covers it meanwhile
+    assert clocked_store.reclaim_expired() == 0  # not expired yet
+    clock.advance(seconds=31)
+    assert clocked_store.reclaim_expired() == 1
+    row = caps_row(sql, "acme")
+    assert (row["reserved"], row["spend"], row["settled"]) == (0, D("0.4"), D("0.4"))
+    assert sql("SELECT status FROM cap_leases") == [("expired",)]
+    # A late event of the expired lease counts through the ledger, once.
+    ingest(db, cost_event("acme", "0.1", lease.lease_id, occurred_at=clock.now.isoformat()))
+    assert caps_row(sql, "acme")["spend"] == D("0.5")
+    late = clocked_store.sync_lease(lease.lease_id, spent_usd=D("0.5"))
+    assert late.status == "expired"  # its late report is not counted again
+
+
+def test_utc_day_boundary_resets_the_cap(
+    clocked_store: CapStore, clock: Clock, make_tenant: Callable[..., str], sql: Sql
+) -> None:
+    make_tenant("acme", "1")
+    clock.now = clock.now.replace(hour=23, minute=59, second=0)
+    budget = TenantBudget(
+        PgLeaseTransport(clocked_store), "acme", holder="run-1", chunk_usd=D("0.5"),
+        utc_now=clock,
+    )  # fmt: skip
+    with pytest.raises(TenantCapReached):
+        while True:
+            budget.reserve(D("0.25")).settle(D("0.25"))
+    day1 = clock.now.date()
+    clock.advance(minutes=2)  # 00:01 UTC the next day
+    res = budget.reserve(D("0.25"))
+    res.settle(D("0.25"))
+    budget.close()
+    rows = sql("SELECT date, settled_usd, reserved_usd, blocked FROM caps ORDER BY date")
+    assert rows == [(day1, D("1"), 0, True), (clock.now.date(), D("0.25"), 0, False)]
+
+
+def test_paused_tenant_gets_no_lease(
+    store: CapStore, make_tenant: Callable[..., str], sql: Sql
+) -> None:
+    make_tenant("acme", "10")
+    sql("UPDATE tenants SET status = 'paused' WHERE tenant_id = 'acme'")
+    budget = TenantBudget(PgLeaseTransport(store), "acme", holder="r")
+    with pytest.raises(TenantPaused, match="tenant 'acme' is paused by an admin"):
+        budget.reserve(D("0.01"))
+
+
+def test_unknown_tenant_is_named(store: CapStore) -> None:
+    budget = TenantBudget(PgLeaseTransport(store), "ghost", holder="r")
+    with pytest.raises(Exception, match="unknown tenant 'ghost'"):
+        budget.reserve(D("0.01"))
+
+
+def test_publisher_fails_closed_when_the_ledger_is_down() -> None:
+    down = HttpLeaseTransport(f"http://127.0.0.1:{free_port()}", "rl_x", timeout=0.5)
+    publisher = TenantBudget(down, "acme", holder="pub", role="publisher")
+    with pytest.raises(LedgerUnavailable, match="cannot reach the ledger"):
+        publisher.reserve(D("0.01"))
+    with pytest.raises(ValueError, match="the Publisher always fails closed"):
+        TenantBudget(down, "acme", holder="pub", role="publisher", on_ledger_down="fail_open")
+
+
+def test_other_roles_may_fail_open_within_an_allowance() -> None:
+    down = HttpLeaseTransport(f"http://127.0.0.1:{free_port()}", "rl_x", timeout=0.5)
+    worker = TenantBudget(
+        down, "acme", holder="impl", role="implementer", on_ledger_down="fail_open",
+        offline_allowance_usd=D("0.05"),
+    )  # fmt: skip
+    first = worker.reserve(D("0.03"))
+    assert first.offline and first.settle(D("0.02")) is None  # no lease: events carry no tag
+    worker.reserve(D("0.03"))  # 0.02 spent + 0.03 reserved = the allowance
+    with pytest.raises(LedgerUnavailable):
+        worker.reserve(D("0.01"))
