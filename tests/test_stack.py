@@ -3,19 +3,34 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
+import pytest
 import requests
 
 from _support import free_port, stop_process
 from runledger.store import embedded_server
 
 
-def test_up_starts_the_stack_and_the_demo_fills_the_ledger(tmp_path: Path) -> None:
-    home = tmp_path / "home"
+@pytest.fixture
+def home() -> Iterator[Path]:
+    """A state directory outside pytest's private tmp tree.
+
+    PostgreSQL runs as its own user when the tests run as root, and pytest keeps its tmp
+    tree private (mode 0700) to other users.
+    """
+    base = Path(tempfile.mkdtemp(prefix="rl-up-"))
+    yield base / "home"
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_up_starts_the_stack_and_the_demo_fills_the_ledger(home: Path) -> None:
     ports = {name: free_port() for name in ("control", "exporter", "prometheus", "alertmanager")}
     env = dict(os.environ, RUNLEDGER_HOME=str(home))
     env.pop("RUNLEDGER_DATABASE_URL", None)

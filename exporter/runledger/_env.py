@@ -39,6 +39,16 @@ PROMPT_AUDIT = "RUNLEDGER_PROMPT_AUDIT"
 SHUTDOWN_TIMEOUT = "RUNLEDGER_SHUTDOWN_TIMEOUT"
 """Seconds the SDK spends delivering spooled events at exit (default 5)."""
 
+ENFORCE_CAPS = "RUNLEDGER_ENFORCE_CAPS"
+"""1/true: SDK runs draw model and external spend from a tenant budget lease (default off)."""
+
+ON_LEDGER_DOWN = "RUNLEDGER_ON_LEDGER_DOWN"
+"""fail_closed (default) or fail_open: SDK spend when the ledger cannot be reached (the
+Publisher always fails closed)."""
+
+OFFLINE_ALLOWANCE_USD = "RUNLEDGER_OFFLINE_ALLOWANCE_USD"
+"""Dollars a fail_open run may spend without a lease while the ledger is down (default 0)."""
+
 OTEL_SDK_DISABLED = "OTEL_SDK_DISABLED"
 OTEL_SERVICE_NAME = "OTEL_SERVICE_NAME"
 OTEL_RESOURCE_ATTRIBUTES = "OTEL_RESOURCE_ATTRIBUTES"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from runledger import _env
+from runledger._click import usd
 from runledger.store.tokens import ROLES
 
 __all__ = ["main"]
@@ -72,16 +73,6 @@ def migrate() -> None:
 # -- tenants and tokens ----------------------------------------------------------------------
 
 
-def _decimal(_ctx: Any, _param: Any, value: str) -> Decimal:
-    try:
-        result = Decimal(value)
-    except InvalidOperation:
-        raise click.BadParameter(f"{value!r} is not a number of dollars") from None
-    if not result.is_finite() or result < 0:
-        raise click.BadParameter("must be zero or more dollars")
-    return result
-
-
 @main.group()
 def tenant() -> None:
     """Tenants."""
@@ -89,7 +80,7 @@ def tenant() -> None:
 
 @tenant.command("create")
 @click.argument("tenant_id")
-@click.option("--daily-cap-usd", required=True, callback=_decimal, help="Daily $ cap.")
+@click.option("--daily-cap-usd", required=True, callback=usd, help="Daily $ cap.")
 @click.option("--name", default="", help="Display name.")
 def tenant_create(tenant_id: str, daily_cap_usd: Decimal, name: str) -> None:
     """Create a tenant with a daily $ cap."""

@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import orjson
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from runledger.control._auth import current_principal, require
-from runledger.control._errors import ApiError
+from runledger.control._auth import require
+from runledger.control._batch import read_batch
 from runledger.events import Ident, ModelName
 from runledger.redact import default_redactor
 
@@ -42,15 +42,6 @@ class PromptAuditRecord(BaseModel):
     created_at: AwareDatetime = Field(description="When the prompt was sent, with a UTC offset.")
 
 
-def _body() -> Any:
-    if request.mimetype != "application/json":
-        raise ApiError(415, "send the body as application/json")
-    try:
-        return orjson.loads(request.get_data(cache=False))
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(400, f"body is not valid JSON: {exc}") from exc
-
-
 def _lock_key(run_id: str) -> int:
     return int.from_bytes(hashlib.sha256(run_id.encode()).digest()[:8], "big", signed=True)
 
@@ -63,25 +54,7 @@ def post_prompt_audit() -> Response:
     Re-sending a record is safe: a record with the same run, time and prompt is a duplicate.
     The text is redacted again here, so a client with older rules cannot leak a secret.
     """
-    body = _body()
-    if not isinstance(body, dict) or set(body) != {"records"}:
-        raise ApiError(400, 'body must be an object {"records": [...]}')
-    raw = body["records"]
-    if not isinstance(raw, list) or not raw:
-        raise ApiError(400, "records must be a non-empty array")
-    if len(raw) > MAX_AUDIT_RECORDS:
-        raise ApiError(
-            413, f"batch of {len(raw)} records; the limit is {MAX_AUDIT_RECORDS} per request"
-        )
-    principal = current_principal()
-    for i, item in enumerate(raw):
-        tenant = item.get("tenant_id") if isinstance(item, dict) else None
-        if isinstance(tenant, str) and not principal.can_write_tenant(tenant):
-            raise ApiError(
-                403,
-                f"records[{i}].tenant_id: this token may write only tenant "
-                f"{principal.tenant_id!r}; nothing was stored",
-            )
+    raw = read_batch("records", MAX_AUDIT_RECORDS)
     redactor = default_redactor()
     now = datetime.now(UTC)
     results: list[dict[str, Any]] = []

@@ -4,24 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import click
 
+from runledger._click import usd
+
 __all__ = ["cost_group"]
-
-
-def _usd(_ctx: Any, _param: Any, value: str | None) -> Decimal | None:
-    if value is None:
-        return None
-    try:
-        result = Decimal(value)
-    except InvalidOperation:
-        raise click.BadParameter(f"{value!r} is not a number of dollars") from None
-    if not result.is_finite() or result < 0:
-        raise click.BadParameter("must be zero or more dollars")
-    return result
 
 
 def _store() -> Any:
@@ -42,7 +32,7 @@ def cost_group() -> None:
 @click.option("--pricing", "pricing_path", type=click.Path(exists=True, dir_okay=False),
               help="Pricing YAML (default: the packaged table).")  # fmt: skip
 @click.option("--tenant", default=None, help="Apply this tenant's price overrides.")
-@click.option("--budget-usd", callback=_usd, default=None, help="Block at 100%, warn at 90%.")
+@click.option("--budget-usd", callback=usd, default=None, help="Block at 100%, warn at 90%.")
 @click.option("--budget-tokens", type=click.IntRange(min=0), default=None,
               help="Token budget: block at 100%, warn at 90%.")  # fmt: skip
 @click.option("--fail-on-warn", is_flag=True, help="Exit 4 on a 90% warning (default: exit 0).")
@@ -99,7 +89,7 @@ def status_cmd(tenant_id: str) -> None:
 
 @cost_group.command("raise")
 @click.argument("tenant_id")
-@click.option("--cap-usd", callback=_usd, default=None, help="The new daily cap in dollars.")
+@click.option("--cap-usd", callback=usd, default=None, help="The new daily cap in dollars.")
 @click.option("--reason", required=True, help="Why the cap changes (audited).")
 @click.option("--author", required=True, help="Who changes it (audited).")
 @click.option("--hours", type=click.IntRange(1, 24 * 90), default=None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -23,6 +24,19 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ValueError(f"{name}={raw!r} is not a number") from None
     if value < 0:
         raise ValueError(f"{name}={raw!r} must be >= 0")
+    return value
+
+
+def _usd(env: Mapping[str, str], name: str) -> Decimal:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return Decimal(0)
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise ValueError(f"{name}={raw!r} is not a dollar amount") from None
+    if not value.is_finite() or value < 0:
+        raise ValueError(f"{name}={raw!r} must be zero or more dollars")
     return value
 
 
@@ -56,6 +70,9 @@ class Settings:
     traces_exporter: str = "otlp"
     logs_exporter: str = "otlp"
     sampler_from_env: bool = False
+    enforce_caps: bool = False
+    on_ledger_down: str = "fail_closed"
+    offline_allowance_usd: Decimal = Decimal(0)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -63,6 +80,9 @@ class Settings:
         env = os.environ if env is None else env
         home = Path(env.get(_env.HOME) or ".runledger")
         base = (env.get(_env.OTEL_EXPORTER_OTLP_ENDPOINT) or "http://localhost:4318").rstrip("/")
+        on_down = (env.get(_env.ON_LEDGER_DOWN) or "fail_closed").strip().lower()
+        if on_down not in ("fail_closed", "fail_open"):
+            raise ValueError(f"{_env.ON_LEDGER_DOWN}={on_down!r} must be fail_closed or fail_open")
         max_events = int(_float(env, _env.SPOOL_MAX_EVENTS, 100_000))
         if max_events < 1:
             raise ValueError(f"{_env.SPOOL_MAX_EVENTS} must be at least 1")
@@ -84,4 +104,7 @@ class Settings:
             traces_exporter=(env.get(_env.OTEL_TRACES_EXPORTER) or "otlp").strip().lower(),
             logs_exporter=(env.get(_env.OTEL_LOGS_EXPORTER) or "otlp").strip().lower(),
             sampler_from_env=bool(env.get(_env.OTEL_TRACES_SAMPLER)),
+            enforce_caps=(env.get(_env.ENFORCE_CAPS) or "").strip().lower() in _TRUE,
+            on_ledger_down=on_down,
+            offline_allowance_usd=_usd(env, _env.OFFLINE_ALLOWANCE_USD),
         )

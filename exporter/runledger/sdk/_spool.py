@@ -56,7 +56,8 @@ CREATE TABLE IF NOT EXISTS open_runs (
     tokens_out INTEGER NOT NULL DEFAULT 0,
     cost_usd   TEXT NOT NULL DEFAULT '0',
     model      TEXT,
-    cached     INTEGER NOT NULL DEFAULT 0
+    cached     INTEGER NOT NULL DEFAULT 0,
+    lease_id   TEXT
 );
 """
 
@@ -86,6 +87,16 @@ class OpenRun:
     cost_usd: str
     model: str | None
     cached: bool
+    lease_id: str | None = None
+    """The budget lease the usage was settled through (tags the recovery event)."""
+
+
+_OPEN_RUN_COLS = "run_id, owner, envelope, tokens_in, tokens_out, cost_usd, model, cached, lease_id"
+
+
+def _open_run(r: Sequence[Any]) -> OpenRun:
+    return OpenRun(str(r[0]), str(r[1]), bytes(r[2]), int(r[3]), int(r[4]), str(r[5]), r[6],
+                   bool(r[7]), r[8])  # fmt: skip
 
 
 class Spool:
@@ -115,6 +126,10 @@ class Spool:
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run in the sender
         self._conn.executescript(_SCHEMA)
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(open_runs)")}
+        if "lease_id" not in columns:  # a spool written by an SDK without budget leases
+            with contextlib.suppress(sqlite3.OperationalError):  # another process added it
+                self._conn.execute("ALTER TABLE open_runs ADD COLUMN lease_id TEXT")
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)
         self._count = int(self._conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
@@ -184,7 +199,7 @@ class Spool:
                 if reset_run is not None:
                     conn.execute(
                         "UPDATE open_runs SET tokens_in = 0, tokens_out = 0, cost_usd = '0',"
-                        " cached = 0 WHERE run_id = ?",
+                        " cached = 0, lease_id = NULL WHERE run_id = ?",
                         (reset_run,),
                     )
                 if close_run is not None:
@@ -200,13 +215,14 @@ class Spool:
         cost_usd: str,
         model: str | None,
         cached: bool,
+        lease_id: str | None = None,
     ) -> None:
         """Record the usage a run has not reported on an event yet (absolute values)."""
         with self._lock:
             self._conn.execute(
                 "UPDATE open_runs SET tokens_in = ?, tokens_out = ?, cost_usd = ?, model = ?,"
-                " cached = ? WHERE run_id = ?",
-                (tokens_in, tokens_out, cost_usd, model, int(cached), run_id),
+                " cached = ?, lease_id = ? WHERE run_id = ?",
+                (tokens_in, tokens_out, cost_usd, model, int(cached), lease_id, run_id),
             )
             self._dirty = True
 
@@ -316,9 +332,7 @@ class Spool:
         """Return open runs whose owning process is gone."""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT run_id, owner, envelope, tokens_in, tokens_out, cost_usd, model, cached"
-                " FROM open_runs WHERE owner != ?",
-                (self.owner,),
+                f"SELECT {_OPEN_RUN_COLS} FROM open_runs WHERE owner != ?", (self.owner,)
             ).fetchall()
         alive: dict[str, bool] = {}
         out = []
@@ -327,25 +341,16 @@ class Spool:
             if owner not in alive:
                 alive[owner] = self._owner_alive(owner)
             if not alive[owner]:
-                out.append(
-                    OpenRun(str(row[0]), owner, bytes(row[2]), int(row[3]), int(row[4]),
-                            str(row[5]), row[6], bool(row[7]))
-                )  # fmt: skip
+                out.append(_open_run(row))
         return out
 
     def open_runs(self) -> list[OpenRun]:
         """Return this process's open runs."""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT run_id, owner, envelope, tokens_in, tokens_out, cost_usd, model, cached"
-                " FROM open_runs WHERE owner = ?",
-                (self.owner,),
+                f"SELECT {_OPEN_RUN_COLS} FROM open_runs WHERE owner = ?", (self.owner,)
             ).fetchall()
-        return [
-            OpenRun(str(r[0]), str(r[1]), bytes(r[2]), int(r[3]), int(r[4]), str(r[5]), r[6],
-                    bool(r[7]))
-            for r in rows
-        ]  # fmt: skip
+        return [_open_run(r) for r in rows]
 
     def adopt(self, run: OpenRun, kind: str, body: bytes) -> bool:
         """Replace an orphaned open run by a final record; False if another process did."""

@@ -41,9 +41,9 @@ def create_token(conn: psycopg.Connection, *, role: str, label: str, tenant_id: 
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
     if role in TENANT_ROLES and not tenant_id:
-        raise ValueError(f"a {role} token needs a tenant")
+        raise ValueError(f"{role} tokens belong to a tenant: name one (--tenant)")
     if role not in TENANT_ROLES and tenant_id:
-        raise ValueError(f"a {role} token is not bound to a tenant; drop the tenant")
+        raise ValueError(f"{role} tokens are not bound to a tenant: drop --tenant")
     if tenant_id is not None:
         found = conn.execute("SELECT 1 FROM tenants WHERE tenant_id = %s", (tenant_id,)).fetchone()
         if not found:
