@@ -21,19 +21,27 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from runledger.redact import nearest_city
+from runledger.sdk._costs import CostGuard, PartialResult, RunCapReached, refresh
 from runledger.sdk._telemetry import span_in_run
 
 if TYPE_CHECKING:
+    from runledger.cost.lease import Reservation
+    from runledger.cost.policy import RunCaps
+    from runledger.cost.retry import RetryPolicy
     from runledger.sdk._ledger import Ledger
 
 __all__ = ["Budget", "ExternalCall", "ModelCall", "Run", "current_run", "model_call"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 _CURRENT: ContextVar[Run | None] = ContextVar("runledger_current_run", default=None)
 _NANO = Decimal("0.000000001")
 _ZERO = Decimal(0)
 _SERVICE_CHARS = re.compile(r"[^A-Za-z0-9._:/-]+")
+_USAGE_SERVICE = "runledger.usage"
+"""``external_call`` service name of the event that carries model usage settled through a
+budget lease the run no longer draws from (one event never mixes two leases)."""
 
 
 def current_run() -> Run | None:
@@ -56,7 +64,8 @@ def _one_line(text: str, limit: int = 500) -> str:
 class Budget(Protocol):
     """Consulted around every model and external call of a run (``run.budget``).
 
-    Caps come later; a budget may raise from ``before_call`` to refuse a call.
+    A hook for your own policies, after the SDK's caps (``caps=``, the tenant budget lease);
+    a budget may raise from ``before_call`` to refuse a call.
     """
 
     def before_call(self, run: Run, kind: str, name: str) -> None:
@@ -89,6 +98,7 @@ class Run:
         attempt: int = 1,
         attributes: Mapping[str, Any] | None = None,
         budget: Budget | None = None,
+        caps: RunCaps | None = None,
     ) -> None:
         self.ledger = ledger
         self.tenant_id = tenant_id
@@ -99,8 +109,13 @@ class Run:
         self.playbook = playbook
         self.attempt = attempt
         self.budget: Budget | None = budget
-        """Hook for per-run caps: consulted before and after each model/external call."""
+        """Your own hook, consulted before and after each model/external call."""
+        self.caps: RunCaps | None = caps
+        """The run's caps (tokens, wall time, model $, external $); None: no per-run limits."""
+        self.costs: CostGuard | None = None
+        """The run's cost controls while it runs with caps or a tenant budget lease."""
         self.status = "new"
+        self.model_calls = 0
         self.tokens_in = 0
         self.tokens_out = 0
         self.cost_usd = _ZERO
@@ -113,6 +128,7 @@ class Run:
         self._pending_cost = _ZERO
         self._pending_model: str | None = None
         self._pending_cached = False
+        self._pending_lease: str | None = None
         self._span: Any = None
         self.span_context: trace.SpanContext = trace.INVALID_SPAN_CONTEXT
         self.context: Context = Context()
@@ -169,6 +185,8 @@ class Run:
             "trace_id": self.trace_id,
             "span_id": self._span_id,
         }
+        if self.caps is not None or self.ledger.enforce_tenant_cap:
+            self.costs = CostGuard(self, self.caps, self.ledger._tenant_budget(self))
         self.ledger._opened(self)
         try:
             self._emit("run_started", fields={"attempt": self.attempt}, open_run=True)
@@ -206,12 +224,80 @@ class Run:
             payload["retryable"] = retryable
         self._end("run_failed", payload, "failed", payload["reason"])
 
+    def partial(
+        self,
+        artifact_path: str | None = None,
+        version: int | None = None,
+        summary: str | None = None,
+        *,
+        missing: str | None = None,
+        instructions: str | None = None,
+    ) -> None:
+        """End the run as ``partial`` with what it has: an artifact and a summary.
+
+        The artifact is an ``artifact_written`` event (``payload.partial``); for the
+        Publisher it is ``publish_done`` with ``payload.partial`` and ``instructions`` (by
+        default: what is missing, which cap, and how to raise it). The summary of
+        ``run_finished`` adds what is ``missing``, the spend and the cap that stopped the run.
+
+        Usage::
+
+            try:
+                for section in sections:
+                    with run.model_call("gpt-4.1", max_tokens=800) as call: ...
+            except RunCapReached:
+                run.partial("site/index.html", 2, "3 of 5 sections", missing="pricing, FAQ")
+        """
+        self._require_running()
+        result = self.partial_result()
+        if artifact_path is not None:
+            if version is None:
+                raise ValueError("partial(artifact_path, version): version is required")
+            if self.role == "publisher":
+                self.publish_done(
+                    artifact_path, version, partial=True,
+                    instructions=instructions or result.instructions(missing),
+                )  # fmt: skip
+            else:
+                self.emit(
+                    "artifact_written", payload={"partial": True}, artifact_path=artifact_path,
+                    artifact_version=version,
+                )  # fmt: skip
+        payload: dict[str, Any] = {
+            "status": "partial",
+            "summary": _one_line(result.summary(summary, missing)),
+        }
+        if result.cap:
+            payload["cap"] = result.cap
+        if missing:
+            payload["missing"] = _one_line(missing)
+        self._end("run_finished", payload, "partial", None)
+
+    @property
+    def cap_reached(self) -> PartialResult | None:
+        """Return the partial result of the cap that stopped this run, if one did."""
+        return self.costs.reached if self.costs is not None else None
+
+    def partial_result(self) -> PartialResult:
+        """Return what the run has done and spent so far, and which cap stopped it if any."""
+        costs = self.costs
+        elapsed = costs.meter.elapsed_s if costs is not None else 0.0
+        if costs is not None and costs.reached is not None:
+            return refresh(costs.reached, self, elapsed)
+        if costs is not None:
+            return costs.snapshot()
+        from runledger.sdk._costs import _snapshot
+
+        return _snapshot(self, elapsed, None, _ZERO, _ZERO, _ZERO, "")
+
     def _end(self, kind: str, payload: dict[str, Any], status: str, error: str | None) -> None:
         with self._lock:
             if self.status != "running":
                 raise RuntimeError(f"run {self.run_id} is not running (status {self.status})")
             self._emit(kind, payload=payload, close_run=True)
             self.status = status
+        if self.costs is not None:
+            self.costs.close()
         if error is not None:
             self._span.set_status(Status(StatusCode.ERROR, self.ledger.redactor.text(error)))
         self._span.set_attributes(
@@ -241,7 +327,9 @@ class Run:
             _CURRENT.reset(self._cv_token)
             self._cv_token = None
         if self.status == "running":
-            if exc is not None:
+            if isinstance(exc, RunCapReached):
+                self.partial(summary="no partial artifact was written")
+            elif exc is not None:
                 self.fail(exc)
             else:
                 self.finish()
@@ -290,6 +378,9 @@ class Run:
                 event["cost_usd"] = self._pending_cost
                 event["model"] = self._pending_model
                 event["cached"] = self._pending_cached
+                if self._pending_lease is not None and self._pending_cost:
+                    # The ledger nets this cost out of the cap once: it was settled on the lease.
+                    event["payload"] = {**event.get("payload", {}), "lease_id": self._pending_lease}
                 reset = True
             self.ledger._spool_event(
                 event,
@@ -303,6 +394,7 @@ class Run:
                 self._pending_in = self._pending_out = 0
                 self._pending_cost = _ZERO
                 self._pending_cached = False
+                self._pending_lease = None
         return str(event["event_id"])
 
     def _require_running(self) -> None:
@@ -431,6 +523,8 @@ class Run:
         cached: bool = False,
         cost_usd: Decimal | float | None = None,
         attributes: Mapping[str, Any] | None = None,
+        prompt_tokens: int | None = None,
+        max_tokens: int | None = None,
     ) -> ModelCall:
         """A model call: a GenAI span, its tokens and cost (context manager or decorator).
 
@@ -442,6 +536,12 @@ class Run:
             cached: the whole response came from a cache: no charge unless ``cost_usd``.
             cost_usd: the call's price when the caller knows it (overrides the table).
             attributes: extra span attributes (redacted).
+            prompt_tokens: the prompt's size, for the caps' estimate of the call.
+            max_tokens: the output limit you give the model, for the caps' estimate: with
+                caps, the call is checked and reserved at ``prompt_tokens + max_tokens``.
+
+        Raises:
+            RunCapReached: a cap stopped the run (nothing was spent on this call).
 
         Usage::
 
@@ -451,8 +551,84 @@ class Run:
         """
         return ModelCall(
             self, model, operation=operation, provider=provider, cached=cached,
-            cost_usd=cost_usd, attributes=attributes,
+            cost_usd=cost_usd, attributes=attributes, prompt_tokens=prompt_tokens,
+            max_tokens=max_tokens,
         )  # fmt: skip
+
+    # -- routing and retries ------------------------------------------------------------------
+
+    def choose_model(self, default: str | None = None) -> str:
+        """Return the model for this run's role from the ledger's routing table.
+
+        A retry (``attempt`` > 1) or a run low on its caps' budget gets a cheaper model of the
+        role's chain; the Validator always gets its one model. Without a routing table (or a
+        route for the role), returns ``default``.
+        """
+        return self._route(default, self.attempt)
+
+    def call_with_retries(
+        self,
+        fn: Callable[[str], T],
+        *,
+        default: str | None = None,
+        policy: RetryPolicy | None = None,
+    ) -> T:
+        """Call ``fn(model)``, retrying transient errors on the routed model of each try.
+
+        Try ``n`` of a run with ``attempt`` a uses the route of attempt ``a + n - 1``, through
+        that model's circuit breaker (``ledger.breakers``); models whose circuit is open are
+        skipped. Timeouts, rate limits and 5xx are retried with jittered exponential backoff;
+        auth errors, invalid requests and caps are not.
+
+        Usage::
+
+            def draft(model: str) -> str:
+                with run.model_call(model, max_tokens=800) as call:
+                    response = client.chat.completions.create(model=model, ...)
+                    call.record(response=response)
+                return response.choices[0].message.content
+
+            text = run.call_with_retries(draft, default="gpt-4.1")
+        """
+        from runledger.cost.retry import ErrorClass, call_with_retries
+
+        board = self.ledger.breakers
+
+        def attempt(n: int) -> T:
+            model = self._route(default, self.attempt + n - 1)
+            return board.call(model, fn, model)
+
+        def on_retry(n: int, exc: BaseException, why: ErrorClass) -> None:
+            self.log(
+                f"model call try {n} failed ({why.reason}); retrying",
+                level=logging.WARNING, **{"error.type": type(exc).__qualname__},
+            )  # fmt: skip
+
+        return call_with_retries(attempt, policy=policy, on_retry=on_retry)
+
+    def _route(self, default: str | None, attempt: int) -> str:
+        table = self.ledger.routing
+        if table is not None:
+            from runledger.cost.routing import RoutingError
+
+            remaining = self.costs.remaining_fraction() if self.costs is not None else None
+            try:
+                route = table.route(
+                    self.role, attempt=attempt, remaining_fraction=remaining,
+                    is_open=self.ledger.breakers.is_open,
+                )  # fmt: skip
+            except RoutingError:
+                if default is None:
+                    raise
+            else:
+                if route.step:
+                    self.log(f"model {route.model} for {route.role}: {route.reason}")
+                return route.model
+        if default is None:
+            raise ValueError(
+                f"no model for role {self.role!r}: pass Ledger(routing=...) or a default model"
+            )
+        return default
 
     def external_call(
         self,
@@ -483,9 +659,21 @@ class Run:
         self.ledger._run_log(self, message, level, attributes)
 
     def _add_usage(
-        self, model: str, tokens_in: int, tokens_out: int, cost: Decimal, cached: bool
-    ) -> None:
+        self, model: str, tokens_in: int, tokens_out: int, cost: Decimal, cached: bool,
+        lease_id: str | None = None,
+    ) -> None:  # fmt: skip
         with self._lock:
+            if cost and self._pending_cost and lease_id != self._pending_lease and (
+                self.status == "running"
+            ):
+                # One event never mixes two leases (or leased and offline spend): the usage
+                # settled on the previous lease leaves now, on its own event.
+                self._emit(
+                    "external_call",
+                    payload={"service": _USAGE_SERVICE, "status": "ok",
+                             "summary": "model usage settled on the run's previous budget lease"},
+                )  # fmt: skip
+            self.model_calls += 1
             self.tokens_in += tokens_in
             self.tokens_out += tokens_out
             self.cost_usd += cost
@@ -494,10 +682,12 @@ class Run:
             self._pending_cost += cost
             self._pending_model = model
             self._pending_cached = self._pending_cached or cached
+            if cost:
+                self._pending_lease = lease_id
             if self.status == "running":
                 self.ledger._spool.set_usage(
                     self.run_id, self._pending_in, self._pending_out, str(self._pending_cost),
-                    model, self._pending_cached,
+                    model, self._pending_cached, self._pending_lease,
                 )  # fmt: skip
 
     def log_context(self) -> Context:

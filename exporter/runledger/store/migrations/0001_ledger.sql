@@ -138,6 +138,11 @@ CREATE TABLE caps (
     PRIMARY KEY (tenant_id, date)
 );
 
+-- Called by ingest_batch once its accepted events are inserted (they are in ingest_stage):
+-- a hook for later migrations (budget leases net the spend they settled).
+CREATE FUNCTION ingest_apply_leases() RETURNS void
+    LANGUAGE plpgsql AS $$ BEGIN END $$;
+
 -- Whether a day's spend has reached the cap in force. Later migrations refine it (budget
 -- leases, temporary raises); ingest calls it for every (tenant, day) a batch spends on.
 CREATE FUNCTION cap_blocked(c caps) RETURNS boolean
@@ -334,6 +339,7 @@ BEGIN
             WHERE NOT (s.event_id = ANY (coalesce(fresh, '{}')))
             RETURNING s.ord, 'duplicate'::text;
     END IF;
+    PERFORM ingest_apply_leases();
     INSERT INTO projects AS p (project_id, tenant_id, playbook, current_phase, phase_entered_at,
                                last_advanced_at)
     SELECT project_id, min(tenant_id), max(playbook),

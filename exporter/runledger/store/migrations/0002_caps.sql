@@ -299,24 +299,25 @@ BEGIN
     RETURN n;
 END $$;
 
--- Ingest side: the cost of an event that names a live (open or closed) lease was settled
--- through that lease; count it in leased_spent_usd so spend does not count it twice.
--- Events naming an expired lease, or none, count through spent_usd alone.
-CREATE FUNCTION _caps_net_leased_spend() RETURNS trigger LANGUAGE plpgsql AS $$
+-- Ingest side (called by ingest_batch on the accepted events of a batch): the cost of an
+-- event that names a live (open or closed) lease was settled through that lease; count it in
+-- leased_spent_usd so spend does not count it twice. Events naming an expired lease, or
+-- none, count through spent_usd alone.
+CREATE OR REPLACE FUNCTION ingest_apply_leases() RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM new_events n WHERE n.cost_usd > 0 AND n.payload ? 'lease_id')
+    IF NOT EXISTS (SELECT 1 FROM ingest_stage n WHERE n.cost_usd > 0 AND n.payload ? 'lease_id')
     THEN
-        RETURN NULL;
+        RETURN;
     END IF;
     -- Lock the named leases first (same order as reclaim) so the status read below is final.
     PERFORM 1 FROM cap_leases l
-      WHERE l.lease_id IN (SELECT n.payload->>'lease_id' FROM new_events n
+      WHERE l.lease_id IN (SELECT n.payload->>'lease_id' FROM ingest_stage n
                             WHERE n.cost_usd > 0 AND n.payload ? 'lease_id')
       ORDER BY l.lease_id FOR UPDATE OF l;
     WITH tagged AS (
         SELECT l.lease_id, n.tenant_id, (n.occurred_at AT TIME ZONE 'UTC')::date AS day,
                n.cost_usd AS cost
-          FROM new_events n
+          FROM ingest_stage n
           JOIN cap_leases l ON l.lease_id = n.payload->>'lease_id' AND l.tenant_id = n.tenant_id
          WHERE n.cost_usd > 0 AND n.payload ? 'lease_id' AND l.status <> 'expired'
     ), per_lease AS (
@@ -331,9 +332,4 @@ BEGIN
          ORDER BY s.tenant_id, s.day
         ON CONFLICT (tenant_id, date) DO UPDATE
             SET leased_spent_usd = c.leased_spent_usd + excluded.leased_spent_usd;
-    RETURN NULL;
 END $$;
-
-CREATE TRIGGER events_net_leased_spend AFTER INSERT ON events
-    REFERENCING NEW TABLE AS new_events
-    FOR EACH STATEMENT EXECUTE FUNCTION _caps_net_leased_spend();

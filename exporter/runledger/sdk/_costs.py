@@ -1,0 +1,302 @@
+"""Cost controls of one run: per-run caps, the tenant's daily cap drawn from a budget lease,
+and the partial result the agent builds when a cap stops the run.
+
+The cost library (``runledger.cost``) is imported only when a run uses caps or leases, so
+``import runledger.sdk`` stays light.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    from runledger.cost.lease import Reservation, TenantBudget
+    from runledger.cost.policy import RunCaps, RunMeter
+    from runledger.sdk._run import Run
+
+__all__ = ["CostGuard", "PartialResult", "RunCapReached"]
+
+log = logging.getLogger("runledger.sdk")
+
+_ZERO = Decimal(0)
+
+_WHAT = {
+    "tokens": "the run's token cap",
+    "time": "the run's wall-time cap",
+    "cost": "the run's model-spend cap",
+    "external": "the run's external-charges cap",
+    "tenant_daily": "the tenant's daily cap",
+}
+
+
+@dataclass(frozen=True)
+class PartialResult:
+    """What a run has when a cap stops it: which cap, and what was done and spent so far.
+
+    ``cap`` is ``None`` when the agent ends a run as partial for its own reasons.
+    """
+
+    tenant_id: str
+    playbook: str | None
+    cap: str | None
+    limit: Decimal
+    spent: Decimal
+    needed: Decimal
+    reason: str
+    model_calls: int
+    tokens_in: int
+    tokens_out: int
+    model_usd: Decimal
+    external_usd: Decimal
+    elapsed_s: float
+
+    @property
+    def spend_usd(self) -> Decimal:
+        """Return model plus external dollars spent by the run."""
+        return self.model_usd + self.external_usd
+
+    def stopped_by(self) -> str:
+        """Return which cap stopped the run and how far it was, in words."""
+        if self.cap is None:
+            return "stopped early"
+        what = _WHAT.get(self.cap, f"the {self.cap} cap")
+        if self.cap == "tokens":
+            detail = (
+                f"{int(self.spent):,} of {int(self.limit):,} tokens used, the next call needed "
+                f"up to {int(self.needed):,}"
+            )
+        elif self.cap == "time":
+            detail = f"{float(self.spent):.1f}s of {float(self.limit):g}s elapsed"
+        elif self.cap == "tenant_daily":
+            detail = f"${self.spent:.4f} of ${self.limit:.2f} spent today (UTC)"
+        else:
+            detail = (
+                f"${self.spent:.4f} of ${self.limit:.4f} spent, the next call needed up to "
+                f"${self.needed:.4f}"
+            )
+        return f"stopped by {what} ({detail})"
+
+    def how_to_continue(self) -> str:
+        """Return what the owner can do to finish the work."""
+        if self.cap == "tenant_daily":
+            t = self.tenant_id
+            return (
+                f"raise tenant {t}'s daily cap (the one-click 72-hour raise, POST "
+                f"/v1/caps/{t}/raises, or `runledger cost raise {t}`) or wait for it to reset at "
+                "00:00 UTC, then run this step again"
+            )
+        if self.cap is not None:
+            where = f" of playbook {self.playbook}" if self.playbook else ""
+            return f"raise {_WHAT.get(self.cap, self.cap)}{where} (RunCaps), then run this step again"
+        return "run this step again to finish it"
+
+    def summary(self, done: str | None = None, missing: str | None = None) -> str:
+        """Return the one-line summary: what was done, what is missing, spend, which cap."""
+        parts = [done.strip() if done and done.strip() else "partial result"]
+        if missing:
+            parts.append(f"missing: {missing.strip()}")
+        parts.append(self.stopped_by())
+        parts.append(
+            f"spent ${self.spend_usd:.4f} (models ${self.model_usd:.4f}, external "
+            f"${self.external_usd:.4f}) on {self.model_calls} model calls and "
+            f"{self.tokens_in + self.tokens_out:,} tokens in {self.elapsed_s:.1f}s"
+        )
+        return "; ".join(parts)
+
+    def instructions(self, missing: str | None = None) -> str:
+        """Return the Publisher's instructions for completing a partial publish."""
+        what = missing.strip() if missing and missing.strip() else "the rest of the release"
+        cause = f" ({self.stopped_by()})" if self.cap else ""
+        return f"Not published: {what}{cause}. To publish it, {self.how_to_continue()}."
+
+
+class RunCapReached(RuntimeError):
+    """A cap stopped the run before a call spent anything; no further model calls are made.
+
+    Catch it, build what you can from the work done so far, and end the run with
+    ``run.partial(artifact_path, version, summary)``. ``partial`` says which cap
+    (``tokens``, ``time``, ``cost``, ``external`` or ``tenant_daily``) and what was spent.
+    If it escapes ``with ledger.run(...)``, the run ends as ``partial`` without an artifact.
+    """
+
+    def __init__(self, partial: PartialResult) -> None:
+        self.partial = partial
+        self.cap = partial.cap
+        super().__init__(partial.reason)
+
+
+class CostGuard:
+    """One run's cost controls, consulted before and after each model and external call.
+
+    Args:
+        run: the run.
+        caps: the run's caps (``None``: no per-run limits, usage is still tracked).
+        budget: the tenant budget lease the run draws from (``None``: not enforced).
+    """
+
+    def __init__(self, run: Run, caps: RunCaps | None, budget: TenantBudget | None) -> None:
+        from runledger.cost.policy import RunCaps, RunMeter
+
+        self.run = run
+        self.meter: RunMeter = RunMeter(caps or RunCaps())
+        self.budget = budget
+        self.reached: PartialResult | None = None
+
+    # -- before a call ------------------------------------------------------------------------
+
+    def before_model(
+        self,
+        model: str,
+        *,
+        prompt_tokens: int | None,
+        max_tokens: int | None,
+        cost_usd: Decimal | None,
+        cached: bool,
+    ) -> Reservation | None:
+        """Check the caps for a model call and reserve its upper-bound cost from the lease."""
+        if self.reached is not None:
+            raise RunCapReached(self.reached)
+        tokens = (prompt_tokens or 0) + (max_tokens or 0)
+        if cost_usd is not None:
+            estimate = cost_usd
+        elif cached:
+            estimate = _ZERO
+        else:
+            estimate = self.run.ledger.pricing.cost(
+                model, tokens_in=prompt_tokens or 0, tokens_out=max_tokens or 0,
+                tenant_id=self.run.tenant_id,
+            )  # fmt: skip
+        self._check(tokens=tokens, usd=estimate)
+        if cached and cost_usd is None:
+            return None  # a cache hit costs nothing
+        return self._reserve(estimate)
+
+    def before_external(self, name: str, cost_usd: Decimal | None) -> Reservation | None:
+        """Check the caps for an external call and reserve its announced charge."""
+        if cost_usd is not None and cost_usd == 0:
+            return None  # free calls go through even after a cap, e.g. to store the result
+        if self.reached is not None:
+            raise RunCapReached(self.reached)
+        estimate = cost_usd or _ZERO
+        self._check(external_usd=estimate)
+        return self._reserve(estimate)
+
+    def _check(self, *, tokens: int = 0, usd: Decimal = _ZERO, external_usd: Decimal = _ZERO) -> None:
+        from runledger.cost.policy import RunCapHit
+
+        try:
+            self.meter.check(tokens=tokens, usd=usd, external_usd=external_usd)
+        except RunCapHit as hit:
+            self._stop(hit.cap, hit.limit, hit.spent, hit.needed, str(hit), hit)
+
+    def _reserve(self, estimate: Decimal) -> Reservation | None:
+        if self.budget is None:
+            return None
+        from runledger.cost.lease import TenantCapReached
+
+        try:
+            return self.budget.reserve(estimate)
+        except TenantCapReached as exc:
+            self._stop("tenant_daily", exc.cap_usd, exc.spend_usd, exc.needed_usd, str(exc), exc)
+
+    def _stop(
+        self, cap: str, limit: Decimal, spent: Decimal, needed: Decimal, reason: str,
+        cause: BaseException,
+    ) -> NoReturn:  # fmt: skip
+        run = self.run
+        self.reached = self.snapshot(cap=cap, limit=limit, spent=spent, needed=needed, reason=reason)
+        run.cap_hit(cap, limit=limit, spent=spent)
+        run.log(
+            f"cap reached, no further model calls: {self.reached.stopped_by()}",
+            level=logging.WARNING, **{"runledger.cap": cap},
+        )  # fmt: skip
+        raise RunCapReached(self.reached) from cause
+
+    # -- after a call ------------------------------------------------------------------------
+
+    def after(
+        self,
+        reservation: Reservation | None,
+        *,
+        tokens: int = 0,
+        usd: Decimal = _ZERO,
+        external_usd: Decimal = _ZERO,
+    ) -> str | None:
+        """Record what a call used and settle it; return the lease id its event must name."""
+        self.meter.record(tokens=tokens, usd=usd, external_usd=external_usd)
+        cost = usd + external_usd
+        if reservation is None:
+            if self.budget is None or cost <= 0:
+                return None
+            # Charged without a reservation (its cost was unknown up front): settle it on the
+            # lease anyway; if that fails, its event counts through the ledger's spent_usd.
+            from runledger.cost.lease import BudgetError
+
+            try:
+                reservation = self.budget.reserve(_ZERO)
+            except BudgetError as exc:
+                log.warning("runledger: spend of run %s not settled on a lease: %s",
+                            self.run.run_id, exc)  # fmt: skip
+                return None
+        if cost <= 0:
+            reservation.release()
+            return None
+        return reservation.settle(cost)
+
+    def release(self, reservation: Reservation | None) -> None:
+        """Give back a reservation whose call never started."""
+        if reservation is not None and not reservation.done:
+            reservation.release()
+
+    # -- the run's state ---------------------------------------------------------------------
+
+    def remaining_fraction(self) -> float | None:
+        """Return the smallest remaining share of the run's $ and token caps."""
+        return self.meter.remaining_fraction()
+
+    def snapshot(
+        self, *, cap: str | None = None, limit: Decimal = _ZERO, spent: Decimal = _ZERO,
+        needed: Decimal = _ZERO, reason: str = "",
+    ) -> PartialResult:  # fmt: skip
+        """Return the run's progress and spend now."""
+        return _snapshot(self.run, self.meter.elapsed_s, cap, limit, spent, needed, reason)
+
+    def close(self) -> None:
+        """Settle the lease and give its unused part back to the tenant."""
+        if self.budget is None:
+            return
+        from runledger.cost.lease import BudgetError
+
+        try:
+            self.budget.close()
+        except BudgetError as exc:
+            # The lease expires by itself; the ledger's events account for its spend.
+            log.warning("runledger: could not close the budget lease of run %s: %s",
+                        self.run.run_id, exc)  # fmt: skip
+
+
+def _snapshot(
+    run: Run, elapsed_s: float, cap: str | None, limit: Decimal, spent: Decimal,
+    needed: Decimal, reason: str,
+) -> PartialResult:  # fmt: skip
+    return PartialResult(
+        tenant_id=run.tenant_id, playbook=run.playbook, cap=cap, limit=limit, spent=spent,
+        needed=needed, reason=reason, model_calls=run.model_calls, tokens_in=run.tokens_in,
+        tokens_out=run.tokens_out, model_usd=run.cost_usd - run.external_usd,
+        external_usd=run.external_usd, elapsed_s=round(elapsed_s, 3),
+    )  # fmt: skip
+
+
+def refresh(result: PartialResult, run: Run, elapsed_s: float) -> PartialResult:
+    """Return ``result`` with the run's spend and progress as of now."""
+    now = _snapshot(run, elapsed_s, None, _ZERO, _ZERO, _ZERO, "")
+    fields: dict[str, Any] = {
+        f.name: getattr(now, f.name)
+        for f in dataclasses.fields(PartialResult)
+        if f.name not in ("cap", "limit", "spent", "needed", "reason")
+    }
+    return dataclasses.replace(result, **fields)
