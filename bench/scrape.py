@@ -55,7 +55,7 @@ HEADERS = {
 def _events(now: datetime) -> list[dict[str, Any]]:
     rnd = random.Random(7)
     out: list[dict[str, Any]] = []
-    t0 = now - timedelta(hours=2)
+    t0 = now - timedelta(hours=4)
 
     def add(type_: str, at: datetime, **fields: Any) -> None:
         out.append({"event_id": str(uuid.uuid4()), "type": type_,
@@ -145,16 +145,19 @@ def main() -> None:
             models = validate_batch(raw[i : i + BATCH])
             bad = [m for m in models if isinstance(m, list)]
             assert not bad, bad[:3]
-            ingestor.ingest(models)  # type: ignore[arg-type]
-        print(f"ingested {len(raw)} events in {time.perf_counter() - started:.1f}s")
+            results = ingestor.ingest(models)  # type: ignore[arg-type]
+            refused = [r for r in results if r.status != "accepted"]
+            assert not refused, refused[:3]
+        print(f"ingested {len(raw)} events in {time.perf_counter() - started:.1f}s", flush=True)
 
         config = load_config().with_overrides(start_at="beginning")
         exporter = Exporter(db, config, registry=CollectorRegistry())
         started = time.perf_counter()
-        while exporter.run_once() and exporter.tailer.processed < len(raw):
-            pass
+        while exporter.tailer.processed < len(raw):
+            if not exporter.run_once():
+                raise RuntimeError("the exporter could not read the ledger")
         print(f"exporter tailed {exporter.tailer.processed} events in "
-              f"{time.perf_counter() - started:.1f}s")  # fmt: skip
+              f"{time.perf_counter() - started:.1f}s", flush=True)  # fmt: skip
         exporter.start()  # the background loop keeps polling while we scrape, as in production
         port = exporter.serve(0)
         exporter_url = f"http://127.0.0.1:{port}/metrics"
@@ -174,6 +177,25 @@ def main() -> None:
         for _ in range(SCRAPES):  # interleaved, so drift hits both sides alike
             exporter_ms.append(_scrape_ms(exporter_url))
             baseline_ms.append(_scrape_ms(baseline_url))
+        import os
+        if os.environ.get("DIAG"):
+            import cProfile, pstats
+            from prometheus_client.openmetrics.exposition import generate_latest as om
+            def inproc(tag):
+                a, b = [], []
+                for _ in range(5):
+                    t = time.perf_counter(); om(exporter.registry); a.append((time.perf_counter()-t)*1000)
+                    t = time.perf_counter(); om(baseline_registry); b.append((time.perf_counter()-t)*1000)
+                print(tag, statistics.median(a), statistics.median(b), flush=True)
+            inproc("loop running")
+            exporter._stop.set(); exporter._thread.join()
+            inproc("loop stopped")
+            cProfile.runctx("om(exporter.registry)", globals(), {"om": om, "exporter": exporter}, "/tmp/exp.prof")
+            pstats.Stats("/tmp/exp.prof").sort_stats("tottime").print_stats(12)
+            text = requests.get(exporter_url, timeout=60).text
+            from collections import Counter as C
+            fams = C(line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and line[0] != "#")
+            for k, v in fams.most_common(60): print(k, v)
         exporter.stop()
         baseline_server.shutdown()
         baseline_server.server_close()

@@ -10,8 +10,16 @@ Batches of the two alternate so drift (CPU frequency, other load) hits both alik
 A second SDK measurement points the ledger at a loopback port where nothing listens: the
 sender keeps failing and backing off, and the call latency must not change.
 
-Writes bench/results/sdk_overhead.json with sdk_call_us, bare_span_us, ratio and
-sdk_call_unreachable_us (medians of per-batch means, microseconds per call).
+A separate phase, after those, enforces the tenant's daily cap
+(``Ledger(enforce_tenant_cap=True)``) and alternates with bare spans again: each call is
+checked against the run's budget lease and settled on it (an upper-bound estimate from
+``prompt_tokens`` and ``max_tokens``), with the round trips to the real control service that
+drawing from a lease needs (a refill every ~90 calls with the default $0.50 chunk, and one
+lease per run of ``CAPPED_CALLS_PER_RUN`` calls).
+
+Writes bench/results/sdk_overhead.json with sdk_call_us, bare_span_us, ratio,
+sdk_call_unreachable_us and sdk_call_capped_us (medians of per-batch means, microseconds per
+call). The ratio target applies with caps disabled.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from runledger.store.tokens import create_token
 BATCH = 200
 ROUNDS = 40
 CALLS_PER_RUN = 50
+CAPPED_CALLS_PER_RUN = 1000
 TARGET_RATIO = 2.0
 
 
@@ -50,18 +59,20 @@ class NoopExporter(SpanExporter):
         pass
 
 
-def _sdk_batch(ledger: Ledger, state: dict[str, Any]) -> float:
+def _sdk_batch(ledger: Ledger, state: dict[str, Any], *, estimate: bool = False) -> float:
     run = state.get("run")
+    per_run = CAPPED_CALLS_PER_RUN if estimate else CALLS_PER_RUN
     t0 = time.perf_counter()
     for _ in range(BATCH):
-        if run is None or state["calls"] >= CALLS_PER_RUN:
+        if run is None or state["calls"] >= per_run:
             t_pause = time.perf_counter()
             if run is not None:
                 run.finish()
             run = state["run"] = ledger.start_run("bench", "proj-1", "build", "implementer")
             state["calls"] = 0
             t0 += time.perf_counter() - t_pause  # run boundaries are not part of a call
-        with run.model_call("gpt-4.1", provider="openai") as call:
+        bounds = {"prompt_tokens": 1200, "max_tokens": 400} if estimate else {}
+        with run.model_call("gpt-4.1", provider="openai", **bounds) as call:
             call.record(tokens_in=1200, tokens_out=300, cached_tokens_in=200)
         state["calls"] += 1
     return (time.perf_counter() - t0) / BATCH * 1e6
@@ -133,8 +144,26 @@ def main() -> int:
             delivered = live.flush(30)
             live.close()
             dead.close(timeout=0.5)
+            capped = Ledger(
+                base, token, spool_path=tmp / "capped.db", enforce_tenant_cap=True, **common
+            )
+            capped_state: dict[str, Any] = {}
+            result.update(
+                _measure(
+                    [
+                        ("capped", lambda: _sdk_batch(capped, capped_state, estimate=True)),
+                        ("capped_bare", lambda: _bare_batch(provider, {})),
+                    ]
+                )
+            )
+            capped_state["run"].finish()
+            delivered = capped.flush(30) and delivered
+            capped.close()
             with psycopg.connect(url) as conn:
                 stored = conn.execute("SELECT count(*) FROM events").fetchone()
+                leases = conn.execute(
+                    "SELECT count(*), count(*) FILTER (WHERE status = 'open') FROM cap_leases"
+                ).fetchone()
     provider.shutdown()
     figures = {
         "sdk_call_us": round(result["sdk"], 2),
@@ -142,6 +171,10 @@ def main() -> int:
         "ratio": round(result["sdk"] / result["bare"], 3),
         "sdk_call_unreachable_us": round(result["unreachable"], 2),
         "unreachable_ratio": round(result["unreachable"] / result["sdk"], 3),
+        "sdk_call_capped_us": round(result["capped"], 2),
+        "capped_ratio": round(result["capped"] / result["capped_bare"], 3),
+        "capped_leases": int(leases[0]) if leases else 0,
+        "capped_leases_left_open": int(leases[1]) if leases else 0,
         "calls_per_batch": BATCH,
         "batches": ROUNDS,
         "target_ratio": TARGET_RATIO,
@@ -150,7 +183,8 @@ def main() -> int:
     path = write_result("sdk_overhead", figures)
     print(f"sdk model_call {figures['sdk_call_us']} us, bare span {figures['bare_span_us']} us, "
           f"ratio {figures['ratio']} (target <= {TARGET_RATIO}); ledger unreachable "
-          f"{figures['sdk_call_unreachable_us']} us -> {path}")  # fmt: skip
+          f"{figures['sdk_call_unreachable_us']} us; tenant cap enforced "
+          f"{figures['sdk_call_capped_us']} us -> {path}")  # fmt: skip
     if not delivered:
         print("events were not all delivered to the live ledger", file=sys.stderr)
         return 1

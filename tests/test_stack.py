@@ -71,12 +71,20 @@ def test_up_starts_the_stack_and_the_demo_fills_the_ledger(home: Path) -> None:
             types = dict(conn.execute("SELECT type, count(*) FROM events GROUP BY 1").fetchall())
             tenants = {r[0] for r in conn.execute("SELECT DISTINCT tenant_id FROM runs")}
             costs = conn.execute("SELECT sum(spent_usd) FROM caps").fetchone()
+            leases = conn.execute("SELECT count(*) FROM cap_leases").fetchone()
+            # The demo draws on the tenant caps through leases; nothing is counted twice.
+            mismatched = conn.execute(
+                "SELECT u.tenant_id FROM cap_usage u JOIN (SELECT tenant_id, sum(cost_usd) AS c"
+                " FROM events GROUP BY 1) e USING (tenant_id) WHERE u.spend_usd <> e.c"
+            ).fetchall()
     finally:
         server.cleanup()
     assert {"run_queued", "run_started", "run_finished", "phase_entered"} <= set(types), types
     assert types["run_started"] >= 5, types
     assert tenants <= {"acme", "globex", "initech"} and len(tenants) >= 2
     assert costs is not None and costs[0] > 0
+    assert leases is not None and leases[0] > 0
+    assert mismatched == []
 
 
 def test_down_without_up_says_so(tmp_path: Path) -> None:

@@ -4,7 +4,9 @@ A Coordinator drives projects of three tenants through brief -> research -> buil
 review -> publish. Agents make (simulated) model calls with realistic token counts, write
 artifacts, fail validation now and then and retry (the retry downgrades nothing: it is the
 demo), publish, ask owners for proofs, and a microsite and an Uber Mode demo produce
-traffic. One project of ``globex`` stalls in review, and ``initech``'s small cap is hit.
+traffic. One project of ``globex`` stalls in review. Cost controls are real: every run draws
+on its tenant's daily cap through a budget lease (``initech``'s small cap is reached and its
+runs end ``partial``), and Implementer runs have a per-run token cap.
 Everything goes through the SDK: its spool, its sender and its spans, exactly as a real
 agent's would.
 """
@@ -19,7 +21,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from runledger.sdk import Ledger, Run
+from runledger.cost import RunCaps
+from runledger.sdk import Ledger, Run, RunCapReached
 
 PHASES = ("brief", "research", "build", "review", "publish")
 ROLE = {
@@ -35,7 +38,6 @@ MODELS = {
     "validator": ("gpt-5-mini", "openai"),
     "publisher": ("gemini-2.5-flash", "google"),
 }
-TENANT_CAPS = {"acme": Decimal("25"), "globex": Decimal("10"), "initech": Decimal("2")}
 PLAYBOOK = {"acme": "local-business", "globex": "saas-launch", "initech": "local-business"}
 STALLED = "globex-p2"
 
@@ -62,9 +64,8 @@ class Pipeline:
     def __init__(self, ledger: Ledger, rng: random.Random) -> None:
         self.ledger = ledger
         self.rng = rng
-        self.spend: dict[tuple[str, str], Decimal] = {}
         self.projects = [
-            Project(tenant, f"{tenant}-p{i}") for tenant in TENANT_CAPS for i in range(1, 4)
+            Project(tenant, f"{tenant}-p{i}") for tenant in PLAYBOOK for i in range(1, 4)
         ]
 
     def step(self) -> None:
@@ -72,10 +73,6 @@ class Pipeline:
         if project.project_id == STALLED and project.phase == "review":
             return
         tenant = project.tenant
-        day = datetime.now(UTC).date().isoformat()
-        if self.spend.get((tenant, day), Decimal(0)) >= TENANT_CAPS[tenant]:
-            self._blocked(project)
-            return
         role = ROLE[project.phase]
         run_id = self.ledger.run_queued(
             tenant, project.project_id, project.phase, role,
@@ -85,30 +82,42 @@ class Pipeline:
         with self.ledger.run(
             tenant, project.project_id, project.phase, role, run_id=run_id,
             playbook=PLAYBOOK[tenant], attempt=project.attempt,
+            caps=RunCaps(max_tokens=30_000) if role == "implementer" else None,
         ) as run:  # fmt: skip
             if not project.entered:
                 run.phase_entered()
                 project.entered = True
-            for _ in range(self.rng.randint(1, 3)):
-                self._model_call(run, role, tenant, day)
-            if self.rng.random() < 0.3:
-                with run.external_call("maps-api", cost_usd=Decimal("0.005")) as ext:
-                    ext.summary = "geocoded the venue address"
+            try:
+                for _ in range(self.rng.randint(1, 3)):
+                    self._model_call(run, role)
+                if self.rng.random() < 0.3:
+                    with run.external_call("maps-api", cost_usd=Decimal("0.005")) as ext:
+                        ext.summary = "geocoded the venue address"
+            except RunCapReached as stop:
+                # Hand over what exists so far: a partial artifact and a summary.
+                project.version += 1
+                run.partial(
+                    f"{project.project_id}/site/index.html",
+                    project.version,
+                    f"{project.phase} stopped by the {stop.cap} cap",
+                    missing="the remaining sections",
+                    instructions="raise the cap or wait for tomorrow, then re-run the step",
+                )
+                return
             self._finish_phase(run, project)
 
-    def _model_call(self, run: Run, role: str, tenant: str, day: str) -> None:
+    def _model_call(self, run: Run, role: str) -> None:
         model, provider = MODELS[role]
-        before = run.cost_usd
-        with run.model_call(model=model, provider=provider) as call:
-            tokens_in = self.rng.randint(800, 9000)
-            cached = self.rng.randint(0, tokens_in // 2)
+        tokens_in = self.rng.randint(800, 9000)
+        max_tokens = 2500
+        with run.model_call(
+            model=model, provider=provider, prompt_tokens=tokens_in, max_tokens=max_tokens
+        ) as call:
             call.record(
                 tokens_in=tokens_in,
-                tokens_out=self.rng.randint(150, 2500),
-                cached_tokens_in=cached,
+                tokens_out=self.rng.randint(150, max_tokens),
+                cached_tokens_in=self.rng.randint(0, tokens_in // 2),
             )
-        spent = run.cost_usd - before
-        self.spend[(tenant, day)] = self.spend.get((tenant, day), Decimal(0)) + spent
 
     def _finish_phase(self, run: Run, project: Project) -> None:
         phase = project.phase
@@ -149,19 +158,6 @@ class Pipeline:
             project.entered = False
         project.attempt = 1
 
-    def _blocked(self, project: Project) -> None:
-        tenant, phase = project.tenant, project.phase
-        with self.ledger.run(
-            tenant, project.project_id, phase, ROLE[phase], playbook=PLAYBOOK[tenant]
-        ) as run:
-            day = datetime.now(UTC).date().isoformat()
-            run.cap_hit(
-                "tenant_daily",
-                limit=TENANT_CAPS[project.tenant],
-                spent=self.spend[(project.tenant, day)],
-            )
-            run.finish("partial", summary="tenant daily cap reached; work resumes tomorrow")
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -177,7 +173,14 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    ledger = Ledger(url=args.url)
+    # The tenant daily cap is enforced through budget leases; the demo keeps working when the
+    # control service is briefly away, within a small offline allowance (Publishers never).
+    ledger = Ledger(
+        url=args.url,
+        enforce_tenant_cap=True,
+        on_ledger_down="fail_open",
+        offline_allowance_usd="0.05",
+    )
     pipeline = Pipeline(ledger, random.Random(args.seed))
     steps = 0
     try:

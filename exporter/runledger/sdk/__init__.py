@@ -11,9 +11,10 @@ Usage::
             call.record(response=response)
         run.artifact_written("site/index.html", version=3)
 
-See docs/sdk.md for delivery guarantees, redaction and sampling.
+See docs/sdk.md for delivery guarantees, redaction, sampling and cost controls.
 """
 
+from runledger.sdk._costs import PartialResult, RunCapReached
 from runledger.sdk._ledger import Ledger
 from runledger.sdk._run import Budget, ExternalCall, ModelCall, Run, current_run, model_call
 from runledger.sdk._spool import SpoolFullError
@@ -24,9 +25,11 @@ __all__ = [
     "ExternalCall",
     "Ledger",
     "ModelCall",
+    "PartialResult",
     "RateLimitingSampler",
     "RedactingSpanExporter",
     "Run",
+    "RunCapReached",
     "SpoolFullError",
     "current_run",
     "model_call",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
     from runledger.cost.policy import RunCaps, RunMeter
     from runledger.sdk._run import Run
 
-__all__ = ["CostGuard", "PartialResult", "RunCapReached"]
+__all__ = ["CostGuard", "PartialResult", "RunCapReached", "Ticket", "refresh", "snapshot"]
 
 log = logging.getLogger("runledger.sdk")
 
@@ -91,7 +92,8 @@ class PartialResult:
             )
         if self.cap is not None:
             where = f" of playbook {self.playbook}" if self.playbook else ""
-            return f"raise {_WHAT.get(self.cap, self.cap)}{where} (RunCaps), then run this step again"
+            what = _WHAT.get(self.cap, self.cap)
+            return f"raise {what}{where} (RunCaps), then run this step again"
         return "run this step again to finish it"
 
     def summary(self, done: str | None = None, missing: str | None = None) -> str:
@@ -129,6 +131,16 @@ class RunCapReached(RuntimeError):
         super().__init__(partial.reason)
 
 
+@dataclass
+class Ticket:
+    """One call's estimate, counted against the run's caps while the call is in flight."""
+
+    reservation: Reservation | None
+    tokens: int = 0
+    usd: Decimal = _ZERO
+    external_usd: Decimal = _ZERO
+
+
 class CostGuard:
     """One run's cost controls, consulted before and after each model and external call.
 
@@ -145,6 +157,11 @@ class CostGuard:
         self.meter: RunMeter = RunMeter(caps or RunCaps())
         self.budget = budget
         self.reached: PartialResult | None = None
+        self._lock = threading.Lock()
+        # Estimates of calls in flight: concurrent calls of one run cannot cross a cap together.
+        self._tokens = 0
+        self._usd = _ZERO
+        self._external_usd = _ZERO
 
     # -- before a call ------------------------------------------------------------------------
 
@@ -156,7 +173,7 @@ class CostGuard:
         max_tokens: int | None,
         cost_usd: Decimal | None,
         cached: bool,
-    ) -> Reservation | None:
+    ) -> Ticket:
         """Check the caps for a model call and reserve its upper-bound cost from the lease."""
         if self.reached is not None:
             raise RunCapReached(self.reached)
@@ -170,45 +187,72 @@ class CostGuard:
                 model, tokens_in=prompt_tokens or 0, tokens_out=max_tokens or 0,
                 tenant_id=self.run.tenant_id,
             )  # fmt: skip
-        self._check(tokens=tokens, usd=estimate)
-        if cached and cost_usd is None:
-            return None  # a cache hit costs nothing
-        return self._reserve(estimate)
+        ticket = self._check(Ticket(None, tokens=tokens, usd=estimate))
+        if not (cached and cost_usd is None):  # a cache hit costs nothing
+            self._reserve(ticket, estimate)
+        return ticket
 
-    def before_external(self, name: str, cost_usd: Decimal | None) -> Reservation | None:
+    def before_external(self, name: str, cost_usd: Decimal | None) -> Ticket:
         """Check the caps for an external call and reserve its announced charge."""
         if cost_usd is not None and cost_usd == 0:
-            return None  # free calls go through even after a cap, e.g. to store the result
+            return Ticket(None)  # free calls go through even after a cap, e.g. to store results
         if self.reached is not None:
             raise RunCapReached(self.reached)
         estimate = cost_usd or _ZERO
-        self._check(external_usd=estimate)
-        return self._reserve(estimate)
+        ticket = self._check(Ticket(None, external_usd=estimate))
+        self._reserve(ticket, estimate)
+        return ticket
 
-    def _check(self, *, tokens: int = 0, usd: Decimal = _ZERO, external_usd: Decimal = _ZERO) -> None:
+    def _check(self, ticket: Ticket) -> Ticket:
         from runledger.cost.policy import RunCapHit
 
-        try:
-            self.meter.check(tokens=tokens, usd=usd, external_usd=external_usd)
-        except RunCapHit as hit:
-            self._stop(hit.cap, hit.limit, hit.spent, hit.needed, str(hit), hit)
+        with self._lock:
+            try:
+                self.meter.check(
+                    tokens=self._tokens + ticket.tokens, usd=self._usd + ticket.usd,
+                    external_usd=self._external_usd + ticket.external_usd,
+                )  # fmt: skip
+            except RunCapHit as hit:
+                refused: RunCapHit | None = hit
+            else:
+                refused = None
+                self._tokens += ticket.tokens
+                self._usd += ticket.usd
+                self._external_usd += ticket.external_usd
+        if refused is not None:
+            self._stop(refused.cap, refused.limit, refused.spent, refused.needed, str(refused),
+                       refused)  # fmt: skip
+        return ticket
 
-    def _reserve(self, estimate: Decimal) -> Reservation | None:
+    def _landed(self, ticket: Ticket) -> None:
+        with self._lock:
+            self._tokens -= ticket.tokens
+            self._usd -= ticket.usd
+            self._external_usd -= ticket.external_usd
+            ticket.tokens, ticket.usd, ticket.external_usd = 0, _ZERO, _ZERO
+
+    def _reserve(self, ticket: Ticket, estimate: Decimal) -> None:
         if self.budget is None:
-            return None
+            return
         from runledger.cost.lease import TenantCapReached
 
         try:
-            return self.budget.reserve(estimate)
+            ticket.reservation = self.budget.reserve(estimate)
         except TenantCapReached as exc:
+            self._landed(ticket)
             self._stop("tenant_daily", exc.cap_usd, exc.spend_usd, exc.needed_usd, str(exc), exc)
+        except BaseException:
+            self._landed(ticket)
+            raise
 
     def _stop(
         self, cap: str, limit: Decimal, spent: Decimal, needed: Decimal, reason: str,
         cause: BaseException,
     ) -> NoReturn:  # fmt: skip
         run = self.run
-        self.reached = self.snapshot(cap=cap, limit=limit, spent=spent, needed=needed, reason=reason)
+        self.reached = self.snapshot(
+            cap=cap, limit=limit, spent=spent, needed=needed, reason=reason
+        )
         run.cap_hit(cap, limit=limit, spent=spent)
         run.log(
             f"cap reached, no further model calls: {self.reached.stopped_by()}",
@@ -220,15 +264,17 @@ class CostGuard:
 
     def after(
         self,
-        reservation: Reservation | None,
+        ticket: Ticket,
         *,
         tokens: int = 0,
         usd: Decimal = _ZERO,
         external_usd: Decimal = _ZERO,
     ) -> str | None:
         """Record what a call used and settle it; return the lease id its event must name."""
+        self._landed(ticket)
         self.meter.record(tokens=tokens, usd=usd, external_usd=external_usd)
         cost = usd + external_usd
+        reservation = ticket.reservation
         if reservation is None:
             if self.budget is None or cost <= 0:
                 return None
@@ -247,10 +293,11 @@ class CostGuard:
             return None
         return reservation.settle(cost)
 
-    def release(self, reservation: Reservation | None) -> None:
-        """Give back a reservation whose call never started."""
-        if reservation is not None and not reservation.done:
-            reservation.release()
+    def release(self, ticket: Ticket) -> None:
+        """Give back the estimate of a call that never started."""
+        self._landed(ticket)
+        if ticket.reservation is not None and not ticket.reservation.done:
+            ticket.reservation.release()
 
     # -- the run's state ---------------------------------------------------------------------
 
@@ -263,7 +310,7 @@ class CostGuard:
         needed: Decimal = _ZERO, reason: str = "",
     ) -> PartialResult:  # fmt: skip
         """Return the run's progress and spend now."""
-        return _snapshot(self.run, self.meter.elapsed_s, cap, limit, spent, needed, reason)
+        return snapshot(self.run, self.meter.elapsed_s, cap, limit, spent, needed, reason)
 
     def close(self) -> None:
         """Settle the lease and give its unused part back to the tenant."""
@@ -279,7 +326,7 @@ class CostGuard:
                         self.run.run_id, exc)  # fmt: skip
 
 
-def _snapshot(
+def snapshot(
     run: Run, elapsed_s: float, cap: str | None, limit: Decimal, spent: Decimal,
     needed: Decimal, reason: str,
 ) -> PartialResult:  # fmt: skip
@@ -293,7 +340,7 @@ def _snapshot(
 
 def refresh(result: PartialResult, run: Run, elapsed_s: float) -> PartialResult:
     """Return ``result`` with the run's spend and progress as of now."""
-    now = _snapshot(run, elapsed_s, None, _ZERO, _ZERO, _ZERO, "")
+    now = snapshot(run, elapsed_s, None, _ZERO, _ZERO, _ZERO, "")
     fields: dict[str, Any] = {
         f.name: getattr(now, f.name)
         for f in dataclasses.fields(PartialResult)

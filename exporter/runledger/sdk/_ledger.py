@@ -38,7 +38,12 @@ from runledger.sdk._telemetry import (
 )
 
 if TYPE_CHECKING:
+    from runledger.cost.lease import LeaseTransport, TenantBudget
+    from runledger.cost.policy import RunCaps
     from runledger.cost.pricing import PricingTable
+    from runledger.cost.projection import BudgetVerdict, Plan, Projection
+    from runledger.cost.retry import BreakerBoard
+    from runledger.cost.routing import RoutingTable
 
 __all__ = ["Ledger"]
 
@@ -72,6 +77,18 @@ class Ledger:
         environ: read settings from this mapping instead of ``os.environ``.
         session: HTTP session for the sender (tests).
         capture_logging: forward ``logging`` records emitted inside a run as run logs.
+        enforce_tenant_cap: draw every run's model and external spend from a budget lease
+            on its tenant's daily cap (default ``RUNLEDGER_ENFORCE_CAPS``, off).
+        on_ledger_down: ``fail_closed`` (refuse spend) or ``fail_open`` (spend up to
+            ``offline_allowance_usd`` per run without a lease) when the ledger cannot be
+            reached (default ``RUNLEDGER_ON_LEDGER_DOWN``, fail_closed). The Publisher
+            always fails closed.
+        offline_allowance_usd: see ``on_ledger_down`` (``RUNLEDGER_OFFLINE_ALLOWANCE_USD``).
+        lease_transport: how budgets talk to the ledger (default: ``HttpLeaseTransport``
+            on ``url`` and ``token``; ``PgLeaseTransport`` for in-process services).
+        run_caps: default ``RunCaps`` per playbook; ``ledger.run(caps=...)`` overrides.
+        routing: a ``RoutingTable`` (or the path of its YAML file) for ``run.choose_model``
+            and ``run.call_with_retries``.
 
     Usage::
 
@@ -97,10 +114,38 @@ class Ledger:
         environ: Mapping[str, str] | None = None,
         session: requests.Session | None = None,
         capture_logging: bool = True,
+        enforce_tenant_cap: bool | None = None,
+        on_ledger_down: str | None = None,
+        offline_allowance_usd: Decimal | float | str | None = None,
+        lease_transport: LeaseTransport | None = None,
+        run_caps: Mapping[str, RunCaps] | None = None,
+        routing: RoutingTable | str | Path | None = None,
     ) -> None:
         settings = Settings.from_env(environ)
         self.settings = settings
         self.url = url or settings.url
+        self._token = token or settings.token
+        self.enforce_tenant_cap = (
+            settings.enforce_caps if enforce_tenant_cap is None else enforce_tenant_cap
+        )
+        self.on_ledger_down = on_ledger_down or settings.on_ledger_down
+        if self.on_ledger_down not in ("fail_closed", "fail_open"):
+            raise ValueError("on_ledger_down must be 'fail_closed' or 'fail_open'")
+        self.offline_allowance_usd = (
+            settings.offline_allowance_usd
+            if offline_allowance_usd is None
+            else Decimal(str(offline_allowance_usd))
+        )
+        self._lease_transport = lease_transport
+        if self.enforce_tenant_cap and lease_transport is None and not (self.url and self._token):
+            raise ValueError(
+                "enforce_tenant_cap needs the control service: set RUNLEDGER_URL and "
+                "RUNLEDGER_TOKEN (or pass url=, token= or lease_transport=)"
+            )
+        self.run_caps: dict[str, RunCaps] = dict(run_caps or {})
+        self._routing_source = routing
+        self._routing: RoutingTable | None = None
+        self._breakers: BreakerBoard | None = None
         self.redactor = redactor or default_redactor()
         self.prompt_audit_enabled = settings.prompt_audit if prompt_audit is None else prompt_audit
         self._pricing = pricing
@@ -126,7 +171,7 @@ class Ledger:
                 self.logger_provider, self.redactor, current_run, owner=self
             )
             logging.getLogger().addHandler(self._handler)
-        self._sender = Sender(self._spool, self.url, token or settings.token, session=session)
+        self._sender = Sender(self._spool, self.url, self._token, session=session)
         self._recover()
         self._sender.start()
         atexit.register(self.close)
@@ -162,6 +207,82 @@ class Ledger:
             self._pricing = default_pricing()
         return self._pricing
 
+    @property
+    def routing(self) -> RoutingTable | None:
+        """The model routing table (``Ledger(routing=...)``), or None."""
+        if self._routing is None and self._routing_source is not None:
+            from runledger.cost.routing import RoutingTable
+
+            source = self._routing_source
+            self._routing = (
+                source
+                if isinstance(source, RoutingTable)
+                else RoutingTable.load(source, pricing=self.pricing)
+            )
+        return self._routing
+
+    @property
+    def breakers(self) -> BreakerBoard:
+        """One circuit breaker per model, shared by this process's runs."""
+        if self._breakers is None:
+            from runledger.cost.retry import BreakerBoard
+
+            self._breakers = BreakerBoard()
+        return self._breakers
+
+    @breakers.setter
+    def breakers(self, board: BreakerBoard) -> None:
+        self._breakers = board
+
+    def project(
+        self,
+        plan: Plan | Mapping[str, Any] | str | Path,
+        *,
+        tenant_id: str | None = None,
+        budget_usd: Decimal | float | str | None = None,
+        budget_tokens: int | None = None,
+    ) -> tuple[Projection, BudgetVerdict]:
+        """Project a plan's tokens and dollars and gate it on budgets before the run.
+
+        Warns (a WARNING on ``runledger.sdk``, and ``verdict.level == "warn"``) at 90% of
+        ``budget_usd`` or ``budget_tokens``; at 100% raises ``BudgetBlocked``.
+
+        Usage::
+
+            projection, verdict = ledger.project("plan.yml", tenant_id="acme", budget_usd=2)
+            print(projection.render(), *verdict.messages, sep="\n")
+        """
+        from runledger.cost.projection import Plan, check_budget, load_plan, project
+
+        if not isinstance(plan, Plan):
+            plan = load_plan(dict(plan) if isinstance(plan, Mapping) else plan)
+        projection = project(plan, self.pricing, tenant_id=tenant_id)
+        verdict = check_budget(
+            projection,
+            budget_usd=None if budget_usd is None else Decimal(str(budget_usd)),
+            budget_tokens=budget_tokens,
+        )
+        for message in verdict.messages:
+            log.warning("runledger: plan %s: %s", projection.plan, message)
+        verdict.raise_if_blocked()
+        return projection, verdict
+
+    def _tenant_budget(self, run: Run) -> TenantBudget | None:
+        """Return a budget lease for ``run`` when the tenant cap is enforced."""
+        if not self.enforce_tenant_cap:
+            return None
+        from runledger.cost.lease import HttpLeaseTransport, TenantBudget
+
+        if self._lease_transport is None:
+            assert self.url is not None and self._token is not None
+            self._lease_transport = HttpLeaseTransport(self.url, self._token)
+        publisher = run.role.lower() == "publisher"
+        return TenantBudget(
+            self._lease_transport, run.tenant_id, holder=run.run_id, role=run.role.lower(),
+            on_ledger_down="fail_closed" if publisher else self.on_ledger_down,  # type: ignore[arg-type]
+            offline_allowance_usd=Decimal(0) if publisher else self.offline_allowance_usd,
+        )  # fmt: skip
+
     def _check_priced(self, model: str, tenant_id: str) -> None:
         key = (model, tenant_id)
         if key not in self._priced:
@@ -183,16 +304,21 @@ class Ledger:
         attempt: int = 1,
         attributes: Mapping[str, Any] | None = None,
         budget: Budget | None = None,
+        caps: RunCaps | None = None,
     ) -> Run:
         """Return a run to use as ``with ledger.run(...) as run:``.
 
         Entering emits ``run_started``; leaving emits ``run_finished``, or ``run_failed``
-        with the exception as the reason (the exception propagates).
+        with the exception as the reason (the exception propagates). ``caps`` limits the
+        run's tokens, wall time and dollars (default: ``run_caps[playbook]``); a cap that
+        stops the run raises ``RunCapReached`` from the call that would cross it.
         """
         self._check_open()
+        if caps is None and playbook is not None:
+            caps = self.run_caps.get(playbook)
         return Run(
             self, tenant_id, project_id, phase, role, run_id=run_id, playbook=playbook,
-            attempt=attempt, attributes=attributes, budget=budget,
+            attempt=attempt, attributes=attributes, budget=budget, caps=caps,
         )  # fmt: skip
 
     def start_run(
@@ -207,11 +333,13 @@ class Ledger:
         attempt: int = 1,
         attributes: Mapping[str, Any] | None = None,
         budget: Budget | None = None,
+        caps: RunCaps | None = None,
     ) -> Run:
-        """Start a run without a ``with`` block; end it with ``run.finish()`` or ``run.fail()``."""
+        """Start a run without a ``with`` block; end it with ``run.finish()``, ``run.partial()``
+        or ``run.fail()``."""
         return self.run(
             tenant_id, project_id, phase, role, run_id=run_id, playbook=playbook,
-            attempt=attempt, attributes=attributes, budget=budget,
+            attempt=attempt, attributes=attributes, budget=budget, caps=caps,
         ).start()  # fmt: skip
 
     def run_queued(
@@ -464,4 +592,6 @@ class Ledger:
         }
         if orphan.model:
             event["model"] = orphan.model
+        if orphan.lease_id and Decimal(orphan.cost_usd or "0"):
+            event["payload"]["lease_id"] = orphan.lease_id
         return orjson.dumps({k: v for k, v in event.items() if v is not None})

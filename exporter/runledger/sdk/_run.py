@@ -21,11 +21,17 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from runledger.redact import nearest_city
-from runledger.sdk._costs import CostGuard, PartialResult, RunCapReached, refresh
+from runledger.sdk._costs import (
+    CostGuard,
+    PartialResult,
+    RunCapReached,
+    Ticket,
+    refresh,
+    snapshot,
+)
 from runledger.sdk._telemetry import span_in_run
 
 if TYPE_CHECKING:
-    from runledger.cost.lease import Reservation
     from runledger.cost.policy import RunCaps
     from runledger.cost.retry import RetryPolicy
     from runledger.sdk._ledger import Ledger
@@ -286,9 +292,7 @@ class Run:
             return refresh(costs.reached, self, elapsed)
         if costs is not None:
             return costs.snapshot()
-        from runledger.sdk._costs import _snapshot
-
-        return _snapshot(self, elapsed, None, _ZERO, _ZERO, _ZERO, "")
+        return snapshot(self, elapsed, None, _ZERO, _ZERO, _ZERO, "")
 
     def _end(self, kind: str, payload: dict[str, Any], status: str, error: str | None) -> None:
         with self._lock:
@@ -663,9 +667,8 @@ class Run:
         lease_id: str | None = None,
     ) -> None:  # fmt: skip
         with self._lock:
-            if cost and self._pending_cost and lease_id != self._pending_lease and (
-                self.status == "running"
-            ):
+            changed = bool(cost and self._pending_cost) and lease_id != self._pending_lease
+            if changed and self.status == "running":
                 # One event never mixes two leases (or leased and offline spend): the usage
                 # settled on the previous lease leaves now, on its own event.
                 self._emit(
@@ -777,6 +780,8 @@ class ModelCall:
         cached: bool = False,
         cost_usd: Decimal | float | None = None,
         attributes: Mapping[str, Any] | None = None,
+        prompt_tokens: int | None = None,
+        max_tokens: int | None = None,
     ) -> None:
         self.run = run
         self.model = model
@@ -784,6 +789,11 @@ class ModelCall:
         self.provider = provider
         self.cached = cached
         self.cost_usd: Decimal | None = None if cost_usd is None else _usd(cost_usd)
+        self.prompt_tokens = prompt_tokens
+        self.max_tokens = max_tokens
+        self.lease_id: str | None = None
+        """The budget lease this call's cost was settled on (None: no lease)."""
+        self._ticket: Ticket | None = None
         self.tokens_in = 0
         self.tokens_out = 0
         self.cached_tokens_in = 0
@@ -803,10 +813,20 @@ class ModelCall:
         self.run = run
         if run.status != "running":
             raise RuntimeError(f"run {run.run_id} is not running (status {run.status})")
-        if run.budget is not None:
-            run.budget.before_call(run, "model", self.model)
         if self.cost_usd is None and not self.cached:
             run.ledger._check_priced(self.model, run.tenant_id)
+        if run.costs is not None:
+            self._ticket = run.costs.before_model(
+                self.model, prompt_tokens=self.prompt_tokens, max_tokens=self.max_tokens,
+                cost_usd=self.cost_usd, cached=self.cached,
+            )  # fmt: skip
+        if run.budget is not None:
+            try:
+                run.budget.before_call(run, "model", self.model)
+            except BaseException:
+                if run.costs is not None and self._ticket is not None:
+                    run.costs.release(self._ticket)
+                raise
         attrs = {
             **run.span_attributes,
             "gen_ai.operation.name": self.operation,
@@ -905,7 +925,14 @@ class ModelCall:
                 span.set_status(Status(StatusCode.ERROR, run.ledger.redactor.text(str(exc))))
             span.set_attributes(attrs)
             span.end()
-        run._add_usage(self.model, self.tokens_in, self.tokens_out, cost, self.cached)
+            if run.costs is not None and self._ticket is not None:
+                self.lease_id = run.costs.after(
+                    self._ticket, tokens=self.tokens_in + self.tokens_out,
+                    usd=cost if cost is not None else _ZERO,
+                )  # fmt: skip
+        run._add_usage(
+            self.model, self.tokens_in, self.tokens_out, cost, self.cached, self.lease_id
+        )
         if run.budget is not None:
             run.budget.after_call(
                 run, "model", cost_usd=cost, tokens_in=self.tokens_in, tokens_out=self.tokens_out
@@ -919,6 +946,7 @@ class ModelCall:
             call = ModelCall(
                 self.run, self.model, operation=self.operation, provider=self.provider,
                 cached=self.cached, cost_usd=self.cost_usd, attributes=self._attributes,
+                prompt_tokens=self.prompt_tokens, max_tokens=self.max_tokens,
             )  # fmt: skip
             with call:
                 result = func(*args, **kwargs)
@@ -937,6 +965,8 @@ def model_call(
     cached: bool = False,
     cost_usd: Decimal | float | None = None,
     attributes: Mapping[str, Any] | None = None,
+    prompt_tokens: int | None = None,
+    max_tokens: int | None = None,
 ) -> ModelCall:
     """A model call in the current run (context manager or decorator); see ``Run.model_call``.
 
@@ -948,7 +978,8 @@ def model_call(
     """
     return ModelCall(
         None, model, operation=operation, provider=provider, cached=cached,
-        cost_usd=cost_usd, attributes=attributes,
+        cost_usd=cost_usd, attributes=attributes, prompt_tokens=prompt_tokens,
+        max_tokens=max_tokens,
     )  # fmt: skip
 
 
@@ -973,13 +1004,23 @@ class ExternalCall:
         self._token: object | None = None
         self._t0 = 0.0
         self.event_id: str | None = None
+        self.lease_id: str | None = None
+        self._ticket: Ticket | None = None
 
     def __enter__(self) -> ExternalCall:
         run = self.run
         if run.status != "running":
             raise RuntimeError(f"run {run.run_id} is not running (status {run.status})")
+        if run.costs is not None:
+            announced = None if self.cost_usd is None else _usd(self.cost_usd)
+            self._ticket = run.costs.before_external(self.name, announced)
         if run.budget is not None:
-            run.budget.before_call(run, "external", self.name)
+            try:
+                run.budget.before_call(run, "external", self.name)
+            except BaseException:
+                if run.costs is not None and self._ticket is not None:
+                    run.costs.release(self._ticket)
+                raise
         attrs = {**run.span_attributes, "runledger.external.service": self.name}
         if self._attributes:
             attrs.update(run.ledger.redactor.attributes(self._attributes))
@@ -1021,19 +1062,21 @@ class ExternalCall:
         service = _SERVICE_CHARS.sub("-", self.name).strip("-")[:128] or "external"
         if not service[0].isalnum():
             service = "x" + service[:127]
+        if run.costs is not None and self._ticket is not None:
+            self.lease_id = run.costs.after(self._ticket, external_usd=cost)
         with run._lock:
             run.cost_usd += cost
             run.external_usd += cost
+        payload: dict[str, Any] = {
+            "service": service,
+            "summary": summary,
+            "status": status,
+            "duration_ms": round(duration_ms, 3),
+        }
+        if self.lease_id is not None:
+            payload["lease_id"] = self.lease_id
         self.event_id = run._emit(
-            "external_call",
-            payload={
-                "service": service,
-                "summary": summary,
-                "status": status,
-                "duration_ms": round(duration_ms, 3),
-            },
-            fields={"cost_usd": cost},
-            usage=False,
+            "external_call", payload=payload, fields={"cost_usd": cost}, usage=False
         )
         if run.budget is not None:
             run.budget.after_call(run, "external", cost_usd=cost, tokens_in=0, tokens_out=0)

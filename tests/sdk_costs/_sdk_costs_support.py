@@ -1,0 +1,110 @@
+"""Helpers of the SDK cost-control tests: a restartable control service, in-memory
+telemetry, and readers of what the ledger stored."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from _support import free_port, stop_process, wait_http
+
+Sql = Callable[..., list[tuple[Any, ...]]]
+
+
+class ControlService:
+    """The real control service (gunicorn) on a fixed loopback port, stoppable by PID."""
+
+    def __init__(self, db_url: str) -> None:
+        self.db_url = db_url
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = dict(os.environ, RUNLEDGER_DATABASE_URL=self.db_url)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "runledger.cli", "control", "--bind",
+             f"127.0.0.1:{self.port}", "--workers", "2"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_http(self.url + "/healthz", proc=self.proc)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
+
+
+class Spans:
+    """An SDK tracer provider whose finished spans stay in memory."""
+
+    def __init__(self) -> None:
+        self.exporter = InMemorySpanExporter()
+        self.provider = TracerProvider()
+        self.provider.add_span_processor(SimpleSpanProcessor(self.exporter))
+
+    def models(self, run_id: str) -> list[str]:
+        """Return the requested model of each model-call span of ``run_id``, in order."""
+        spans = sorted(self.exporter.get_finished_spans(), key=lambda s: s.start_time or 0)
+        return [
+            str(s.attributes["gen_ai.request.model"])
+            for s in spans
+            if s.attributes
+            and s.attributes.get("runledger.run_id") == run_id
+            and s.attributes.get("gen_ai.operation.name") == "chat"
+        ]
+
+
+def run_events(sql: Sql, run_id: str) -> list[dict[str, Any]]:
+    """Return the stored events of a run, oldest first."""
+    rows = sql(
+        "SELECT type, cost_usd, tokens_in, tokens_out, model, payload, artifact_path,"
+        " artifact_version FROM events WHERE run_id = %s ORDER BY seq",
+        run_id,
+    )
+    keys = ("type", "cost", "tokens_in", "tokens_out", "model", "payload", "artifact_path",
+            "artifact_version")  # fmt: skip
+    return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+def one(events: list[dict[str, Any]], type_: str) -> dict[str, Any]:
+    """Return the only event of ``type_``."""
+    found = [e for e in events if e["type"] == type_]
+    assert len(found) == 1, [e["type"] for e in events]
+    return found[0]
+
+
+def run_row(sql: Sql, run_id: str) -> dict[str, Any]:
+    rows = sql(
+        "SELECT status, tokens_in, tokens_out, cost_usd, model, error FROM runs WHERE run_id = %s",
+        run_id,
+    )
+    assert rows, f"run {run_id} is not in the ledger"
+    keys = ("status", "tokens_in", "tokens_out", "cost", "model", "error")
+    return dict(zip(keys, rows[0], strict=True))
+
+
+def caps_row(sql: Sql, tenant: str) -> dict[str, Any]:
+    """Return today's cap row of ``tenant`` with the cap's own account of spend."""
+    rows = sql(
+        "SELECT c.daily_cap_usd, c.settled_usd, c.reserved_usd, c.spent_usd,"
+        " c.leased_spent_usd, u.spend_usd, c.blocked FROM caps c"
+        " JOIN cap_usage u USING (tenant_id, date) WHERE tenant_id = %s ORDER BY date DESC",
+        tenant,
+    )
+    keys = ("cap", "settled", "reserved", "spent", "leased", "spend", "blocked")
+    return dict(zip(keys, rows[0], strict=True))
+
+
+def event_cost(sql: Sql, tenant: str) -> Decimal:
+    """Return the sum of the cost of every stored event of ``tenant``."""
+    return Decimal(sql("SELECT COALESCE(sum(cost_usd), 0) FROM events WHERE tenant_id = %s",
+                       tenant)[0][0])  # fmt: skip

@@ -1,0 +1,63 @@
+"""Fixtures of the SDK cost-control tests: a tenant with an agent token, a control service
+the test can stop by PID, and Ledgers with in-memory spans that close themselves."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _sdk_costs_support import ControlService, Spans
+from opentelemetry._logs import NoOpLoggerProvider
+
+from runledger.sdk import Ledger
+
+
+@pytest.fixture
+def spans() -> Iterator[Spans]:
+    s = Spans()
+    yield s
+    s.provider.shutdown()
+
+
+@pytest.fixture
+def control(db_url: str) -> Iterator[ControlService]:
+    """A started control service on a free loopback port, stopped by PID at teardown."""
+    service = ControlService(db_url)
+    service.start()
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def agent_token(
+    make_tenant: Callable[..., str], make_token: Callable[..., str]
+) -> Callable[[str, str], str]:
+    """Create a tenant with a daily cap and return an agent token for it."""
+
+    def make(tenant: str, cap: str) -> str:
+        make_tenant(tenant, cap)
+        return make_token("agent", tenant)
+
+    return make
+
+
+@pytest.fixture
+def make_ledger(tmp_path: Path, spans: Spans) -> Iterator[Callable[..., Ledger]]:
+    """Build Ledgers with a private spool, in-memory spans and no log export."""
+    made: list[Ledger] = []
+
+    def make(url: str | None = None, token: str | None = None, **kwargs: Any) -> Ledger:
+        kwargs.setdefault("spool_path", tmp_path / f"spool-{len(made)}" / "events.db")
+        kwargs.setdefault("tracer_provider", spans.provider)
+        kwargs.setdefault("logger_provider", NoOpLoggerProvider())
+        kwargs.setdefault("environ", {})
+        kwargs.setdefault("capture_logging", False)
+        ledger = Ledger(url, token, **kwargs)
+        made.append(ledger)
+        return ledger
+
+    yield make
+    for ledger in made:
+        ledger.close(timeout=1.0)
