@@ -37,7 +37,7 @@ TENANTS = 20
 RUNS = 6000
 BATCH = 500
 CLIENTS = 4
-ROUNDS = 3
+ROUNDS = 5
 MODELS = ["gpt-4o", "gpt-4o-mini", "claude-sonnet-4", "claude-haiku-4", "gemini-2.5-flash"]
 PHASES = ["brief", "research", "build", "review", "publish"]
 ROLES = ["coordinator", "implementer", "validator", "publisher"]
@@ -182,10 +182,13 @@ def main() -> None:
             print(f"round {round_ + 1}: API {api_rates[-1]:9,.0f} events/s   "
                   f"COPY {copy_rates[-1]:9,.0f} rows/s")  # fmt: skip
     api_rate, copy_rate = statistics.median(api_rates), statistics.median(copy_rates)
+    # Each round's two figures were measured under the same conditions: compare them pairwise.
+    ratio = statistics.median(a / c for a, c in zip(api_rates, copy_rates, strict=True))
     figures = {
         "api_events_per_s": round(api_rate),
         "copy_rows_per_s": round(copy_rate),
-        "ratio": round(api_rate / copy_rate, 3),
+        "ratio": round(ratio, 3),
+        "round_ratios": [round(a / c, 3) for a, c in zip(api_rates, copy_rates, strict=True)],
         "events": len(events),
         "batch_size": BATCH,
         "clients": CLIENTS,
@@ -194,7 +197,8 @@ def main() -> None:
     }
     print(f"API : {api_rate:10,.0f} events/s (median; all effects, {CLIENTS} clients)")
     print(f"COPY: {copy_rate:10,.0f} rows/s   (median; events table only)")
-    print(f"ratio API/COPY = {figures['ratio']:.3f} (target >= 0.33, goal 0.5)")
+    print(f"ratio API/COPY = {figures['ratio']:.3f} (median of the rounds' ratios;"
+          " target >= 0.33, goal 0.5)")  # fmt: skip
     print(f"wrote {write_result('ingest', figures)}")
 
 

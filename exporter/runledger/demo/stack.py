@@ -98,6 +98,26 @@ SERVICES: list[Service] = [
         ),
     ),
     Service(
+        name="exporter",
+        argv=lambda c: _py("runledger.cli", "exporter", "--port", str(c.ports.exporter)),
+        ready_url=lambda c: f"http://127.0.0.1:{c.ports.exporter}/metrics",
+        shows=lambda c: f"exporter          http://127.0.0.1:{c.ports.exporter}/metrics",
+    ),
+    Service(
+        name="prometheus",
+        argv=lambda c: [
+            "prometheus",
+            f"--config.file={_prometheus_config(c)}",
+            f"--storage.tsdb.path={c.home / 'prometheus'}",
+            f"--web.listen-address=127.0.0.1:{c.ports.prometheus}",
+            "--storage.tsdb.retention.time=30d",
+            "--enable-feature=exemplar-storage",
+        ],
+        ready_url=lambda c: f"http://127.0.0.1:{c.ports.prometheus}/-/ready",
+        shows=lambda c: f"Prometheus        http://127.0.0.1:{c.ports.prometheus}",
+        needs=lambda c: _binary("prometheus") or _file(c, "prometheus/prometheus.yml"),
+    ),
+    Service(
         name="demo-pipeline",
         argv=lambda c: _py("runledger.demo.pipeline", "--url", c.control_url),
         ready_url=lambda c: "",
@@ -110,6 +130,16 @@ SERVICES: list[Service] = [
     ),
 ]
 """The stack's processes, started in order. Other components append their entries."""
+
+
+def _prometheus_config(ctx: Context) -> Path:
+    from runledger.exporter import native_prometheus_config
+
+    p = ctx.ports
+    return native_prometheus_config(
+        ctx.root, ctx.home / "prometheus-config", control=p.control, exporter=p.exporter,
+        alertmanager=p.alertmanager, prometheus=p.prometheus,
+    )  # fmt: skip
 
 
 def _binary(name: str) -> str | None:

@@ -26,6 +26,8 @@ __all__ = ["EventResult", "IngestLimits", "Ingestor"]
 
 INGEST_LOCK = q.INGEST_LOCK
 _FUTURE_SKEW = timedelta(minutes=5)
+_RETRIES = 3
+_RETRY_SQLSTATES = frozenset({"RL001", "RL002", "40P01", "40001"})
 _FOREIGN = {
     "tenant": ("tenant_id", "unknown tenant {tenant!r}"),
     "project": ("project_id", "project belongs to another tenant"),
@@ -104,19 +106,29 @@ class Ingestor:
                     kept.append((idx, ev))
             candidates = kept
         if candidates:
-            for attempt in range(2):
+            for attempt in range(_RETRIES + 1):
                 try:
-                    results.update(self._store(candidates))
+                    results.update(self._store(candidates, check_stored=attempt > 0))
                     break
                 except psycopg.errors.CheckViolation as exc:
                     # "no partition of relation events found for row": a partition this
-                    # process believed in was dropped by retention; look again once.
-                    if attempt or "partition" not in str(exc):
+                    # process believed in was dropped by retention; look again.
+                    if attempt == _RETRIES or "partition" not in str(exc):
                         raise
                     self.partitions.forget()
+                except psycopg.Error as exc:
+                    # The batch was rolled back whole: some of its events are already
+                    # stored, or another batch created one of its projects or runs first
+                    # (ingest_batch raises RL002/RL001), or PostgreSQL broke a lock cycle.
+                    # The retry looks for stored events first and sees the other batch's
+                    # rows, so it answers duplicates or rejections accordingly.
+                    if attempt == _RETRIES or exc.sqlstate not in _RETRY_SQLSTATES:
+                        raise
         return [results[i] for i in indexes]
 
-    def _store(self, candidates: list[tuple[int, Any]]) -> dict[int, EventResult]:
+    def _store(
+        self, candidates: list[tuple[int, Any]], *, check_stored: bool = False
+    ) -> dict[int, EventResult]:
         results: dict[int, EventResult] = {}
         with self.db.connection() as conn:
             unknown = {ev.tenant_id for _, ev in candidates} - self._tenants
@@ -135,7 +147,8 @@ class Ingestor:
             )
             batch = events_to_json([ev for _, ev in staged])
             outcomes = conn.execute(
-                "SELECT ord, outcome FROM ingest_batch(%s::json)", (batch.decode(),)
+                "SELECT ord, outcome FROM ingest_batch(%s::json, %s)",
+                (batch.decode(), check_stored),
             ).fetchall()
         for ord_, outcome in outcomes:
             idx, ev = staged[ord_]

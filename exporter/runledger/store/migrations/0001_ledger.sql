@@ -263,17 +263,25 @@ CREATE TABLE daily_rollups (
 );
 
 -- Ingest one validated batch (a JSON array of events as runledger.events serialises them)
--- in the caller's transaction. Takes the ingest lock (held to commit, so events.seq order is
--- commit order), drops events of unknown tenants or of projects/runs owned by another tenant,
--- inserts the rest unless already stored (by event_id and occurred_at), and applies every
--- effect set-wise. Returns one row per event that was not accepted: (ord, 'tenant' |
--- 'project' | 'run' | 'duplicate'), ord being the event's position in the array.
-CREATE FUNCTION ingest_batch(batch json) RETURNS TABLE (ord integer, outcome text)
+-- in the caller's transaction. Returns one row per event that was not accepted: (ord,
+-- 'tenant' | 'project' | 'run' | 'duplicate'), ord being its position in the array.
+--
+-- Concurrency: most of the work runs in parallel with other batches. Only inserting the
+-- events (which draws their seq) and adding the tenants' day spend happen under the ingest
+-- advisory lock, held to commit, so events.seq order is commit order and the hot caps rows
+-- are written by one batch at a time. Rows of projects, runs and failures are written in
+-- key order, so concurrent batches take their locks in the same order. Two races are
+-- detected and raised, rolling the whole batch back for the caller to retry (runledger's
+-- Ingestor does, with check_stored): another tenant's batch created a project or run first
+-- (RL001), or some of the events are already stored (RL002: a re-send, or a concurrent
+-- batch with the same events committed first).
+CREATE FUNCTION ingest_batch(batch json, check_stored boolean DEFAULT false)
+    RETURNS TABLE (ord integer, outcome text)
 LANGUAGE plpgsql AS $fn$
 #variable_conflict use_column
 DECLARE
     staged integer;
-    fresh uuid[];
+    written integer;
 BEGIN
     CREATE TEMP TABLE IF NOT EXISTS ingest_stage (
         ord integer NOT NULL, event_id uuid NOT NULL, type text NOT NULL,
@@ -294,8 +302,6 @@ BEGIN
         artifact_version integer, attempt integer, trace_id text, span_id text, payload jsonb
     )) WITH ORDINALITY AS x(event_id, type, tenant_id, project_id, run_id, phase, role, playbook, occurred_at, tokens_in, tokens_out, cost_usd, model, cached, artifact_path, artifact_version, attempt, trace_id, span_id, payload, n);
     GET DIAGNOSTICS staged = ROW_COUNT;
-
-    PERFORM pg_advisory_xact_lock(8247619704503297907);
 
     -- Ownership, checked per distinct (tenant, project, run); rejections are rare, so the
     -- DELETE runs only when there is something to drop.
@@ -326,20 +332,24 @@ BEGIN
         SELECT count(*) INTO staged FROM ingest_stage;
     END IF;
 
-    WITH ins AS (
-        INSERT INTO events (event_id, type, tenant_id, project_id, run_id, phase, role, playbook, occurred_at, tokens_in, tokens_out, cost_usd, model, cached, artifact_path, artifact_version, attempt, trace_id, span_id, payload)
-        SELECT event_id, type, tenant_id, project_id, run_id, phase, role, playbook, occurred_at, tokens_in, tokens_out, cost_usd, model, cached, artifact_path, artifact_version, attempt, trace_id, span_id, payload FROM ingest_stage ORDER BY ingest_stage.ord
-        ON CONFLICT (event_id, occurred_at) DO NOTHING
-        RETURNING events.event_id
-    )
-    SELECT array_agg(ins.event_id) INTO fresh FROM ins;
-    IF coalesce(cardinality(fresh), 0) < staged THEN
+    -- Events already stored (a re-send) are found when the events are inserted, under the
+    -- lock: the batch is then rolled back (RL002) and retried with check_stored, which drops
+    -- them here, before any effect can count them again. Re-sends are rare, so the common
+    -- batch does not pay for the look-up.
+    IF check_stored THEN
+        ANALYZE ingest_stage;  -- a temporary table has no statistics: plan index probes
         RETURN QUERY
             DELETE FROM ingest_stage s
-            WHERE NOT (s.event_id = ANY (coalesce(fresh, '{}')))
+            WHERE EXISTS (SELECT 1 FROM events e
+                          WHERE e.event_id = s.event_id AND e.occurred_at = s.occurred_at)
             RETURNING s.ord, 'duplicate'::text;
+        GET DIAGNOSTICS written = ROW_COUNT;
+        staged := staged - written;
+        IF staged = 0 THEN
+            RETURN;
+        END IF;
     END IF;
-    PERFORM ingest_apply_leases();
+
     INSERT INTO projects AS p (project_id, tenant_id, playbook, current_phase, phase_entered_at,
                                last_advanced_at)
     SELECT project_id, min(tenant_id), max(playbook),
@@ -350,7 +360,7 @@ BEGIN
            max(occurred_at) FILTER (WHERE type = 'phase_entered'
                                        OR (type = 'phase_advanced' AND payload ? 'to_phase')),
            max(occurred_at) FILTER (WHERE type = 'phase_advanced')
-    FROM ingest_stage GROUP BY project_id
+    FROM ingest_stage GROUP BY project_id ORDER BY project_id
     ON CONFLICT (project_id) DO UPDATE SET
         playbook = COALESCE(excluded.playbook, p.playbook),
         current_phase = CASE WHEN excluded.phase_entered_at IS NOT NULL
@@ -358,7 +368,14 @@ BEGIN
                                    OR excluded.phase_entered_at >= p.phase_entered_at)
                              THEN excluded.current_phase ELSE p.current_phase END,
         phase_entered_at = GREATEST(p.phase_entered_at, excluded.phase_entered_at),
-        last_advanced_at = GREATEST(p.last_advanced_at, excluded.last_advanced_at);
+        last_advanced_at = GREATEST(p.last_advanced_at, excluded.last_advanced_at)
+    WHERE p.tenant_id = excluded.tenant_id;
+
+    GET DIAGNOSTICS written = ROW_COUNT;
+    IF written < (SELECT count(DISTINCT project_id) FROM ingest_stage) THEN
+        RAISE EXCEPTION 'a project of this batch was created by another tenant meanwhile'
+            USING ERRCODE = 'RL001';
+    END IF;
 
     WITH st AS (
         SELECT run_id, tenant_id, project_id, phase, role, playbook, type, occurred_at, ord,
@@ -375,10 +392,20 @@ BEGIN
                -- working one phase), so the cheapest aggregate will do
                min(tenant_id) AS tenant_id, min(project_id) AS project_id, min(phase) AS phase,
                min(role) AS role, max(playbook) AS playbook,
-               (array_agg(run_status ORDER BY run_status_rank(run_status) DESC, occurred_at DESC)
-                   FILTER (WHERE run_status IS NOT NULL))[1] AS status,
-               (array_agg(occurred_at ORDER BY run_status_rank(run_status) DESC, occurred_at DESC)
-                   FILTER (WHERE run_status IS NOT NULL))[1] AS status_at,
+               -- One ordering (latest first) for every "latest value" so PostgreSQL sorts
+               -- each run's events once. Status: the latest terminal one, else the latest
+               -- running, else queued (what run_status_rank says, without a second sort).
+               COALESCE(
+                   (array_agg(run_status ORDER BY occurred_at DESC, ord DESC)
+                       FILTER (WHERE run_status IN ('succeeded', 'partial', 'failed')))[1],
+                   (array_agg(run_status ORDER BY occurred_at DESC, ord DESC)
+                       FILTER (WHERE run_status = 'running'))[1],
+                   (array_agg(run_status ORDER BY occurred_at DESC, ord DESC)
+                       FILTER (WHERE run_status = 'queued'))[1]) AS status,
+               COALESCE(
+                   max(occurred_at) FILTER (WHERE run_status IN ('succeeded', 'partial', 'failed')),
+                   max(occurred_at) FILTER (WHERE run_status = 'running'),
+                   max(occurred_at) FILTER (WHERE run_status = 'queued')) AS status_at,
                min(occurred_at) AS first_at,
                COALESCE(max(attempt), 1) AS attempt,
                min(occurred_at) FILTER (WHERE type = 'run_queued') AS queued_at,
@@ -386,15 +413,16 @@ BEGIN
                max(occurred_at) FILTER (WHERE type IN ('run_finished', 'run_failed')) AS finished_at,
                sum(tokens_in) AS tokens_in, sum(tokens_out) AS tokens_out,
                sum(cost_usd) AS cost_usd,
-               (array_agg(reason ORDER BY occurred_at DESC)
+               (array_agg(reason ORDER BY occurred_at DESC, ord DESC)
                    FILTER (WHERE type = 'run_failed'))[1] AS error,
-               (array_agg(model ORDER BY occurred_at DESC) FILTER (WHERE model IS NOT NULL))[1]
-                   AS model,
+               (array_agg(model ORDER BY occurred_at DESC, ord DESC)
+                   FILTER (WHERE model IS NOT NULL))[1] AS model,
                bool_or(cached) AS cached,
-               (array_agg(trace_id ORDER BY ord) FILTER (WHERE trace_id IS NOT NULL))[1] AS trace_id,
-               (array_agg(artifact_path ORDER BY occurred_at DESC)
+               (array_agg(trace_id ORDER BY occurred_at DESC, ord DESC)
+                   FILTER (WHERE trace_id IS NOT NULL))[1] AS trace_id,
+               (array_agg(artifact_path ORDER BY occurred_at DESC, ord DESC)
                    FILTER (WHERE artifact_path IS NOT NULL))[1] AS artifact_path,
-               (array_agg(artifact_version ORDER BY occurred_at DESC)
+               (array_agg(artifact_version ORDER BY occurred_at DESC, ord DESC)
                    FILTER (WHERE artifact_path IS NOT NULL))[1] AS artifact_version
         FROM st GROUP BY run_id
     )
@@ -405,7 +433,7 @@ BEGIN
            COALESCE(status, 'running'), COALESCE(status_at, first_at), attempt, queued_at,
            started_at, finished_at, tokens_in, tokens_out, cost_usd, error, model, cached, trace_id,
            artifact_path, artifact_version
-    FROM agg
+    FROM agg ORDER BY run_id
     ON CONFLICT (run_id) DO UPDATE SET
         playbook = COALESCE(excluded.playbook, r.playbook),
         status = CASE WHEN (run_status_rank(excluded.status), excluded.status_at)
@@ -427,7 +455,14 @@ BEGIN
         trace_id = COALESCE(r.trace_id, excluded.trace_id),
         artifact_path = COALESCE(excluded.artifact_path, r.artifact_path),
         artifact_version = COALESCE(excluded.artifact_version, r.artifact_version),
-        updated_at = now();
+        updated_at = now()
+    WHERE r.tenant_id = excluded.tenant_id;
+
+    GET DIAGNOSTICS written = ROW_COUNT;
+    IF written < (SELECT count(DISTINCT run_id) FROM ingest_stage) THEN
+        RAISE EXCEPTION 'a run of this batch was created by another tenant meanwhile'
+            USING ERRCODE = 'RL001';
+    END IF;
 
     INSERT INTO failures AS f (run_id, tenant_id, project_id, phase, role, kind, reason,
                                artifact_ref, trace_id, first_seen, last_seen, count)
@@ -439,27 +474,13 @@ BEGIN
            (array_agg(trace_id ORDER BY ord) FILTER (WHERE trace_id IS NOT NULL))[1],
            min(occurred_at), max(occurred_at), count(*)
     FROM ingest_stage WHERE type IN ('run_failed', 'validation_failed')
-    GROUP BY run_id, payload->>'reason'
+    GROUP BY run_id, payload->>'reason' ORDER BY run_id, payload->>'reason'
     ON CONFLICT (run_id, reason) DO UPDATE SET
         first_seen = LEAST(f.first_seen, excluded.first_seen),
         last_seen = GREATEST(f.last_seen, excluded.last_seen),
         count = f.count + excluded.count,
         artifact_ref = COALESCE(excluded.artifact_ref, f.artifact_ref),
         trace_id = COALESCE(f.trace_id, excluded.trace_id);
-
-    INSERT INTO caps AS c (tenant_id, date, daily_cap_usd, spent_usd)
-    SELECT s.tenant_id, s.day, t.daily_cap_usd, s.spent
-    FROM (SELECT tenant_id, (occurred_at AT TIME ZONE 'UTC')::date AS day, sum(cost_usd) AS spent
-          FROM ingest_stage WHERE cost_usd > 0 GROUP BY 1, 2) s
-    JOIN tenants t USING (tenant_id)
-    ON CONFLICT (tenant_id, date) DO UPDATE SET
-        spent_usd = c.spent_usd + excluded.spent_usd,
-        updated_at = now();
-
-    UPDATE caps c SET blocked = cap_blocked(c)
-    FROM (SELECT DISTINCT tenant_id, (occurred_at AT TIME ZONE 'UTC')::date AS day
-          FROM ingest_stage WHERE cost_usd > 0) s
-    WHERE c.tenant_id = s.tenant_id AND c.date = s.day AND c.blocked <> cap_blocked(c);
 
     -- A completion may arrive before its request: the row is created from whichever comes
     -- first, and the request's times replace the placeholders.
@@ -479,5 +500,35 @@ BEGIN
     ON CONFLICT (proof_id) DO UPDATE SET completed_at = excluded.completed_at,
                                          approved = excluded.approved
     WHERE p.tenant_id = excluded.tenant_id;
+
+    PERFORM pg_advisory_xact_lock(8247619704503297907);
+
+    INSERT INTO events (event_id, type, tenant_id, project_id, run_id, phase, role, playbook, occurred_at, tokens_in, tokens_out, cost_usd, model, cached, artifact_path, artifact_version, attempt, trace_id, span_id, payload)
+    SELECT event_id, type, tenant_id, project_id, run_id, phase, role, playbook, occurred_at, tokens_in, tokens_out, cost_usd, model, cached, artifact_path, artifact_version, attempt, trace_id, span_id, payload
+    FROM ingest_stage ORDER BY ingest_stage.ord
+    ON CONFLICT (event_id, occurred_at) DO NOTHING;
+    GET DIAGNOSTICS written = ROW_COUNT;
+    IF written < staged THEN
+        RAISE EXCEPTION 'some of these events are already stored'
+            USING ERRCODE = 'RL002';
+    END IF;
+
+    PERFORM ingest_apply_leases();
+
+    INSERT INTO caps AS c (tenant_id, date, daily_cap_usd, spent_usd)
+    SELECT s.tenant_id, s.day, t.daily_cap_usd, s.spent
+    FROM (SELECT tenant_id, (occurred_at AT TIME ZONE 'UTC')::date AS day, sum(cost_usd) AS spent
+          FROM ingest_stage WHERE cost_usd > 0 GROUP BY 1, 2) s
+    JOIN tenants t USING (tenant_id)
+    ORDER BY s.tenant_id, s.day
+    ON CONFLICT (tenant_id, date) DO UPDATE SET
+        spent_usd = c.spent_usd + excluded.spent_usd,
+        updated_at = now();
+
+    UPDATE caps c SET blocked = cap_blocked(c)
+    FROM (SELECT DISTINCT tenant_id, (occurred_at AT TIME ZONE 'UTC')::date AS day
+          FROM ingest_stage WHERE cost_usd > 0) s
+    WHERE c.tenant_id = s.tenant_id AND c.date = s.day AND c.blocked <> cap_blocked(c);
+
 END
 $fn$;
