@@ -106,8 +106,12 @@ def _events(now: datetime) -> list[dict[str, Any]]:
         edge = {**base, "phase": "phase-9", "role": "publisher", "run_id": f"{project}-pub"}
         add("publish_done", at + timedelta(hours=1), artifact_path="site", artifact_version=1,
             **edge)  # fmt: skip
-        add("proof_requested", at + timedelta(hours=1),
-            payload={"proof_id": f"{project}-proof", "due_at": now.isoformat()}, **edge)
+        add(
+            "proof_requested",
+            at + timedelta(hours=1),
+            payload={"proof_id": f"{project}-proof", "due_at": now.isoformat()},
+            **edge,
+        )
         add("microsite_visit", at + timedelta(hours=1), payload={"microsite_id": "m"}, **edge)
         add("microsite_conversion", at + timedelta(hours=1), payload={"microsite_id": "m"},
             **edge)  # fmt: skip
@@ -177,25 +181,6 @@ def main() -> None:
         for _ in range(SCRAPES):  # interleaved, so drift hits both sides alike
             exporter_ms.append(_scrape_ms(exporter_url))
             baseline_ms.append(_scrape_ms(baseline_url))
-        import os
-        if os.environ.get("DIAG"):
-            import cProfile, pstats
-            from prometheus_client.openmetrics.exposition import generate_latest as om
-            def inproc(tag):
-                a, b = [], []
-                for _ in range(5):
-                    t = time.perf_counter(); om(exporter.registry); a.append((time.perf_counter()-t)*1000)
-                    t = time.perf_counter(); om(baseline_registry); b.append((time.perf_counter()-t)*1000)
-                print(tag, statistics.median(a), statistics.median(b), flush=True)
-            inproc("loop running")
-            exporter._stop.set(); exporter._thread.join()
-            inproc("loop stopped")
-            cProfile.runctx("om(exporter.registry)", globals(), {"om": om, "exporter": exporter}, "/tmp/exp.prof")
-            pstats.Stats("/tmp/exp.prof").sort_stats("tottime").print_stats(12)
-            text = requests.get(exporter_url, timeout=60).text
-            from collections import Counter as C
-            fams = C(line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and line[0] != "#")
-            for k, v in fams.most_common(60): print(k, v)
         exporter.stop()
         baseline_server.shutdown()
         baseline_server.server_close()

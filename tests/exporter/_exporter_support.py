@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ def start_exporter(
     port = port or free_port()
     config_path = workdir / f"exporter-{port}.yml"
     config_path.write_text(yaml.safe_dump(config))
-    log = open(workdir / f"exporter-{port}.log", "wb")  # noqa: SIM115 - closed with the process
+    log = open(workdir / f"exporter-{port}.log", "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "runledger.cli", "exporter", "--port", str(port),
          "--bind", "127.0.0.1", "--config", str(config_path)],
@@ -66,7 +66,7 @@ def start_exporter(
 def start_control(db_url: str, workdir: Path) -> tuple[subprocess.Popen, str]:
     """Run the control service (gunicorn, 2 workers) on a free loopback port."""
     port = free_port()
-    log = open(workdir / "control.log", "wb")  # noqa: SIM115 - closed with the process
+    log = open(workdir / "control.log", "wb")
     env = dict(os.environ, RUNLEDGER_DATABASE_URL=db_url)
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     proc = subprocess.Popen(
@@ -163,7 +163,7 @@ class Prometheus:
 def start_prometheus(config_path: Path, workdir: Path, port: int) -> Prometheus:
     """Start /usr/bin/prometheus with its own data dir and exemplar storage."""
     data = workdir / "prom-data"
-    log = open(workdir / "prometheus.log", "wb")  # noqa: SIM115 - closed with the process
+    log = open(workdir / "prometheus.log", "wb")
     proc = subprocess.Popen(
         [PROMETHEUS, f"--config.file={config_path}", f"--storage.tsdb.path={data}",
          f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=1d",

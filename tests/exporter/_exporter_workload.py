@@ -103,7 +103,7 @@ def project_events(
     add("publish_done", 210, "publish", "publisher", "run6", artifact_path="site/index.html",
         artifact_version=2, payload={"partial": tenant == "initech"})  # fmt: skip
     overdue = tenant == "acme" and key == "p2"
-    due = base + timedelta(seconds=5 if overdue else 3811)
+    due = base + timedelta(seconds=-60 if overdue else 3811)
     add("proof_requested", 211, "publish", "publisher", "run6",
         payload={"proof_id": proof, "due_at": due.isoformat()})  # fmt: skip
     if not overdue:
@@ -261,8 +261,9 @@ def expected_metrics(rows: list[dict[str, Any]], *, after_seq: int = 0) -> Serie
             within = 0
             if entries:
                 took = (at - max(entries)).total_seconds()
-                _observe(series, "runledger_phase_time_to_gate_seconds",
-                         {"tenant": tenant, "phase": phase}, took, TIME_TO_GATE_BUCKETS)  # fmt: skip
+                tp = {"tenant": tenant, "phase": phase}
+                _observe(series, "runledger_phase_time_to_gate_seconds", tp, took,
+                         TIME_TO_GATE_BUCKETS)  # fmt: skip
                 within = 1 if took <= PHASE_TARGETS.get(phase, DEFAULT_TARGET) else 0
             _add(series, "runledger_phase_advances_within_target_total", within, **tpp)
         elif kind == "publish_done":

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from _exporter_support import create_database
 
 
@@ -22,5 +21,3 @@ def module_db_url(pg_server: Any, template_url: str) -> Iterator[str]:
     url, drop = create_database(pg_server)
     yield url
     drop()
-
-

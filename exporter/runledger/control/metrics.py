@@ -45,7 +45,8 @@ class ControlMetrics:
         )
         self.ingest_events = Counter(
             "runledger_control_ingest_events",
-            "Events received on POST /v1/events, by result accepted, duplicate or rejected.",
+            "Events received on POST /v1/events, by result accepted, duplicate or rejected,"
+            " in events.",
             ["status"],
             registry=registry,
         )

@@ -189,12 +189,12 @@ class LedgerCollector(Collector):
         )
         blocked = GaugeMetricFamily(
             "runledger_tenant_blocked",
-            "1 when the tenant reached its daily cap and spend is blocked, else 0.",
+            "1 when the tenant reached its daily cap and spend is blocked, else 0 (a boolean).",
             labels=tenant,
         )
         paused = GaugeMetricFamily(
             "runledger_tenant_paused",
-            "1 when an admin paused the tenant, else 0.",
+            "1 when an admin paused the tenant, else 0 (a boolean).",
             labels=tenant,
         )
         overdue = GaugeMetricFamily(
@@ -233,7 +233,8 @@ class LedgerCollector(Collector):
 
         frozen = GaugeMetricFamily(
             "runledger_publisher_frozen",
-            "1 while quality sampling has frozen the Publisher of the playbook, else 0.",
+            "1 while quality sampling has frozen the Publisher of the playbook, else 0"
+            " (a boolean).",
             labels=["playbook"],
         )
         for playbook in seen_frozen:

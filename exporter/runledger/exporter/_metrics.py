@@ -70,7 +70,9 @@ class TailMetrics:
             _TPR,
         )
         self.user_overrides = counter(
-            "runledger_user_overrides", "Human interventions (user_override events).", _TPR
+            "runledger_user_overrides",
+            "Human interventions (user_override events), in events.",
+            _TPR,
         )
         self.cap_hits = counter(
             "runledger_cap_hits", "Caps that stopped spend (cap_hit events), in hits.", _TPR
@@ -81,55 +83,61 @@ class TailMetrics:
         )
         self.validation_failures = counter(
             "runledger_validation_failures",
-            "Artifacts the Validator rejected (validation_failed events).",
+            "Artifacts the Validator rejected (validation_failed events), in artifacts.",
             _TPP,
         )
         self.phase_entries = counter(
-            "runledger_phase_entries", "Phases entered (phase_entered events).", _TPP
+            "runledger_phase_entries", "Phases entered (phase_entered events), in phases.", _TPP
         )
         self.phase_advances = counter(
-            "runledger_phase_advances", "Phases that passed their gate (phase_advanced).", _TPP
+            "runledger_phase_advances",
+            "Phases that passed their gate (phase_advanced events), in phases.",
+            _TPP,
         )
         self.phase_advances_within_target = counter(
             "runledger_phase_advances_within_target",
-            "Phase advances whose time-to-gate was within the phase's target.",
+            "Phase advances whose time-to-gate was within the phase's target, in phases.",
             _TPP,
         )
         self.publishes = counter(
             "runledger_publishes",
-            "Publisher runs done, by status complete or partial (publish_done events).",
+            "Publisher runs done, by status complete or partial, in publishes.",
             ("tenant", "playbook", "status"),
         )
         # Outcomes outside the pipeline.
         self.microsite_visits = counter(
-            "runledger_microsite_visits", "Visits to published microsites.", ("tenant", "playbook")
+            "runledger_microsite_visits",
+            "Visits to published microsites, in visits.",
+            ("tenant", "playbook"),
         )
         self.microsite_conversions = counter(
             "runledger_microsite_conversions",
-            "Microsite visits that converted.",
+            "Microsite visits that converted, in conversions.",
             ("tenant", "playbook"),
         )
         self.demos_started = counter(
-            "runledger_demos_started", "Uber Mode demos started.", ("tenant",)
+            "runledger_demos_started", "Uber Mode demos started, in demos.", ("tenant",)
         )
         self.demos_completed = counter(
-            "runledger_demos_completed", "Uber Mode demos run to their end.", ("tenant",)
+            "runledger_demos_completed", "Uber Mode demos run to their end, in demos.", ("tenant",)
         )
         self.proofs_requested = counter(
-            "runledger_proofs_requested", "Proofs sent to owners for approval.", ("tenant",)
+            "runledger_proofs_requested",
+            "Proofs sent to owners for approval, in proofs.",
+            ("tenant",),
         )
         self.proofs_completed = counter(
             "runledger_proofs_completed",
-            "Proofs answered by owners, by status approved or rejected.",
+            "Proofs answered by owners, by status approved or rejected, in proofs.",
             ("tenant", "status"),
         )
         self.external_calls = counter(
             "runledger_external_calls",
-            "Non-model calls (APIs, tools, webhooks), by status ok or error.",
+            "Non-model calls (APIs, tools, webhooks), by status ok or error, in calls.",
             ("tenant", "role", "status"),
         )
         self.impersonations = counter(
-            "runledger_impersonations", "Impersonation sessions started.", ("tenant",)
+            "runledger_impersonations", "Impersonation sessions started, in sessions.", ("tenant",)
         )
         # Histograms (exemplars carry trace_id).
         self.time_to_gate = histogram(

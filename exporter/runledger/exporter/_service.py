@@ -5,10 +5,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterable
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import psycopg
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 
 from runledger.exporter._collector import LedgerCollector
 from runledger.exporter._config import ExporterConfig
@@ -18,6 +21,38 @@ from runledger.store import Database, DatabaseUnavailable
 __all__ = ["Exporter"]
 
 log = logging.getLogger(__name__)
+
+
+_OPENMETRICS = "application/openmetrics-text"
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def _utf8_escaping(app: WsgiApp) -> WsgiApp:
+    """Ask prometheus-client for 'allow-utf-8' escaping when OpenMetrics is negotiated.
+
+    Under the default 'underscores' escaping prometheus-client 0.26 rewrites every sample
+    name character by character, which made a scrape half again as slow as it needs to be.
+    Every runledger name is a legacy Prometheus name (promtool check metrics passes), and
+    for those 'allow-utf-8' produces the same bytes.
+    """
+
+    def wrapped(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        accept = environ.get("HTTP_ACCEPT") or ""
+        if _OPENMETRICS in accept and "escaping=" not in accept:
+            environ = dict(environ)
+            environ["HTTP_ACCEPT"] = ",".join(
+                f"{part};escaping=allow-utf-8" if part.strip().startswith(_OPENMETRICS) else part
+                for part in accept.split(",")
+            )
+        return app(environ, start_response)
+
+    return wrapped
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Log nothing: Prometheus scrapes every few seconds."""
 
 
 class Exporter:
@@ -47,7 +82,7 @@ class Exporter:
         self.collector = LedgerCollector(db, config=config, registry=registry)
         self.database_up = Gauge(
             "runledger_exporter_database_up",
-            "1 when the exporter's last round trip to PostgreSQL succeeded, else 0.",
+            "1 when the exporter's last round trip to PostgreSQL succeeded, else 0 (a boolean).",
             registry=registry,
         )
         self.database_errors = Counter(
@@ -62,7 +97,7 @@ class Exporter:
         )
         self.tailed_seq = Gauge(
             "runledger_exporter_tailed_seq",
-            "Ingest sequence number of the last event the exporter read.",
+            "Ingest sequence number of the last event the exporter read (a position).",
             registry=registry,
         )
         self.tail_lag = Gauge(
@@ -123,7 +158,13 @@ class Exporter:
 
     def serve(self, port: int, bind: str = "127.0.0.1") -> int:
         """Serve ``/metrics`` on ``bind:port`` in a thread; return the bound port."""
-        self._server, _ = start_http_server(port, addr=bind, registry=self.registry)
+        app = _utf8_escaping(make_wsgi_app(self.registry))
+        self._server = make_server(
+            bind, port, app, ThreadingWSGIServer, handler_class=_QuietHandler
+        )
+        threading.Thread(
+            target=self._server.serve_forever, name="runledger-exporter-http", daemon=True
+        ).start()
         return int(self._server.server_port)
 
     def stop(self) -> None:
