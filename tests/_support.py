@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from datetime import UTC, datetime
@@ -57,3 +59,28 @@ def event(type_: str, **fields: Any) -> dict[str, Any]:
     }
     base.update(fields)
     return base
+
+
+class ControlService:
+    """The real control service (gunicorn, 2 workers) on a fixed loopback port, restartable;
+    stopped by PID."""
+
+    def __init__(self, db_url: str) -> None:
+        self.db_url = db_url
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = dict(os.environ, RUNLEDGER_DATABASE_URL=self.db_url)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "runledger.cli", "control", "--bind",
+             f"127.0.0.1:{self.port}", "--workers", "2"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_http(self.url + "/healthz", proc=self.proc)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None

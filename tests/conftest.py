@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,7 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from _support import free_port, stop_process, wait_http
+from _support import ControlService
 from runledger.control import create_app
 from runledger.store import Database, embedded_server, migrate
 from runledger.store.tenants import create_tenant
@@ -112,16 +109,9 @@ def client(app: Any) -> Any:
 @pytest.fixture
 def control_server(db_url: str) -> Iterator[str]:
     """A real control service (gunicorn, 2 workers) on a free loopback port."""
-    port = free_port()
-    env = dict(os.environ, RUNLEDGER_DATABASE_URL=db_url)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "runledger.cli", "control", "--bind", f"127.0.0.1:{port}",
-         "--workers", "2"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
+    service = ControlService(db_url)
+    service.start()
     try:
-        wait_http(base + "/healthz", proc=proc)
-        yield base
+        yield service.url
     finally:
-        stop_process(proc)
+        service.stop()

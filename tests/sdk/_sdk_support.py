@@ -4,9 +4,6 @@ OTLP/HTTP receiver that decodes what it receives with opentelemetry-proto."""
 from __future__ import annotations
 
 import gzip
-import os
-import subprocess
-import sys
 import threading
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,8 +23,6 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from _support import free_port, stop_process, wait_http
-
 
 class Telemetry:
     """In-memory span and log exporters behind real SDK providers."""
@@ -45,30 +40,6 @@ class Telemetry:
 
     def log_records(self) -> list[Any]:
         return [getattr(r, "log_record", r) for r in self.logs.get_finished_logs()]
-
-
-class ControlService:
-    """The real control service (gunicorn) on a fixed loopback port, restartable."""
-
-    def __init__(self, db_url: str) -> None:
-        self.db_url = db_url
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = dict(os.environ, RUNLEDGER_DATABASE_URL=self.db_url)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "runledger.cli", "control", "--bind",
-             f"127.0.0.1:{self.port}", "--workers", "2"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        wait_http(self.url + "/healthz", proc=self.proc)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc)
-            self.proc = None
 
 
 class OtlpReceiver:

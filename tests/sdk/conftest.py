@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _sdk_support import ControlService, OtlpReceiver, Telemetry
+from _sdk_support import OtlpReceiver, Telemetry
 
+from _support import ControlService
 from runledger.sdk import Ledger
 
 

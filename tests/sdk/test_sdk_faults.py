@@ -14,8 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from _sdk_support import ControlService
-
+from _support import ControlService
 from runledger.sdk import Ledger
 
 Sql = Callable[..., list[tuple[Any, ...]]]

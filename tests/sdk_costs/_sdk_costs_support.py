@@ -3,9 +3,6 @@ telemetry, and readers of what the ledger stored."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -14,33 +11,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from _support import free_port, stop_process, wait_http
-
 Sql = Callable[..., list[tuple[Any, ...]]]
-
-
-class ControlService:
-    """The real control service (gunicorn) on a fixed loopback port, stoppable by PID."""
-
-    def __init__(self, db_url: str) -> None:
-        self.db_url = db_url
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = dict(os.environ, RUNLEDGER_DATABASE_URL=self.db_url)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "runledger.cli", "control", "--bind",
-             f"127.0.0.1:{self.port}", "--workers", "2"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        wait_http(self.url + "/healthz", proc=self.proc)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc)
-            self.proc = None
 
 
 class Spans:

@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _sdk_costs_support import ControlService, Spans
+from _sdk_costs_support import Spans
 from opentelemetry._logs import NoOpLoggerProvider
 
+from _support import ControlService
 from runledger.sdk import Ledger
 
 

@@ -7,8 +7,9 @@ from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
-from _sdk_costs_support import ControlService, Spans, Sql, run_events, run_row
+from _sdk_costs_support import Spans, Sql, run_events, run_row
 
+from _support import ControlService
 from runledger.cost import (
     BreakerBoard,
     BudgetBlocked,

@@ -10,8 +10,9 @@ from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
-from _sdk_costs_support import ControlService, Spans, Sql, one, run_events, run_row
+from _sdk_costs_support import Spans, Sql, one, run_events, run_row
 
+from _support import ControlService
 from runledger.cost import RunCaps
 from runledger.sdk import Ledger, RunCapReached
 

@@ -9,7 +9,6 @@ from decimal import Decimal
 
 import pytest
 from _sdk_costs_support import (
-    ControlService,
     Spans,
     Sql,
     caps_row,
@@ -19,6 +18,7 @@ from _sdk_costs_support import (
     run_row,
 )
 
+from _support import ControlService
 from runledger.cost import LedgerUnavailable
 from runledger.sdk import Ledger, RunCapReached
 
