@@ -387,25 +387,14 @@ BEGIN
                             WHEN 'run_failed' THEN 'failed' END AS run_status
         FROM ingest_stage
     ), agg AS (
+        -- Plain aggregates only: an ordered aggregate sorts every run's events separately,
+        -- which costs more than the rest of the statement; "latest" values come from the
+        -- DISTINCT ON look-ups below, one sort each.
         SELECT run_id,
                -- constant within a run (tenant and project are enforced; a run is one role
-               -- working one phase), so the cheapest aggregate will do
+               -- working one phase, with one trace), so the cheapest aggregate will do
                min(tenant_id) AS tenant_id, min(project_id) AS project_id, min(phase) AS phase,
-               min(role) AS role, max(playbook) AS playbook,
-               -- One ordering (latest first) for every "latest value" so PostgreSQL sorts
-               -- each run's events once. Status: the latest terminal one, else the latest
-               -- running, else queued (what run_status_rank says, without a second sort).
-               COALESCE(
-                   (array_agg(run_status ORDER BY occurred_at DESC, ord DESC)
-                       FILTER (WHERE run_status IN ('succeeded', 'partial', 'failed')))[1],
-                   (array_agg(run_status ORDER BY occurred_at DESC, ord DESC)
-                       FILTER (WHERE run_status = 'running'))[1],
-                   (array_agg(run_status ORDER BY occurred_at DESC, ord DESC)
-                       FILTER (WHERE run_status = 'queued'))[1]) AS status,
-               COALESCE(
-                   max(occurred_at) FILTER (WHERE run_status IN ('succeeded', 'partial', 'failed')),
-                   max(occurred_at) FILTER (WHERE run_status = 'running'),
-                   max(occurred_at) FILTER (WHERE run_status = 'queued')) AS status_at,
+               min(role) AS role, max(playbook) AS playbook, max(trace_id) AS trace_id,
                min(occurred_at) AS first_at,
                COALESCE(max(attempt), 1) AS attempt,
                min(occurred_at) FILTER (WHERE type = 'run_queued') AS queued_at,
@@ -413,27 +402,38 @@ BEGIN
                max(occurred_at) FILTER (WHERE type IN ('run_finished', 'run_failed')) AS finished_at,
                sum(tokens_in) AS tokens_in, sum(tokens_out) AS tokens_out,
                sum(cost_usd) AS cost_usd,
-               (array_agg(reason ORDER BY occurred_at DESC, ord DESC)
-                   FILTER (WHERE type = 'run_failed'))[1] AS error,
-               (array_agg(model ORDER BY occurred_at DESC, ord DESC)
-                   FILTER (WHERE model IS NOT NULL))[1] AS model,
-               bool_or(cached) AS cached,
-               (array_agg(trace_id ORDER BY occurred_at DESC, ord DESC)
-                   FILTER (WHERE trace_id IS NOT NULL))[1] AS trace_id,
-               (array_agg(artifact_path ORDER BY occurred_at DESC, ord DESC)
-                   FILTER (WHERE artifact_path IS NOT NULL))[1] AS artifact_path,
-               (array_agg(artifact_version ORDER BY occurred_at DESC, ord DESC)
-                   FILTER (WHERE artifact_path IS NOT NULL))[1] AS artifact_version
+               bool_or(cached) AS cached
         FROM st GROUP BY run_id
+    ), status AS (
+        SELECT DISTINCT ON (run_id) run_id, run_status AS status, occurred_at AS status_at
+        FROM st WHERE run_status IS NOT NULL
+        ORDER BY run_id, run_status_rank(run_status) DESC, occurred_at DESC, ord DESC
+    ), failure AS (
+        SELECT DISTINCT ON (run_id) run_id, reason
+        FROM st WHERE type = 'run_failed'
+        ORDER BY run_id, occurred_at DESC, ord DESC
+    ), model AS (
+        SELECT DISTINCT ON (run_id) run_id, model
+        FROM st WHERE model IS NOT NULL
+        ORDER BY run_id, occurred_at DESC, ord DESC
+    ), artifact AS (
+        SELECT DISTINCT ON (run_id) run_id, artifact_path, artifact_version
+        FROM st WHERE artifact_path IS NOT NULL
+        ORDER BY run_id, occurred_at DESC, ord DESC
     )
     INSERT INTO runs AS r (run_id, tenant_id, project_id, phase, role, playbook, status, status_at,
                            attempt, queued_at, started_at, finished_at, tokens_in, tokens_out,
                            cost_usd, error, model, cached, trace_id, artifact_path, artifact_version)
-    SELECT run_id, tenant_id, project_id, phase, role, playbook,
-           COALESCE(status, 'running'), COALESCE(status_at, first_at), attempt, queued_at,
-           started_at, finished_at, tokens_in, tokens_out, cost_usd, error, model, cached, trace_id,
-           artifact_path, artifact_version
-    FROM agg ORDER BY run_id
+    SELECT a.run_id, a.tenant_id, a.project_id, a.phase, a.role, a.playbook,
+           COALESCE(s.status, 'running'), COALESCE(s.status_at, a.first_at), a.attempt,
+           a.queued_at, a.started_at, a.finished_at, a.tokens_in, a.tokens_out, a.cost_usd,
+           f.reason, m.model, a.cached, a.trace_id, x.artifact_path, x.artifact_version
+    FROM agg a
+    LEFT JOIN status s USING (run_id)
+    LEFT JOIN failure f USING (run_id)
+    LEFT JOIN model m USING (run_id)
+    LEFT JOIN artifact x USING (run_id)
+    ORDER BY a.run_id
     ON CONFLICT (run_id) DO UPDATE SET
         playbook = COALESCE(excluded.playbook, r.playbook),
         status = CASE WHEN (run_status_rank(excluded.status), excluded.status_at)
