@@ -14,9 +14,20 @@ import click
 
 from runledger import _env
 from runledger._click import usd
+from runledger.store.audit import record_audit
 from runledger.store.tokens import ROLES
 
 __all__ = ["main"]
+
+
+def _cli_actor() -> str:
+    """Name who ran an administrative command, for the audit log."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli:unknown"
 
 
 def _db_url() -> str:
@@ -93,6 +104,12 @@ def tenant_create(tenant_id: str, daily_cap_usd: Decimal, name: str) -> None:
             created = create_tenant(conn, tenant_id, daily_cap_usd=daily_cap_usd, display_name=name)
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
+        if created:
+            record_audit(
+                conn, actor=_cli_actor(), role="admin", action="tenant.create",
+                tenant_id=tenant_id, target=tenant_id,
+                details={"daily_cap_usd": str(daily_cap_usd)},
+            )  # fmt: skip
     click.echo(f"tenant {tenant_id} {'created' if created else 'already exists (unchanged)'}")
 
 
@@ -118,6 +135,10 @@ def token_create(role: str, tenant_id: str | None, label: str) -> None:
             )
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
+        record_audit(
+            conn, actor=_cli_actor(), role="admin", action="token.create", tenant_id=tenant_id,
+            target=label or f"{role}:{tenant_id or '*'}", details={"role": role},
+        )  # fmt: skip
     click.echo(secret)
 
 

@@ -38,6 +38,13 @@ def test_tenant_and_token_creation(db_url: str, sql: SQL) -> None:
     assert sql("SELECT role, tenant_id FROM api_tokens") == [("agent", "acme")]
     assert sql("SELECT count(*) FROM api_tokens WHERE token_sha256 = sha256(%s::bytea)",
                token.stdout.strip().encode()) == [(1,)]  # fmt: skip
+    # Both admin actions are audited (the unchanged re-create is not an action).
+    audit = sql("SELECT actor LIKE 'cli:%%', action, tenant_id, details FROM audit_log ORDER BY at")
+    assert audit == [
+        (True, "tenant.create", "acme", {"daily_cap_usd": "12.50"}),
+        (True, "token.create", "acme", {"role": "agent"}),
+    ]
+    assert token.stdout.strip() not in str(audit), "the secret never reaches the audit log"
 
 
 @pytest.mark.parametrize(
@@ -69,3 +76,4 @@ def test_bad_input_is_refused_naming_the_problem(
     assert message in out.stderr
     assert sql("SELECT count(*) FROM tenants") == [(0,)]
     assert sql("SELECT count(*) FROM api_tokens") == [(0,)]
+    assert sql("SELECT count(*) FROM audit_log") == [(0,)]

@@ -13,10 +13,10 @@ from datetime import date, datetime, timedelta
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
-import orjson
 import psycopg
 
 from runledger.store import Database
+from runledger.store.audit import record_audit
 
 __all__ = [
     "DEFAULT_LEASE_TTL_S",
@@ -560,11 +560,10 @@ def _audit(
     conn: psycopg.Connection, *, actor: str, role: str, action: str, tenant_id: str,
     details: dict[str, Any],
 ) -> None:  # fmt: skip
-    conn.execute(
-        "INSERT INTO audit_log (actor, actor_role, action, tenant_id, target, details)"
-        " VALUES (%s, %s, %s, %s, 'tenant_daily_cap', %s::jsonb)",
-        (actor, role, action, tenant_id, orjson.dumps(details).decode()),
-    )
+    record_audit(
+        conn, actor=actor, role=role, action=action, tenant_id=tenant_id,
+        target="tenant_daily_cap", details=details,
+    )  # fmt: skip
 
 
 def _refresh_today(conn: psycopg.Connection, tenant_id: str, at: datetime) -> None:
