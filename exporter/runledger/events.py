@@ -36,6 +36,7 @@ __all__ = [
     "EventError",
     "event_json_schema",
     "events_to_json",
+    "parse_batch_json",
     "validate_batch",
 ]
 
@@ -432,6 +433,25 @@ Event = Annotated[
 
 _EVENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(Event)
 _BATCH_ADAPTER: TypeAdapter[Any] = TypeAdapter(list[Event])
+
+
+class _Body(BaseModel):
+    """A whole ``POST /v1/events`` body, for the fast path that parses and validates at once."""
+
+    model_config = ConfigDict(extra="forbid")
+    events: list[Event] = Field(min_length=1, max_length=MAX_BATCH_EVENTS)
+
+
+def parse_batch_json(body: bytes) -> list[Any] | None:
+    """Return the events of a well-formed body whose every event is valid, else None.
+
+    pydantic-core parses the JSON straight into models (no intermediate dictionaries). Any
+    problem returns None: the caller then takes the slow path, which names each problem.
+    """
+    try:
+        return _Body.model_validate_json(body).events
+    except ValidationError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)

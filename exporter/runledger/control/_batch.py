@@ -18,7 +18,7 @@ def json_body() -> Any:
     if request.mimetype != "application/json":
         raise ApiError(415, "send the body as application/json")
     try:
-        return orjson.loads(request.get_data(cache=False))
+        return orjson.loads(request.get_data(cache=True))
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, f"body is not valid JSON: {exc}") from exc
 
