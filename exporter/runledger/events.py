@@ -84,8 +84,10 @@ TraceId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
 SpanId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
 Usd = Annotated[Decimal, Field(ge=0, max_digits=20, decimal_places=9)]
 Tokens = Annotated[int, Field(ge=0, le=2**31 - 1)]
-OneLine = Annotated[str, StringConstraints(min_length=1, max_length=500, pattern=r"^[^\r\n]*$")]
-ArtifactPath = Annotated[str, StringConstraints(min_length=1, max_length=512)]
+OneLine = Annotated[str, StringConstraints(min_length=1, max_length=500, pattern=r"^[^\r\n\x00]*$")]
+ArtifactPath = Annotated[
+    str, StringConstraints(min_length=1, max_length=512, pattern=r"^[^\x00]+$")
+]
 ArtifactVersion = Annotated[int, Field(ge=1)]
 
 
@@ -134,6 +136,8 @@ class _Envelope(BaseModel):
         text = orjson.dumps(value)
         if len(text) > MAX_PAYLOAD_BYTES:
             raise ValueError(f"payload is {len(text)} bytes; the limit is {MAX_PAYLOAD_BYTES}")
+        if b"\\u0000" in text:
+            raise ValueError("payload contains a NUL character, which cannot be stored")
         if _has_pii_key(value):
             path, key = next((p, k) for p, k, _ in _walk(value, "payload") if k and _is_pii(k))
             raise ValueError(f"{path} is personal data ({key!r}); events must not carry PII")

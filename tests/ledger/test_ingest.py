@@ -182,6 +182,26 @@ def test_spend_reaching_the_daily_cap_marks_the_day_blocked(
     assert sql("SELECT at_80, at_100 FROM cap_usage") == [(True, True)]
 
 
+def test_values_are_stored_as_validated_whatever_their_json_spelling(
+    client: Any, agent: dict[str, str], sql: SQL
+) -> None:
+    # A valid batch is handed to PostgreSQL as sent; spellings validation normalises must
+    # come out the same: names lower-cased, 5.0 tokens as 5, "yes" as true, a string cost.
+    art = {"artifact_path": "a.md", "artifact_version": 1}
+    batch = [
+        event("artifact_written", phase="Build", role="Implementer", playbook="Local-Business",
+              tokens_in=5.0, tokens_out="7", cached="yes", cost_usd="0.50", **art),
+        event("phase_advanced", phase="Build", payload={"to_phase": "Review"}),
+    ]  # fmt: skip
+    body = post(client, agent, batch).json
+    assert body["accepted"] == 2, body
+    assert sql(
+        "SELECT phase, role, playbook, tokens_in, tokens_out, cached, cost_usd FROM runs"
+    ) == [("build", "implementer", "local-business", 5, 7, True, Decimal("0.50"))]
+    assert sql("SELECT DISTINCT phase FROM events") == [("build",)]
+    assert sql("SELECT current_phase FROM projects") == [("review",)]
+
+
 def test_out_of_order_events_settle_on_the_latest_status(
     client: Any, agent: dict[str, str], sql: SQL
 ) -> None:

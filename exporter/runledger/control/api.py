@@ -22,9 +22,11 @@ bp = Blueprint("api", __name__, url_prefix="/v1")
 def post_events() -> Response:
     """Store a batch of events; answer one result per event, in order."""
     fast = _valid_batch()
+    body = None
     if fast is not None:
         raw: list[Any] = []
         validated: list[Any] = fast
+        body = request.get_data(cache=True)
     else:
         raw = read_batch("events", MAX_BATCH_EVENTS)
         validated = validate_batch(raw)
@@ -41,7 +43,7 @@ def post_events() -> Response:
             good_idx.append(i)
     if good:
         ingestor: Ingestor = current_app.extensions["runledger.ingestor"]
-        for res in ingestor.ingest(good, indexes=good_idx):
+        for res in ingestor.ingest(good, indexes=good_idx, body=body):
             if res.status == "rejected":
                 res.errors = _prefix(res.errors, res.index)
             results[res.index] = res

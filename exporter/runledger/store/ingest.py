@@ -3,8 +3,8 @@
 Effects: the ``runs`` row of each run, ``failures`` (deduplicated by run and reason), the
 tenant's ``caps`` spend for each UTC day, ``projects`` (current phase, last advance) and
 ``proofs``. Either the whole batch (minus rejected events) is stored, or nothing is.
-The SQL lives in ``_ingest_sql``: the batch is COPY'd into a staging table and PostgreSQL
-computes every effect set-wise.
+The SQL is the function ``ingest_batch`` (migrations): the batch is staged server-side and
+PostgreSQL computes every effect set-wise.
 """
 
 from __future__ import annotations
@@ -80,9 +80,18 @@ class Ingestor:
         self._tenants: set[str] = set()
 
     def ingest(
-        self, events: Sequence[Any], *, indexes: Sequence[int] | None = None
+        self,
+        events: Sequence[Any],
+        *,
+        indexes: Sequence[int] | None = None,
+        body: bytes | None = None,
     ) -> list[EventResult]:
         """Store ``events`` (validated models); return one result per event.
+
+        ``body``, when given, is the request ``{"events": [...]}`` these events were
+        validated from, all of them, in order: it is sent to PostgreSQL as is, which saves
+        serialising the models again. Should PostgreSQL read a value of it differently from
+        validation (it raises a data error), the batch is sent again from the models.
 
         Raises:
             DatabaseUnavailable: PostgreSQL could not be reached or failed mid-batch; nothing
@@ -105,11 +114,17 @@ class Ingestor:
                 else:
                     kept.append((idx, ev))
             candidates = kept
+        if len(candidates) < len(events):
+            body = None  # some events were refused: the body no longer matches the batch
         if candidates:
             for attempt in range(_RETRIES + 1):
                 try:
-                    results.update(self._store(candidates, check_stored=attempt > 0))
+                    results.update(self._store(candidates, check_stored=attempt > 0, body=body))
                     break
+                except psycopg.errors.DataError:
+                    if body is None or attempt == _RETRIES:
+                        raise
+                    body = None
                 except psycopg.errors.CheckViolation as exc:
                     # "no partition of relation events found for row": a partition this
                     # process believed in was dropped by retention; look again.
@@ -127,7 +142,11 @@ class Ingestor:
         return [results[i] for i in indexes]
 
     def _store(
-        self, candidates: list[tuple[int, Any]], *, check_stored: bool = False
+        self,
+        candidates: list[tuple[int, Any]],
+        *,
+        check_stored: bool = False,
+        body: bytes | None = None,
     ) -> dict[int, EventResult]:
         results: dict[int, EventResult] = {}
         with self.db.connection() as conn:
@@ -145,7 +164,11 @@ class Ingestor:
             self.partitions.ensure(
                 conn, {first + timedelta(days=d) for d in range((last - first).days + 1)}
             )
-            batch = events_to_json([ev for _, ev in staged])
+            # The request body itself when every event of it is staged, in order.
+            if body is not None and len(staged) == len(candidates):
+                batch = body
+            else:
+                batch = events_to_json([ev for _, ev in staged])
             outcomes = conn.execute(
                 "SELECT ord, outcome FROM ingest_batch(%s::json, %s)",
                 (batch.decode(), check_stored),

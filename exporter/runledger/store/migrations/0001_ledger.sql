@@ -262,8 +262,9 @@ CREATE TABLE daily_rollups (
     PRIMARY KEY (day, tenant_id, model, phase, role, type)
 );
 
--- Ingest one validated batch (a JSON array of events as runledger.events serialises them)
--- in the caller's transaction. Returns one row per event that was not accepted: (ord,
+-- Ingest one validated batch in the caller's transaction: a JSON array of events as
+-- runledger.events serialises them, or the request body {"events": [...]} as received when
+-- every event in it passed validation (names are lower-cased here as validation does). Returns one row per event that was not accepted: (ord,
 -- 'tenant' | 'project' | 'run' | 'duplicate'), ord being its position in the array.
 --
 -- Concurrency: most of the work runs in parallel with other batches. Only inserting the
@@ -294,8 +295,12 @@ BEGIN
     ) ON COMMIT DELETE ROWS;
 
     INSERT INTO ingest_stage AS s (ord, event_id, type, tenant_id, project_id, run_id, phase, role, playbook, occurred_at, tokens_in, tokens_out, cost_usd, model, cached, artifact_path, artifact_version, attempt, trace_id, span_id, payload)
-    SELECT x.n - 1, x.event_id, x.type, x.tenant_id, x.project_id, x.run_id, x.phase, x.role, x.playbook, x.occurred_at, x.tokens_in, x.tokens_out, x.cost_usd, x.model, x.cached, x.artifact_path, x.artifact_version, x.attempt, x.trace_id, x.span_id, x.payload
-    FROM ROWS FROM (json_to_recordset(batch) AS (
+    SELECT x.n - 1, x.event_id, x.type, x.tenant_id, x.project_id, x.run_id, lower(x.phase), lower(x.role), lower(x.playbook), x.occurred_at,
+           COALESCE(x.tokens_in, 0), COALESCE(x.tokens_out, 0), COALESCE(x.cost_usd, 0), x.model,
+           COALESCE(x.cached, false), x.artifact_path, x.artifact_version, x.attempt, x.trace_id,
+           x.span_id, COALESCE(x.payload, '{}'::jsonb)
+    FROM ROWS FROM (json_to_recordset(
+        CASE WHEN json_typeof(batch) = 'object' THEN batch->'events' ELSE batch END) AS (
         event_id uuid, type text, tenant_id text, project_id text, run_id text, phase text,
         role text, playbook text, occurred_at timestamptz, tokens_in integer,
         tokens_out integer, cost_usd numeric, model text, cached boolean, artifact_path text,
@@ -353,12 +358,12 @@ BEGIN
     INSERT INTO projects AS p (project_id, tenant_id, playbook, current_phase, phase_entered_at,
                                last_advanced_at)
     SELECT project_id, min(tenant_id), max(playbook),
-           (array_agg(CASE WHEN type = 'phase_advanced' THEN payload->>'to_phase' ELSE phase END
+           (array_agg(CASE WHEN type = 'phase_advanced' THEN lower(payload->>'to_phase') ELSE phase END
                       ORDER BY occurred_at DESC, ord DESC)
                 FILTER (WHERE type = 'phase_entered'
-                           OR (type = 'phase_advanced' AND payload ? 'to_phase')))[1],
+                           OR (type = 'phase_advanced' AND payload->>'to_phase' IS NOT NULL)))[1],
            max(occurred_at) FILTER (WHERE type = 'phase_entered'
-                                       OR (type = 'phase_advanced' AND payload ? 'to_phase')),
+                                       OR (type = 'phase_advanced' AND payload->>'to_phase' IS NOT NULL)),
            max(occurred_at) FILTER (WHERE type = 'phase_advanced')
     FROM ingest_stage GROUP BY project_id ORDER BY project_id
     ON CONFLICT (project_id) DO UPDATE SET
