@@ -50,7 +50,9 @@ def exporter_command(
     # would double the series budget for no dashboard or alert.
     disable_created_metrics()
     # The exporter only reads; two connections cover the loop and a slow refresh.
-    db = Database(resolve_database_url(), min_size=1, max_size=2).open()
+    # Fail fast while PostgreSQL is down: the loop counts the error, serves the last values
+    # and tries again at the next poll instead of blocking on the pool.
+    db = Database(resolve_database_url(), min_size=1, max_size=2, timeout=0.5).open()
     exporter = Exporter(db, config, registry=CollectorRegistry())
     stopped = threading.Event()
 

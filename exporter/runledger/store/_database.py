@@ -100,16 +100,19 @@ class Database:
         url: libpq connection URI.
         min_size: connections opened eagerly.
         max_size: upper bound of open connections.
+        timeout: seconds to wait for a connection before raising DatabaseUnavailable.
     """
 
-    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10) -> None:
+    def __init__(
+        self, url: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 5.0
+    ) -> None:
         self.url = url
         self.pool = ConnectionPool(
             url,
             min_size=min_size,
             max_size=max_size,
             open=False,
-            timeout=5.0,
+            timeout=timeout,
             reconnect_timeout=0,
             name="runledger",
         )
