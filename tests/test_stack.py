@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -95,3 +96,19 @@ def test_down_without_up_says_so(tmp_path: Path) -> None:
     )  # fmt: skip
     assert out.returncode == 0
     assert "runledger is not up" in out.stdout
+
+
+def test_a_port_held_by_something_else_is_swapped_for_a_free_one(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from runledger.demo.stack import Ports, _free_ports
+
+    wanted = free_port()
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", wanted))
+        holder.listen()
+        ports = _free_ports(Ports(control=wanted, exporter=free_port()))
+    assert ports.control != wanted
+    assert f"port {wanted} (control) is in use; using {ports.control} instead" in (
+        capsys.readouterr().out
+    )

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -142,6 +143,33 @@ def _prometheus_config(ctx: Context) -> Path:
     )  # fmt: skip
 
 
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_ports(ports: Ports) -> Ports:
+    """Keep each wanted port, or take a free one when something else holds it.
+
+    Debian's prometheus packages start their own system services on 9090 and 9093 where
+    systemd runs; the stack then moves aside instead of failing.
+    """
+    chosen = {}
+    for name, port in vars(ports).items():
+        if _port_free(port):
+            chosen[name] = port
+            continue
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            chosen[name] = int(sock.getsockname()[1])
+        print(f"port {port} ({name}) is in use; using {chosen[name]} instead")
+    return Ports(**chosen)
+
+
 def _binary(name: str) -> str | None:
     """Return why ``name`` cannot run, or None when it is on PATH."""
     if shutil.which(name):
@@ -216,7 +244,7 @@ def up(duration: float | None = None, ports: Ports | None = None) -> int:
             print(f"runledger is already up (pid {other}); `make down` stops it", file=sys.stderr)
             return 1
     pid_file.write_text(str(os.getpid()))
-    ports = ports or Ports()
+    ports = _free_ports(ports or Ports())
     url = os.environ.get(_env.DATABASE_URL)
     server = None
     if not url:
