@@ -28,7 +28,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import control_service, fresh_database, postgres, write_result
 
 from runledger.events import MAX_BATCH_EVENTS, validate_batch
-from runledger.store._ingest_sql import COPY_EVENTS
 from runledger.store.partitions import create_partition
 from runledger.store.tenants import create_tenant
 from runledger.store.tokens import create_token
@@ -133,6 +132,14 @@ def bench_api(
         for p in procs:
             p.join()
     return elapsed, accepted, url
+
+
+EVENT_COLUMNS = (
+    "event_id", "type", "tenant_id", "project_id", "run_id", "phase", "role", "playbook",
+    "occurred_at", "tokens_in", "tokens_out", "cost_usd", "model", "cached", "artifact_path",
+    "artifact_version", "attempt", "trace_id", "span_id", "payload",
+)  # fmt: skip
+COPY_EVENTS = f"COPY events ({', '.join(EVENT_COLUMNS)}) FROM STDIN"
 
 
 def event_row(ev: Any) -> tuple[Any, ...]:

@@ -59,3 +59,14 @@ def test_failing_migration_is_rolled_back_and_named(empty_url: str) -> None:
     # Fixed and re-run: only what is pending is applied.
     fixed = Migration(9002, "bad", "CREATE TABLE half_done (x int);")
     assert [m.version for m in migrate(empty_url, [good, fixed, later])] == [9002, 9003]
+
+
+def test_ingest_function_takes_the_lock_retention_takes(db_url: str) -> None:
+    # Retention drops partitions under INGEST_LOCK from Python; ingest_batch takes it in SQL.
+    # Were the two numbers to drift apart, retention could drop a day mid-ingest.
+    from runledger.store._ingest_sql import INGEST_LOCK
+
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute("SELECT prosrc FROM pg_proc WHERE proname = 'ingest_batch'").fetchone()
+    assert row is not None
+    assert f"pg_advisory_xact_lock({INGEST_LOCK})" in row[0]

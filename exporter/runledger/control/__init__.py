@@ -46,19 +46,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["runledger.ingestor"] = Ingestor(
         db, IngestLimits(retention_days=int(app.config["RETENTION_DAYS"]))
     )
-    from runledger.control import metrics
+    from runledger.control import api, caps, health, metrics, telemetry
 
     metrics.init_app(app)  # sets runledger.ingest_counts and serves /metrics
     register_error_handlers(app)
-
-    from runledger.control import api, health
-
-    app.register_blueprint(health.bp)
-    app.register_blueprint(api.bp)
-    from runledger.control import caps
-
-    app.register_blueprint(caps.bp)
-    from runledger.control import telemetry
-
-    app.register_blueprint(telemetry.bp)
+    for module in (health, api, caps, telemetry):
+        app.register_blueprint(module.bp)
     return app

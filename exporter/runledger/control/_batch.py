@@ -2,25 +2,53 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from flask import request
+from flask import Response, request
 
 from runledger.control._auth import current_principal
 from runledger.control._errors import ApiError
 
-__all__ = ["json_body", "read_batch"]
+__all__ = ["batch_response", "json_body", "json_response", "read_batch"]
 
 
-def json_body() -> Any:
-    """Return the decoded JSON body, or refuse a body that is not JSON."""
+def json_body(*, empty: Any = None) -> Any:
+    """Return the decoded JSON body, or refuse a body that is not JSON.
+
+    Args:
+        empty: what an empty body stands for; None refuses it as not JSON.
+    """
     if request.mimetype != "application/json":
         raise ApiError(415, "send the body as application/json")
+    data = request.get_data(cache=True)
+    if not data and empty is not None:
+        return empty
     try:
-        return orjson.loads(request.get_data(cache=True))
+        return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, f"body is not valid JSON: {exc}") from exc
+
+
+def json_response(payload: Any, status: int = 200) -> Response:
+    """Answer ``payload`` serialised by orjson (dataclasses and UUIDs natively)."""
+    return Response(orjson.dumps(payload), status=status, mimetype="application/json")
+
+
+def batch_response(results: Sequence[Any], statuses: Sequence[str]) -> Response:
+    """Answer a batch: counts of accepted, duplicate and rejected items, then every result."""
+    counts = {"accepted": 0, "duplicate": 0, "rejected": 0}
+    for status in statuses:
+        counts[status] += 1
+    return json_response(
+        {
+            "accepted": counts["accepted"],
+            "duplicates": counts["duplicate"],
+            "rejected": counts["rejected"],
+            "results": results,
+        }
+    )
 
 
 def read_batch(key: str, limit: int) -> list[Any]:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from flask import Blueprint, Response, current_app, request
 
 from runledger.control._auth import current_principal, require
-from runledger.control._batch import read_batch
+from runledger.control._batch import batch_response, read_batch
 from runledger.events import MAX_BATCH_EVENTS, EventError, parse_batch_json, validate_batch
 from runledger.store import EventResult, Ingestor
 
@@ -48,17 +47,11 @@ def post_events() -> Response:
                 res.errors = _prefix(res.errors, res.index)
             results[res.index] = res
     ordered = [results[i] for i in range(len(validated))]
-    counts = {"accepted": 0, "duplicate": 0, "rejected": 0}
-    for res in ordered:
-        counts[res.status] += 1
-    current_app.extensions["runledger.ingest_counts"](counts)
-    payload = {
-        "accepted": counts["accepted"],
-        "duplicates": counts["duplicate"],
-        "rejected": counts["rejected"],
-        "results": ordered,
-    }
-    return Response(orjson.dumps(payload), status=200, mimetype="application/json")
+    statuses = [res.status for res in ordered]
+    current_app.extensions["runledger.ingest_counts"](
+        {k: statuses.count(k) for k in ("accepted", "duplicate", "rejected")}
+    )
+    return batch_response(ordered, statuses)
 
 
 def _valid_batch() -> list[Any] | None:

@@ -10,10 +10,10 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-import orjson
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app
 
 from runledger.control._auth import current_principal, require
+from runledger.control._batch import json_body, json_response
 from runledger.control._errors import ApiError
 from runledger.cost.store import (
     DEFAULT_LEASE_TTL_S,
@@ -47,17 +47,11 @@ def _store() -> CapStore:
     return store
 
 
-def _json(payload: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(payload), status=status, mimetype="application/json")
+_json = json_response
 
 
 def _body() -> dict[str, Any]:
-    if request.mimetype != "application/json":
-        raise ApiError(415, "send the body as application/json")
-    try:
-        data = orjson.loads(request.get_data(cache=False) or b"{}")
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(400, f"body is not valid JSON: {exc}") from exc
+    data = json_body(empty={})
     if not isinstance(data, dict):
         raise ApiError(400, "body must be a JSON object")
     return data

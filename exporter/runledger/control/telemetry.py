@@ -6,12 +6,11 @@ import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-import orjson
 from flask import Blueprint, Response, current_app
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from runledger.control._auth import require
-from runledger.control._batch import read_batch
+from runledger.control._batch import batch_response, read_batch
 from runledger.events import Ident, ModelName
 from runledger.redact import default_redactor
 
@@ -118,13 +117,4 @@ def post_prompt_audit() -> Response:
                     "status": "accepted" if row else "duplicate",
                     "audit_id": rec.audit_id,
                 }
-    counts = {"accepted": 0, "duplicate": 0, "rejected": 0}
-    for res in results:
-        counts[res["status"]] += 1
-    payload = {
-        "accepted": counts["accepted"],
-        "duplicates": counts["duplicate"],
-        "rejected": counts["rejected"],
-        "results": results,
-    }
-    return Response(orjson.dumps(payload), status=200, mimetype="application/json")
+    return batch_response(results, [res["status"] for res in results])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 from uuid import UUID
 
@@ -114,12 +114,18 @@ class Ingestor:
                 else:
                     kept.append((idx, ev))
             candidates = kept
+            times = [ev.occurred_at for _, ev in candidates]
         if len(candidates) < len(events):
             body = None  # some events were refused: the body no longer matches the batch
         if candidates:
+            # Every day the batch may land on (computed once; retries reuse it).
+            first, last = min(times).astimezone(UTC).date(), max(times).astimezone(UTC).date()
+            days = {first + timedelta(days=d) for d in range((last - first).days + 1)}
             for attempt in range(_RETRIES + 1):
                 try:
-                    results.update(self._store(candidates, check_stored=attempt > 0, body=body))
+                    results.update(
+                        self._store(candidates, days, check_stored=attempt > 0, body=body)
+                    )
                     break
                 except psycopg.errors.DataError:
                     if body is None or attempt == _RETRIES:
@@ -144,6 +150,7 @@ class Ingestor:
     def _store(
         self,
         candidates: list[tuple[int, Any]],
+        days: set[date],
         *,
         check_stored: bool = False,
         body: bytes | None = None,
@@ -159,11 +166,7 @@ class Ingestor:
             staged = self._screen_batch(candidates, results, self._tenants)
             if not staged:
                 return results
-            times = [ev.occurred_at for _, ev in staged]
-            first, last = min(times).astimezone(UTC).date(), max(times).astimezone(UTC).date()
-            self.partitions.ensure(
-                conn, {first + timedelta(days=d) for d in range((last - first).days + 1)}
-            )
+            self.partitions.ensure(conn, days)
             # The request body itself when every event of it is staged, in order.
             if body is not None and len(staged) == len(candidates):
                 batch = body
