@@ -146,6 +146,9 @@ def token_create(role: str, tenant_id: str | None, label: str) -> None:
 # -- services ------------------------------------------------------------------------------
 
 
+_SHM = "/dev/shm"  # noqa: S108 - gunicorn's heartbeat file: mkstemp'd there and unlinked
+
+
 def _freeze_gc(_worker: Any) -> None:
     """Move everything a worker holds once it has loaded the app out of the collector's reach.
 
@@ -184,6 +187,9 @@ def control(bind: str | None, workers: int, threads: int) -> None:
             self.cfg.set("graceful_timeout", 10)
             self.cfg.set("control_socket_disable", True)
             self.cfg.set("post_worker_init", _freeze_gc)
+            if os.access(_SHM, os.W_OK):
+                # Workers touch a heartbeat file on every loop; keep it off the disk.
+                self.cfg.set("worker_tmp_dir", _SHM)
 
         def load(self) -> Any:
             from runledger.control import create_app

@@ -7,6 +7,7 @@ The models are the single source of truth: ``docs/events.md`` describes them and
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -138,10 +139,10 @@ class _Envelope(BaseModel):
             raise ValueError(f"payload is {len(text)} bytes; the limit is {MAX_PAYLOAD_BYTES}")
         if b"\\u0000" in text:
             raise ValueError("payload contains a NUL character, which cannot be stored")
-        if _has_pii_key(value):
+        if not _pii_key_free(value, text):
             path, key = next((p, k) for p, k, _ in _walk(value, "payload") if k and _is_pii(k))
             raise ValueError(f"{path} is personal data ({key!r}); events must not carry PII")
-        if _EMAIL_BYTES_RE.search(text):
+        if b"@" in text and _EMAIL_BYTES_RE.search(text):
             path = next(
                 p
                 for p, _, v in _walk(value, "payload")
@@ -151,8 +152,31 @@ class _Envelope(BaseModel):
         return value
 
 
+@functools.lru_cache(maxsize=4096)
 def _is_pii(key: str) -> bool:
+    # Cached: payloads repeat a handful of keys, and this runs for every key of every event.
     return _KEY_STRIP_RE.sub("", key.lower()) in _PII_COMPACT
+
+
+_SAFE_KEYS: set[str] = set()
+"""Payload keys already seen not to name personal data (bounded; shared by all threads)."""
+
+
+def _pii_key_free(value: dict[Any, Any], text: bytes) -> bool:
+    """Return True when no key of ``value`` (``text`` is its JSON) names personal data.
+
+    Runs for every event: a flat payload (one object, no array; any ``{`` or ``[`` inside a
+    string only costs the full walk) whose keys were all seen before is answered by one set
+    comparison.
+    """
+    flat = text.count(b"{") == 1 and b"[" not in text
+    if flat and _SAFE_KEYS.issuperset(value):
+        return True
+    if _has_pii_key(value):
+        return False
+    if len(_SAFE_KEYS) < 4096:
+        _SAFE_KEYS.update(k for k in value if isinstance(k, str))
+    return True
 
 
 def _has_pii_key(value: Any) -> bool:

@@ -6,11 +6,22 @@ import json
 import re
 import subprocess
 import sys
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import orjson
 from pydantic import BaseModel
 
-from runledger.events import EVENT_MODELS, EVENT_TYPES, SPEC_EVENT_TYPES, event_json_schema
+from runledger.events import (
+    EVENT_MODELS,
+    EVENT_TYPES,
+    SPEC_EVENT_TYPES,
+    event_json_schema,
+    parse_batch_json,
+    validate_batch,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT / "exporter" / "runledger" / "events.schema.json"
@@ -50,3 +61,34 @@ def test_docs_describe_every_type_and_field() -> None:
                     assert f"`payload.{key}`" in doc, (
                         f"{model.__name__}: payload.{key} undocumented"
                     )
+
+
+def test_pii_is_refused_however_often_the_other_keys_were_seen() -> None:
+    # The payload check answers flat payloads of already-seen keys by a set comparison: a
+    # personal-data key among familiar ones, nested, or behind a brace inside a string must
+    # still be refused, in the fast path (whole body) and one event at a time alike.
+    familiar = {"reason": "missing call to action", "rule": "cta-present"}
+    for _ in range(3):
+        assert parse_batch_json(orjson.dumps({"events": [_spec_event(familiar)]})) is not None
+    sneaky = [
+        ({**familiar, "Phone": "555 0100"}, "payload.Phone is personal data"),
+        ({**familiar, "rule": {"e-mail": "x"}}, "payload.rule.e-mail is personal data"),
+        ({**familiar, "reason": "a {b}", "zip": "1000"}, "payload.zip is personal data"),
+        ({**familiar, "reason": "ping bob@example.com"}, "email address"),
+    ]
+    for payload, message in sneaky:
+        body = orjson.dumps({"events": [_spec_event(familiar), _spec_event(payload)]})
+        assert parse_batch_json(body) is None, payload
+        slots = validate_batch(orjson.loads(body)["events"])
+        assert not isinstance(slots[0], list)
+        assert isinstance(slots[1], list)
+        assert [e.field for e in slots[1]] == ["payload"], slots[1]
+        assert message in slots[1][0].message, slots[1]
+
+
+def _spec_event(payload: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "event_id": str(uuid.uuid4()), "type": "validation_failed", "tenant_id": "acme",
+        "project_id": "proj-1", "run_id": "run-1", "phase": "review", "role": "validator",
+        "occurred_at": datetime.now(UTC).isoformat(), "payload": payload,
+    }  # fmt: skip

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -11,7 +12,7 @@ from flask import Response, request
 from runledger.control._auth import current_principal
 from runledger.control._errors import ApiError
 
-__all__ = ["batch_response", "json_body", "json_response", "read_batch"]
+__all__ = ["batch_counts", "batch_response", "json_body", "json_response", "read_batch"]
 
 
 def json_body(*, empty: Any = None) -> Any:
@@ -36,11 +37,14 @@ def json_response(payload: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(payload), status=status, mimetype="application/json")
 
 
-def batch_response(results: Sequence[Any], statuses: Sequence[str]) -> Response:
+def batch_counts(statuses: Iterable[str]) -> dict[str, int]:
+    """Count a batch's results by status: accepted, duplicate and rejected."""
+    found = Counter(statuses)
+    return {status: found[status] for status in ("accepted", "duplicate", "rejected")}
+
+
+def batch_response(results: Sequence[Any], counts: Mapping[str, int]) -> Response:
     """Answer a batch: counts of accepted, duplicate and rejected items, then every result."""
-    counts = {"accepted": 0, "duplicate": 0, "rejected": 0}
-    for status in statuses:
-        counts[status] += 1
     return json_response(
         {
             "accepted": counts["accepted"],

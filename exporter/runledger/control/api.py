@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, request
 
 from runledger.control._auth import current_principal, require
-from runledger.control._batch import batch_response, read_batch
+from runledger.control._batch import batch_counts, batch_response, read_batch
 from runledger.events import MAX_BATCH_EVENTS, EventError, parse_batch_json, validate_batch
 from runledger.store import EventResult, Ingestor
 
@@ -20,15 +20,24 @@ bp = Blueprint("api", __name__, url_prefix="/v1")
 @require("agent", "admin")
 def post_events() -> Response:
     """Store a batch of events; answer one result per event, in order."""
-    fast = _valid_batch()
-    body = None
-    if fast is not None:
-        raw: list[Any] = []
-        validated: list[Any] = fast
-        body = request.get_data(cache=True)
+    ingestor: Ingestor = current_app.extensions["runledger.ingestor"]
+    events = _valid_batch()
+    if events is not None:
+        # Every event passed validation (the common case): one result per event, in order.
+        ordered = ingestor.ingest(events, body=request.get_data(cache=True))
+        for res in ordered:
+            if res.status == "rejected":
+                res.errors = _prefix(res.errors, res.index)
     else:
         raw = read_batch("events", MAX_BATCH_EVENTS)
-        validated = validate_batch(raw)
+        ordered = _ingest_mixed(ingestor, raw, validate_batch(raw))
+    counts = batch_counts(res.status for res in ordered)
+    current_app.extensions["runledger.ingest_counts"](counts)
+    return batch_response(ordered, counts)
+
+
+def _ingest_mixed(ingestor: Ingestor, raw: list[Any], validated: list[Any]) -> list[EventResult]:
+    """Store the valid events of a batch that has invalid ones; answer every event in order."""
     results: dict[int, EventResult] = {}
     good, good_idx = [], []
     for i, item in enumerate(validated):
@@ -41,17 +50,11 @@ def post_events() -> Response:
             good.append(item)
             good_idx.append(i)
     if good:
-        ingestor: Ingestor = current_app.extensions["runledger.ingestor"]
-        for res in ingestor.ingest(good, indexes=good_idx, body=body):
+        for res in ingestor.ingest(good, indexes=good_idx):
             if res.status == "rejected":
                 res.errors = _prefix(res.errors, res.index)
             results[res.index] = res
-    ordered = [results[i] for i in range(len(validated))]
-    statuses = [res.status for res in ordered]
-    current_app.extensions["runledger.ingest_counts"](
-        {k: statuses.count(k) for k in ("accepted", "duplicate", "rejected")}
-    )
-    return batch_response(ordered, statuses)
+    return [results[i] for i in range(len(validated))]
 
 
 def _valid_batch() -> list[Any] | None:
@@ -67,7 +70,7 @@ def _valid_batch() -> list[Any] | None:
     if events is None:
         return None
     principal = current_principal()
-    if not all(principal.can_write_tenant(ev.tenant_id) for ev in events):
+    if not all(principal.can_write_tenant(t) for t in {ev.tenant_id for ev in events}):
         return None
     return events
 

@@ -10,7 +10,7 @@ from flask import Blueprint, Response, current_app
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from runledger.control._auth import require
-from runledger.control._batch import batch_response, read_batch
+from runledger.control._batch import batch_counts, batch_response, read_batch
 from runledger.events import Ident, ModelName
 from runledger.redact import default_redactor
 
@@ -117,4 +117,4 @@ def post_prompt_audit() -> Response:
                     "status": "accepted" if row else "duplicate",
                     "audit_id": rec.audit_id,
                 }
-    return batch_response(results, [res["status"] for res in results])
+    return batch_response(results, batch_counts(res["status"] for res in results))
