@@ -11,6 +11,13 @@ Crash safety (docs/sdk.md says the same):
   The caller's thread never waits for an fsync.
 * A record leaves ``outbox`` only when the ledger acknowledged it (accepted or
   duplicate), or moves to ``dead_letter`` when the ledger rejected it.
+* A model call's usage, which a run reports on its next event, is appended to this process's
+  usage journal (``<spool>.owners/<owner>.usage.<n>``, one ``write`` of one line, about
+  1 µs against about 15 µs for a SQLite transaction) and survives a kill the same way. Each
+  ``sync`` folds the latest usage of every run into ``open_runs`` (with the journal
+  sequence it reached), starts a new journal, fsyncs the WAL and only then deletes the old
+  journal. Recovery takes, per run, whichever is newer: ``open_runs`` or the dead owner's
+  journals.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 __all__ = ["OpenRun", "Record", "Spool", "SpoolFullError"]
 
@@ -57,7 +66,8 @@ CREATE TABLE IF NOT EXISTS open_runs (
     cost_usd   TEXT NOT NULL DEFAULT '0',
     model      TEXT,
     cached     INTEGER NOT NULL DEFAULT 0,
-    lease_id   TEXT
+    lease_id   TEXT,
+    usage_seq  INTEGER NOT NULL DEFAULT 0
 );
 """
 
@@ -127,9 +137,10 @@ class Spool:
         self._conn.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run in the sender
         self._conn.executescript(_SCHEMA)
         columns = {row[1] for row in self._conn.execute("PRAGMA table_info(open_runs)")}
-        if "lease_id" not in columns:  # a spool written by an SDK without budget leases
-            with contextlib.suppress(sqlite3.OperationalError):  # another process added it
-                self._conn.execute("ALTER TABLE open_runs ADD COLUMN lease_id TEXT")
+        for column, ddl in (("lease_id", "TEXT"), ("usage_seq", "INTEGER NOT NULL DEFAULT 0")):
+            if column not in columns:  # a spool written by an older SDK
+                with contextlib.suppress(sqlite3.OperationalError):  # another process added it
+                    self._conn.execute(f"ALTER TABLE open_runs ADD COLUMN {column} {ddl}")
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)
         self._count = int(self._conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
@@ -139,6 +150,12 @@ class Spool:
         self._owners_dir.mkdir(exist_ok=True)
         self._owner_fd = os.open(self._owners_dir / f"{owner}.lock", os.O_CREAT | os.O_RDWR, 0o600)
         fcntl.flock(self._owner_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # The usage journal (module docstring): its sequence, generation and the latest
+        # usage per run not yet folded into open_runs.
+        self._usage_seq = 0
+        self._usage_gen = 0
+        self._usage_fd = self._open_journal()
+        self._usage_latest: dict[str, tuple[int, tuple[Any, ...]]] = {}
 
     # -- writes from callers ----------------------------------------------------------------
 
@@ -190,20 +207,24 @@ class Spool:
                     "INSERT INTO outbox (kind, body, queued_at) VALUES (?, ?, ?)",
                     (kind, body, time.time()),
                 )
+                # usage_seq: journal records of the run up to here are superseded.
                 if open_run is not None:
                     conn.execute(
-                        "INSERT OR REPLACE INTO open_runs (run_id, owner, envelope)"
-                        " VALUES (?, ?, ?)",
-                        (open_run[0], self.owner, open_run[1]),
+                        "INSERT OR REPLACE INTO open_runs (run_id, owner, envelope, usage_seq)"
+                        " VALUES (?, ?, ?, ?)",
+                        (open_run[0], self.owner, open_run[1], self._usage_seq),
                     )
+                    self._usage_latest.pop(open_run[0], None)
                 if reset_run is not None:
                     conn.execute(
                         "UPDATE open_runs SET tokens_in = 0, tokens_out = 0, cost_usd = '0',"
-                        " cached = 0, lease_id = NULL WHERE run_id = ?",
-                        (reset_run,),
+                        " cached = 0, lease_id = NULL, usage_seq = ? WHERE run_id = ?",
+                        (self._usage_seq, reset_run),
                     )
+                    self._usage_latest.pop(reset_run, None)
                 if close_run is not None:
                     conn.execute("DELETE FROM open_runs WHERE run_id = ?", (close_run,))
+                    self._usage_latest.pop(close_run, None)
             self._count += 1
             return int(cur.lastrowid or 0)
 
@@ -217,14 +238,59 @@ class Spool:
         cached: bool,
         lease_id: str | None = None,
     ) -> None:
-        """Record the usage a run has not reported on an event yet (absolute values)."""
+        """Record the usage a run has not reported on an event yet (absolute values).
+
+        One line appended to the usage journal; ``sync`` folds it into ``open_runs``.
+        """
+        values = (tokens_in, tokens_out, cost_usd, model, bool(cached), lease_id)
         with self._lock:
-            self._conn.execute(
+            self._usage_seq += 1
+            os.write(self._usage_fd, orjson.dumps([self._usage_seq, run_id, *values]) + b"\n")
+            self._usage_latest[run_id] = (self._usage_seq, values)
+
+    def _journal_path(self, owner: str, generation: int) -> Path:
+        return self._owners_dir / f"{owner}.usage.{generation}"
+
+    def _open_journal(self) -> int:
+        path = self._journal_path(self.owner, self._usage_gen)
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC, 0o600)
+
+    def _fold_usage(self) -> Path | None:
+        """Move the journal's latest usage per run into open_runs and start a new journal;
+        return the old journal, to delete once the WAL is synced. Call with the lock held."""
+        if not self._usage_latest:
+            return None
+        latest, self._usage_latest = self._usage_latest, {}
+        with self._transaction() as conn:
+            conn.executemany(
                 "UPDATE open_runs SET tokens_in = ?, tokens_out = ?, cost_usd = ?, model = ?,"
-                " cached = ?, lease_id = ? WHERE run_id = ?",
-                (tokens_in, tokens_out, cost_usd, model, int(cached), lease_id, run_id),
-            )
-            self._dirty = True
+                " cached = ?, lease_id = ?, usage_seq = ? WHERE run_id = ? AND usage_seq < ?",
+                [(ti, to, c, m, int(ca), le, seq, run_id, seq)
+                 for run_id, (seq, (ti, to, c, m, ca, le)) in latest.items()],
+            )  # fmt: skip
+        old = self._journal_path(self.owner, self._usage_gen)
+        os.close(self._usage_fd)
+        self._usage_gen += 1
+        self._usage_fd = self._open_journal()
+        return old
+
+    @staticmethod
+    def _read_journals(paths: Iterator[Path]) -> dict[str, tuple[int, tuple[Any, ...]]]:
+        """Return the latest journalled usage per run (a torn last line is skipped)."""
+        latest: dict[str, tuple[int, tuple[Any, ...]]] = {}
+        for path in paths:
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                continue
+            for line in data.splitlines():
+                try:
+                    seq, run_id, *values = orjson.loads(line)
+                except (orjson.JSONDecodeError, ValueError):
+                    continue
+                if run_id not in latest or seq > latest[run_id][0]:
+                    latest[run_id] = (seq, tuple(values))
+        return latest
 
     # -- the sender's side ------------------------------------------------------------------
 
@@ -280,8 +346,10 @@ class Spool:
 
     def sync(self, force: bool = False) -> None:
         """Make every committed record durable: fsync the WAL, then checkpoint it."""
-        if not (self._dirty or force) or self._closed:
+        if not (self._dirty or self._usage_latest or force) or self._closed:
             return
+        with self._lock:
+            folded = self._fold_usage()
         self._dirty = False
         wal = self.path.with_name(self.path.name + "-wal")
         try:
@@ -293,6 +361,8 @@ class Spool:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+        if folded is not None:
+            folded.unlink(missing_ok=True)  # its usage is in the synced WAL now
         with self._lock:
             # PASSIVE never waits for writers; it syncs the WAL before copying pages back.
             self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
@@ -329,19 +399,25 @@ class Spool:
         ]
 
     def orphaned_runs(self) -> list[OpenRun]:
-        """Return open runs whose owning process is gone."""
+        """Return open runs whose owning process is gone, with their latest usage."""
         with self._lock:
             rows = self._conn.execute(
-                f"SELECT {_OPEN_RUN_COLS} FROM open_runs WHERE owner != ?", (self.owner,)
+                f"SELECT {_OPEN_RUN_COLS}, usage_seq FROM open_runs WHERE owner != ?",
+                (self.owner,),
             ).fetchall()
         alive: dict[str, bool] = {}
+        journals: dict[str, dict[str, tuple[int, tuple[Any, ...]]]] = {}
         out = []
         for row in rows:
             owner = str(row[1])
             if owner not in alive:
                 alive[owner] = self._owner_alive(owner)
-            if not alive[owner]:
-                out.append(_open_run(row))
+            if alive[owner]:
+                continue
+            if owner not in journals:
+                journals[owner] = self._read_journals(self._owners_dir.glob(f"{owner}.usage.*"))
+            seq, values = journals[owner].get(str(row[0]), (0, ()))
+            out.append(_open_run(row[:3] + values if seq > row[-1] else row[:-1]))
         return out
 
     def open_runs(self) -> list[OpenRun]:
@@ -392,6 +468,8 @@ class Spool:
                 "SELECT 1 FROM open_runs WHERE owner = ? LIMIT 1", (owner,)
             ).fetchone()
         if left is None and not self._owner_alive(owner):
+            for journal in self._owners_dir.glob(f"{owner}.usage.*"):
+                journal.unlink(missing_ok=True)
             with contextlib.suppress(FileNotFoundError):
                 (self._owners_dir / f"{owner}.lock").unlink()
 
@@ -403,6 +481,9 @@ class Spool:
         with self._lock:
             self._closed = True
             self._conn.close()
+            os.close(self._usage_fd)
+        # The sync folded every journalled usage into open_runs.
+        self._journal_path(self.owner, self._usage_gen).unlink(missing_ok=True)
         with contextlib.suppress(FileNotFoundError):
             (self._owners_dir / f"{self.owner}.lock").unlink()
         os.close(self._owner_fd)
