@@ -68,7 +68,8 @@ def test_folded_usage_then_newer_journal_lines_and_a_torn_line(tmp_path: Path) -
         "spool.sync()\n"  # folds into open_runs and starts a new journal
         "spool.set_usage('run-1', 30, 6, '0.05', 'gpt-4.1', False)\n"
         "journal = next(Path(str(spool.path) + '.owners').glob('dead-1.usage.*'))\n"
-        "journal.open('ab').write(b'[3, \"run-1\", 99')  # a torn last line",
+        # junk a power loss could leave: a number, a short record, a torn last line
+        "journal.open('ab').write(b'7\\n[4, \"run-1\", 1]\\n[3, \"run-1\", 99')",
     )
     owners = Path(str(spool) + ".owners")
     assert [p.name for p in owners.glob("dead-1.usage.*")] == ["dead-1.usage.1"]

@@ -101,6 +101,9 @@ class OpenRun:
     """The budget lease the usage was settled through (tags the recovery event)."""
 
 
+_USAGE_FIELDS = 6
+"""A journal line: [seq, run_id, tokens_in, tokens_out, cost_usd, model, cached, lease_id]."""
+
 _OPEN_RUN_COLS = "run_id, owner, envelope, tokens_in, tokens_out, cost_usd, model, cached, lease_id"
 
 
@@ -286,7 +289,9 @@ class Spool:
             for line in data.splitlines():
                 try:
                     seq, run_id, *values = orjson.loads(line)
-                except (orjson.JSONDecodeError, ValueError):
+                except (orjson.JSONDecodeError, ValueError, TypeError):
+                    continue
+                if len(values) != _USAGE_FIELDS:
                     continue
                 if run_id not in latest or seq > latest[run_id][0]:
                     latest[run_id] = (seq, tuple(values))
