@@ -75,8 +75,15 @@ def test_up_starts_the_stack_and_the_demo_fills_the_ledger(home: Path) -> None:
             leases = conn.execute("SELECT count(*) FROM cap_leases").fetchone()
             # The demo draws on the tenant caps through leases; nothing is counted twice.
             mismatched = conn.execute(
-                "SELECT u.tenant_id FROM cap_usage u JOIN (SELECT tenant_id, sum(cost_usd) AS c"
-                " FROM events GROUP BY 1) e USING (tenant_id) WHERE u.spend_usd <> e.c"
+                "SELECT u.tenant_id, u.spend_usd, e.c, c.settled_usd, c.spent_usd,"
+                " c.leased_spent_usd, c.reserved_usd FROM cap_usage u"
+                " JOIN (SELECT tenant_id, sum(cost_usd) AS c FROM events GROUP BY 1) e"
+                " USING (tenant_id) JOIN caps c ON c.tenant_id = u.tenant_id AND c.date = u.date"
+                " WHERE u.spend_usd <> e.c"
+            ).fetchall()
+            lease_rows = conn.execute(
+                "SELECT tenant_id, status, spent_usd, ledger_spent_usd FROM cap_leases"
+                " ORDER BY tenant_id, lease_id"
             ).fetchall()
     finally:
         server.cleanup()
@@ -85,7 +92,7 @@ def test_up_starts_the_stack_and_the_demo_fills_the_ledger(home: Path) -> None:
     assert tenants <= {"acme", "globex", "initech"} and len(tenants) >= 2
     assert costs is not None and costs[0] > 0
     assert leases is not None and leases[0] > 0
-    assert mismatched == []
+    assert mismatched == [], (mismatched, lease_rows, rest[-3000:])
 
 
 def test_down_without_up_says_so(tmp_path: Path) -> None:

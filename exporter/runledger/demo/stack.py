@@ -221,12 +221,17 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) ->
 
 
 def _stop(procs: list[tuple[Service, subprocess.Popen[bytes]]]) -> None:
+    """Stop the processes one by one, last started first.
+
+    One by one, so that each can still reach what it depends on while it shuts down: the
+    demo pipeline settles its budget leases and delivers its last events to the control
+    service, which must not be stopping at the same time.
+    """
     for _, proc in reversed(procs):
         if proc.poll() is None:
             proc.terminate()
-    for _, proc in reversed(procs):
         try:
-            proc.wait(10)
+            proc.wait(15)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
