@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import socket
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -196,19 +197,34 @@ def test_openmetrics_scrape_equals_the_library_default_bytes(
     exporter = Exporter(db, ExporterConfig(start_at="beginning"), registry=registry)
     assert exporter.run_once()
     port = exporter.serve(0)
+    accept = {"Accept": "application/openmetrics-text;version=1.0.0,text/plain;q=0.5"}
     try:
         resp = requests.get(
             f"http://127.0.0.1:{port}/metrics",
-            headers={"Accept": "application/openmetrics-text;version=1.0.0,text/plain;q=0.5"},
+            headers={**accept, "Accept-Encoding": "gzip"},
+            timeout=10,
+            stream=True,
+        )
+        compressed = resp.raw.read(decode_content=False)
+        plain = requests.get(
+            f"http://127.0.0.1:{port}/metrics",
+            headers={**accept, "Accept-Encoding": "identity"},
             timeout=10,
         )
     finally:
         exporter.stop()
     assert resp.headers["Content-Type"].startswith("application/openmetrics-text")
+    # Compressed (at the exporter's own level) only for clients that accept gzip.
+    assert resp.headers["Content-Encoding"] == "gzip"
+    assert int(resp.headers["Content-Length"]) == len(compressed)
+    served_text = gzip.decompress(compressed).decode()
+    assert "Content-Encoding" not in plain.headers
+    assert plain.headers["Content-Type"] == resp.headers["Content-Type"]
 
     def stable(text: str) -> list[str]:
         return [line for line in text.splitlines() if "gauges_age_seconds " not in line]
 
-    served, default = stable(resp.text), stable(generate_latest(registry).decode())
+    served, default = stable(served_text), stable(generate_latest(registry).decode())
     assert served == default
+    assert stable(plain.text) == default
     assert any('trace_id="' + "ab" * 16 + '"' in line for line in served)
