@@ -152,10 +152,20 @@ class _Envelope(BaseModel):
         return value
 
 
-@functools.lru_cache(maxsize=4096)
-def _is_pii(key: str) -> bool:
-    # Cached: payloads repeat a handful of keys, and this runs for every key of every event.
+_CACHED_KEY_LEN = 64
+"""Longer keys are never cached, so the caches stay small whatever clients send."""
+
+
+def _names_pii(key: str) -> bool:
     return _KEY_STRIP_RE.sub("", key.lower()) in _PII_COMPACT
+
+
+# Payloads repeat a handful of keys, and this runs for every key of every event.
+_names_pii_cached = functools.lru_cache(maxsize=4096)(_names_pii)
+
+
+def _is_pii(key: str) -> bool:
+    return _names_pii_cached(key) if len(key) <= _CACHED_KEY_LEN else _names_pii(key)
 
 
 _SAFE_KEYS: set[str] = set()
@@ -175,7 +185,7 @@ def _pii_key_free(value: dict[Any, Any], text: bytes) -> bool:
     if _has_pii_key(value):
         return False
     if len(_SAFE_KEYS) < 4096:
-        _SAFE_KEYS.update(k for k in value if isinstance(k, str))
+        _SAFE_KEYS.update(k for k in value if isinstance(k, str) and len(k) <= _CACHED_KEY_LEN)
     return True
 
 
