@@ -6,7 +6,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,7 +19,12 @@ from typing import Any
 import psycopg
 import requests
 
+from runledger._local import free_port, stop_process
 from runledger.store import embedded_server, migrate
+
+__all__ = [
+    "control_service", "free_port", "fresh_database", "postgres", "stop_process", "write_result",
+]  # fmt: skip
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -47,12 +51,6 @@ def fresh_database(server: Any, name: str) -> str:
     return url
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def control_service(db_url: str, workers: int = 2, threads: int = 4) -> Iterator[str]:
     """Run the real control service (gunicorn) on a free loopback port."""
@@ -76,11 +74,7 @@ def control_service(db_url: str, workers: int = 2, threads: int = 4) -> Iterator
                 time.sleep(0.1)
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
 
 
 def write_result(name: str, figures: dict[str, Any]) -> Path:

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import requests
 
+from runledger._local import free_port, stop_process
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["ControlService", "caps_row", "event", "free_port", "stop_process", "wait_http"]
 
 
 def wait_http(url: str, timeout: float = 20.0, proc: subprocess.Popen | None = None) -> None:
@@ -34,17 +32,6 @@ def wait_http(url: str, timeout: float = 20.0, proc: subprocess.Popen | None = N
     raise TimeoutError(f"{url} did not answer within {timeout}s")
 
 
-def stop_process(proc: subprocess.Popen) -> None:
-    """Stop a process we started, by its PID: SIGTERM, then SIGKILL after 10 s."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
 def event(type_: str, **fields: Any) -> dict[str, Any]:
     """A valid event of ``type_`` with sensible defaults, overridable field by field."""
     base: dict[str, Any] = {
@@ -59,6 +46,19 @@ def event(type_: str, **fields: Any) -> dict[str, Any]:
     }
     base.update(fields)
     return base
+
+
+def caps_row(sql: Callable[..., list[tuple[Any, ...]]], tenant: str) -> dict[str, Any]:
+    """Return the latest cap row of ``tenant`` with the cap's own account of spend."""
+    rows = sql(
+        "SELECT c.daily_cap_usd, c.settled_usd, c.reserved_usd, c.spent_usd, c.leased_spent_usd,"
+        " u.spend_usd, u.at_80, u.at_100, c.blocked, c.date FROM caps c"
+        " JOIN cap_usage u USING (tenant_id, date) WHERE tenant_id = %s ORDER BY date DESC",
+        tenant,
+    )
+    keys = ("cap", "settled", "reserved", "spent", "leased", "spend", "at_80", "at_100",
+            "blocked", "date")  # fmt: skip
+    return dict(zip(keys, rows[0], strict=True))
 
 
 class ControlService:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from _cost_support import Clock
 
-from _support import event, free_port
+from _support import caps_row, event, free_port
 from runledger.cost.lease import (
     BudgetBusy,
     HttpLeaseTransport,
@@ -25,18 +25,6 @@ from runledger.store import Database, Ingestor
 
 Sql = Callable[..., list[tuple[Any, ...]]]
 D = Decimal
-
-
-def caps_row(sql: Sql, tenant: str) -> dict[str, Any]:
-    rows = sql(
-        "SELECT c.daily_cap_usd, c.settled_usd, c.reserved_usd, c.spent_usd, c.leased_spent_usd,"
-        " u.spend_usd, u.at_80, u.at_100, c.blocked, c.date FROM caps c"
-        " JOIN cap_usage u USING (tenant_id, date) WHERE tenant_id = %s ORDER BY date DESC",
-        tenant,
-    )
-    keys = ["cap", "settled", "reserved", "spent", "leased", "spend", "at_80", "at_100",
-            "blocked", "date"]  # fmt: skip
-    return dict(zip(keys, rows[0], strict=True))
 
 
 def ingest(db: Database, *raw: dict[str, Any]) -> None:

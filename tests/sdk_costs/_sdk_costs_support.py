@@ -63,18 +63,6 @@ def run_row(sql: Sql, run_id: str) -> dict[str, Any]:
     return dict(zip(keys, rows[0], strict=True))
 
 
-def caps_row(sql: Sql, tenant: str) -> dict[str, Any]:
-    """Return today's cap row of ``tenant`` with the cap's own account of spend."""
-    rows = sql(
-        "SELECT c.daily_cap_usd, c.settled_usd, c.reserved_usd, c.spent_usd,"
-        " c.leased_spent_usd, u.spend_usd, c.blocked FROM caps c"
-        " JOIN cap_usage u USING (tenant_id, date) WHERE tenant_id = %s ORDER BY date DESC",
-        tenant,
-    )
-    keys = ("cap", "settled", "reserved", "spent", "leased", "spend", "blocked")
-    return dict(zip(keys, rows[0], strict=True))
-
-
 def event_cost(sql: Sql, tenant: str) -> Decimal:
     """Return the sum of the cost of every stored event of ``tenant``."""
     return Decimal(sql("SELECT COALESCE(sum(cost_usd), 0) FROM events WHERE tenant_id = %s",

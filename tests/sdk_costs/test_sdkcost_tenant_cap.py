@@ -11,14 +11,13 @@ import pytest
 from _sdk_costs_support import (
     Spans,
     Sql,
-    caps_row,
     event_cost,
     one,
     run_events,
     run_row,
 )
 
-from _support import ControlService
+from _support import ControlService, caps_row
 from runledger.cost import LedgerUnavailable
 from runledger.sdk import Ledger, RunCapReached
 

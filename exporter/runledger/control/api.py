@@ -24,10 +24,7 @@ def post_events() -> Response:
     events = _valid_batch()
     if events is not None:
         # Every event passed validation (the common case): one result per event, in order.
-        ordered = ingestor.ingest(events, body=request.get_data(cache=True))
-        for res in ordered:
-            if res.status == "rejected":
-                res.errors = _prefix(res.errors, res.index)
+        ordered = _located(ingestor.ingest(events, body=request.get_data(cache=True)))
     else:
         raw = read_batch("events", MAX_BATCH_EVENTS)
         ordered = _ingest_mixed(ingestor, raw, validate_batch(raw))
@@ -50,10 +47,9 @@ def _ingest_mixed(ingestor: Ingestor, raw: list[Any], validated: list[Any]) -> l
             good.append(item)
             good_idx.append(i)
     if good:
-        for res in ingestor.ingest(good, indexes=good_idx):
-            if res.status == "rejected":
-                res.errors = _prefix(res.errors, res.index)
-            results[res.index] = res
+        results.update(
+            (res.index, res) for res in _located(ingestor.ingest(good, indexes=good_idx))
+        )
     return [results[i] for i in range(len(validated))]
 
 
@@ -73,6 +69,14 @@ def _valid_batch() -> list[Any] | None:
     if not all(principal.can_write_tenant(t) for t in {ev.tenant_id for ev in events}):
         return None
     return events
+
+
+def _located(results: list[EventResult]) -> list[EventResult]:
+    """Name each rejected event's fields by its place in the request (``events[i].field``)."""
+    for res in results:
+        if res.status == "rejected":
+            res.errors = _prefix(res.errors, res.index)
+    return results
 
 
 def _prefix(errors: list[EventError], index: int) -> list[EventError]:

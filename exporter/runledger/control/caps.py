@@ -6,6 +6,8 @@ only their own tenant; admins and finance raise caps, each raise audited.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -207,6 +209,17 @@ def list_raises(tenant_id: str) -> Response:
     return _json({"raises": [c.as_dict() for c in _store().changes(tenant_id)]})
 
 
+@contextlib.contextmanager
+def _change_errors() -> Iterator[None]:
+    """Answer a cap change the store refused: unknown tenant 404, invalid change 400."""
+    try:
+        yield
+    except LookupError as exc:
+        raise ApiError(404, str(exc)) from None
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+
+
 def _reason(data: dict[str, Any]) -> str:
     reason = data.get("reason")
     if not isinstance(reason, str) or not reason.strip():
@@ -232,15 +245,11 @@ def raise_cap(tenant_id: str) -> Response:
         if expires_at.tzinfo is None:
             raise ApiError(400, "expires_at must be an ISO 8601 time with a UTC offset")
     principal = current_principal()
-    try:
+    with _change_errors():
         change = _store().change_cap(
             tenant_id, new_cap_usd=new_cap, reason=reason, author=principal.label,
             author_role=principal.role, expires_at=expires_at,
         )  # fmt: skip
-    except LookupError as exc:
-        raise ApiError(404, str(exc)) from None
-    except ValueError as exc:
-        raise ApiError(400, str(exc)) from None
     return _json(change.as_dict(), 201)
 
 
@@ -252,15 +261,11 @@ def temporary_raise(tenant_id: str) -> Response:
     reason = _reason(data)
     new_cap = _usd(data, "new_cap_usd") if data.get("new_cap_usd") is not None else None
     principal = current_principal()
-    try:
+    with _change_errors():
         change = _store().temporary_raise(
             tenant_id, reason=reason, author=principal.label, author_role=principal.role,
             new_cap_usd=new_cap, hours=TEMPORARY_RAISE_HOURS,
         )  # fmt: skip
-    except LookupError as exc:
-        raise ApiError(404, str(exc)) from None
-    except ValueError as exc:
-        raise ApiError(400, str(exc)) from None
     return _json(change.as_dict(), 201)
 
 

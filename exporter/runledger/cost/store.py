@@ -52,6 +52,16 @@ def quantize_usd(value: Decimal | int | str | float) -> Decimal:
     return Decimal(str(value)).quantize(_NANO, rounding=ROUND_CEILING)
 
 
+def _json_ready(fields: dict[str, Any]) -> dict[str, Any]:
+    """Turn the decimals of a flat mapping into strings and its dates and times into ISO 8601."""
+    return {
+        key: str(value) if isinstance(value, Decimal)
+        else value.isoformat() if isinstance(value, date)
+        else value
+        for key, value in fields.items()
+    }  # fmt: skip
+
+
 @dataclass(frozen=True)
 class LeaseState:
     """The answer to a lease operation.
@@ -79,14 +89,8 @@ class LeaseState:
         return self.status in ("granted", "settled", "closed")
 
     def as_dict(self) -> dict[str, Any]:
-        """Return a JSON-ready mapping (decimals as strings)."""
-        out = asdict(self)
-        for key, value in out.items():
-            if isinstance(value, Decimal):
-                out[key] = str(value)
-            elif isinstance(value, datetime | date):
-                out[key] = value.isoformat()
-        return out
+        """Return a JSON-ready mapping (decimals as strings, times in ISO 8601)."""
+        return _json_ready(asdict(self))
 
 
 @dataclass(frozen=True)
@@ -104,14 +108,8 @@ class CapChange:
     reverted_at: datetime | None
 
     def as_dict(self) -> dict[str, Any]:
-        """Return a JSON-ready mapping."""
-        out = asdict(self)
-        for key, value in out.items():
-            if isinstance(value, Decimal):
-                out[key] = str(value)
-            elif isinstance(value, datetime):
-                out[key] = value.isoformat()
-        return out
+        """Return a JSON-ready mapping (decimals as strings, times in ISO 8601)."""
+        return _json_ready(asdict(self))
 
 
 @dataclass(frozen=True)

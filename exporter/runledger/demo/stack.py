@@ -25,6 +25,7 @@ import psycopg
 import requests
 
 from runledger import _env
+from runledger._local import free_port, stop_process
 from runledger.store import embedded_server, ensure_database, migrate, state_dir, stop_embedded
 from runledger.store._database import DATABASE_NAME
 from runledger.store.tenants import create_tenant
@@ -163,9 +164,7 @@ def _free_ports(ports: Ports) -> Ports:
         if _port_free(port):
             chosen[name] = port
             continue
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            chosen[name] = int(sock.getsockname()[1])
+        chosen[name] = free_port()
         print(f"port {port} ({name}) is in use; using {chosen[name]} instead")
     return Ports(**chosen)
 
@@ -228,13 +227,7 @@ def _stop(procs: list[tuple[Service, subprocess.Popen[bytes]]]) -> None:
     service, which must not be stopping at the same time.
     """
     for _, proc in reversed(procs):
-        if proc.poll() is None:
-            proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc, grace=15)
 
 
 def up(duration: float | None = None, ports: Ports | None = None) -> int:

@@ -248,7 +248,10 @@ class Spool:
         values = (tokens_in, tokens_out, cost_usd, model, bool(cached), lease_id)
         with self._lock:
             self._usage_seq += 1
-            os.write(self._usage_fd, orjson.dumps([self._usage_seq, run_id, *values]) + b"\n")
+            line = orjson.dumps(
+                [self._usage_seq, run_id, *values], option=orjson.OPT_APPEND_NEWLINE
+            )
+            os.write(self._usage_fd, line)
             self._usage_latest[run_id] = (self._usage_seq, values)
 
     def _journal_path(self, owner: str, generation: int) -> Path:
