@@ -105,6 +105,15 @@ class LeaseTransport(Protocol):
     def close(self, lease_id: str, *, spent_usd: Decimal) -> LeaseState: ...
 
 
+@contextmanager
+def _ledger_errors() -> Iterator[None]:
+    """Report the ledger database being unreachable as the budget's LedgerUnavailable."""
+    try:
+        yield
+    except DatabaseUnavailable as exc:
+        raise LedgerUnavailable(f"ledger database unavailable: {exc}") from exc
+
+
 class PgLeaseTransport:
     """Lease calls straight to PostgreSQL (in-process: services, jobs, benchmarks)."""
 
@@ -115,31 +124,25 @@ class PgLeaseTransport:
         self, tenant_id: str, *, want_usd: Decimal, min_usd: Decimal, holder: str,
         role: str | None, ttl_s: float,
     ) -> LeaseState:  # fmt: skip
-        try:
+        with _ledger_errors():
             return self.store.open_lease(
                 tenant_id, want_usd=want_usd, min_usd=min_usd, holder=holder, role=role,
                 ttl_s=ttl_s,
             )  # fmt: skip
-        except DatabaseUnavailable as exc:
-            raise LedgerUnavailable(f"ledger database unavailable: {exc}") from exc
 
     def sync(
         self, lease_id: str, *, spent_usd: Decimal, want_usd: Decimal, min_usd: Decimal,
         ttl_s: float, keep_usd: Decimal | None = None,
     ) -> LeaseState:  # fmt: skip
-        try:
+        with _ledger_errors():
             return self.store.sync_lease(
                 lease_id, spent_usd=spent_usd, want_usd=want_usd, min_usd=min_usd, ttl_s=ttl_s,
                 keep_usd=keep_usd,
             )  # fmt: skip
-        except DatabaseUnavailable as exc:
-            raise LedgerUnavailable(f"ledger database unavailable: {exc}") from exc
 
     def close(self, lease_id: str, *, spent_usd: Decimal) -> LeaseState:
-        try:
+        with _ledger_errors():
             return self.store.close_lease(lease_id, spent_usd=spent_usd)
-        except DatabaseUnavailable as exc:
-            raise LedgerUnavailable(f"ledger database unavailable: {exc}") from exc
 
 
 class HttpLeaseTransport:
