@@ -12,48 +12,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from runledger.exporter._config import ExporterConfig
-from runledger.store import Database
+from runledger.store import Database, gauges
+from runledger.store.event_tail import last_seq
 
 __all__ = ["LedgerCollector", "LedgerSnapshot"]
-
-# Spend is the ledger's record of the day (every event's cost_usd); the cap is the one in
-# force now (the base cap or an unexpired temporary raise, migration 0002).
-_TENANTS_SQL = """
-SELECT t.tenant_id, t.status = 'paused', cap_effective_usd(t.tenant_id, %(now)s),
-       COALESCE(c.spent_usd, 0), COALESCE(c.blocked, false), COALESCE(b.burn, 0),
-       COALESCE(o.overdue, 0)
-FROM tenants t
-LEFT JOIN caps c ON c.tenant_id = t.tenant_id AND c.date = %(today)s
-LEFT JOIN (
-    SELECT tenant_id, sum(cost_usd) AS burn FROM events
-    WHERE occurred_at > %(burn_start)s AND occurred_at <= %(now)s GROUP BY tenant_id
-) b ON b.tenant_id = t.tenant_id
-LEFT JOIN (
-    SELECT tenant_id, count(*) AS overdue FROM proofs
-    WHERE completed_at IS NULL AND due_at < %(now)s GROUP BY tenant_id
-) o ON o.tenant_id = t.tenant_id
-ORDER BY t.tenant_id
-"""
-
-# A project is in a phase while it entered one and has not advanced since (an advance to
-# a next phase sets both times equal; a final advance leaves last_advanced_at later).
-_STUCK_SQL = """
-SELECT tenant_id, current_phase,
-       count(*) FILTER (WHERE phase_entered_at < %(stuck_before)s)
-FROM projects
-WHERE current_phase IS NOT NULL AND phase_entered_at IS NOT NULL
-  AND phase_entered_at >= COALESCE(last_advanced_at, '-infinity'::timestamptz)
-GROUP BY tenant_id, current_phase
-"""
-
-_ACTIVE_RUNS_SQL = """
-SELECT tenant_id, role, status, count(*) FROM runs
-WHERE status IN ('queued', 'running') GROUP BY tenant_id, role, status
-"""
-
-_FROZEN_SQL = "SELECT playbook FROM publisher_freezes WHERE lifted_at IS NULL"
-_JUDGEMENTS_SQL = "SELECT outcome, count(*) FROM alert_outcomes GROUP BY outcome"
-_MAX_SEQ_SQL = "SELECT COALESCE(max(seq), 0) FROM events"
 
 
 @dataclass
@@ -127,15 +89,9 @@ class LedgerCollector(Collector):
         now = now or datetime.now(UTC)
         day_start = datetime(now.year, now.month, now.day, tzinfo=UTC)
         burn_start = max(now - timedelta(seconds=self.config.burn_window_seconds), day_start)
-        params = {
-            "now": now,
-            "today": now.date(),
-            "burn_start": burn_start,
-            "stuck_before": now - timedelta(seconds=self.config.stuck_after_seconds),
-        }
         snap = LedgerSnapshot(taken_at=now)
         with self.db.connection() as conn:
-            for row in conn.execute(_TENANTS_SQL, params):
+            for row in gauges.tenants_today(conn, now=now, burn_start=burn_start):
                 tenant, paused, cap, spent, blocked, burn, overdue = row
                 snap.tenants.append(
                     (tenant, bool(paused), float(cap), float(spent), bool(blocked),
@@ -144,16 +100,14 @@ class LedgerCollector(Collector):
                 snap.projected[tenant] = projected_spend(
                     float(spent), float(burn), now, self.config.burn_window_seconds
                 )
-            for tenant, phase, count in conn.execute(_STUCK_SQL, params):
+            stuck_before = now - timedelta(seconds=self.config.stuck_after_seconds)
+            for tenant, phase, count in gauges.stuck_projects(conn, stuck_before=stuck_before):
                 snap.stuck[(tenant, phase)] = int(count)
-            for tenant, role, status, count in conn.execute(_ACTIVE_RUNS_SQL):
+            for tenant, role, status, count in gauges.active_runs(conn):
                 snap.active_runs[(tenant, role, status)] = int(count)
-            for (playbook,) in conn.execute(_FROZEN_SQL):
-                snap.frozen[playbook] = 1
-            for outcome, count in conn.execute(_JUDGEMENTS_SQL):
-                snap.judgements[outcome] = int(count)
-            seq = conn.execute(_MAX_SEQ_SQL).fetchone()
-            snap.max_seq = int(seq[0]) if seq else 0
+            snap.frozen = dict.fromkeys(gauges.frozen_playbooks(conn), 1)
+            snap.judgements = gauges.alert_judgements(conn)
+            snap.max_seq = last_seq(conn)
         with self._lock:
             self._seen_active |= {(t, r) for t, r, _ in snap.active_runs}
             self._seen_stuck |= set(snap.stuck)

@@ -12,63 +12,12 @@ from prometheus_client import CollectorRegistry
 from runledger.exporter._config import ExporterConfig
 from runledger.exporter._metrics import NONE, TailMetrics
 from runledger.store import Database
+from runledger.store.event_tail import events_after, last_seq
 
 __all__ = ["EventTailer"]
 
 log = logging.getLogger(__name__)
 
-# One query per batch. Writers hold an advisory lock while they insert and commit, so seq
-# order is commit order and "seq > last seen" never skips an event. The lateral look-ups
-# answer what a single event cannot: when the phase was entered (time-to-gate), when the
-# run was queued (queue wait), the run's totals at its end, and the phase's first failure
-# since its last success (recovery time). Each look-up runs only for its event type.
-_BATCH_SQL = """
-WITH batch AS MATERIALIZED (
-    SELECT * FROM events WHERE seq > %(after)s ORDER BY seq LIMIT %(limit)s
-)
-SELECT e.seq, e.type, e.tenant_id, e.phase, e.role, e.playbook, e.model, e.occurred_at,
-       e.tokens_in, e.tokens_out, e.cost_usd, e.cached, e.attempt, e.trace_id,
-       e.payload->>'status' AS status, e.payload->>'partial' AS partial,
-       e.payload->>'approved' AS approved,
-       entry.entered_at, queue.queued_at, run.tokens AS run_tokens, run.cost_usd AS run_cost,
-       run.intervened, run.model AS run_model, run.trace_id AS run_trace, rec.failed_at
-FROM batch e
-LEFT JOIN LATERAL (
-    SELECT max(p.occurred_at) AS entered_at FROM events p
-    WHERE e.type = 'phase_advanced' AND p.project_id = e.project_id
-      AND p.occurred_at <= e.occurred_at
-      AND ((p.type = 'phase_entered' AND p.phase = e.phase)
-           OR (p.type = 'phase_advanced' AND p.payload->>'to_phase' = e.phase))
-) entry ON true
-LEFT JOIN LATERAL (
-    SELECT max(q.occurred_at) AS queued_at FROM events q
-    WHERE e.type = 'run_started' AND q.run_id = e.run_id AND q.type = 'run_queued'
-      AND q.occurred_at <= e.occurred_at
-) queue ON true
-LEFT JOIN LATERAL (
-    SELECT sum(r.tokens_in::bigint + r.tokens_out) AS tokens, sum(r.cost_usd) AS cost_usd,
-           bool_or(r.type = 'user_override') AS intervened,
-           (array_agg(r.model ORDER BY r.seq DESC) FILTER (WHERE r.model IS NOT NULL))[1]
-               AS model,
-           (array_agg(r.trace_id ORDER BY r.seq) FILTER (WHERE r.trace_id IS NOT NULL))[1]
-               AS trace_id
-    FROM events r
-    WHERE e.type IN ('run_finished', 'run_failed') AND r.run_id = e.run_id AND r.seq <= e.seq
-) run ON true
-LEFT JOIN LATERAL (
-    SELECT min(f.occurred_at) AS failed_at FROM events f
-    WHERE e.type = 'run_finished' AND COALESCE(e.payload->>'status', 'succeeded') = 'succeeded'
-      AND f.project_id = e.project_id AND f.phase = e.phase AND f.type = 'run_failed'
-      AND f.occurred_at <= e.occurred_at
-      AND f.occurred_at > COALESCE((
-          SELECT max(s.occurred_at) FROM events s
-          WHERE s.project_id = e.project_id AND s.phase = e.phase AND s.type = 'run_finished'
-            AND COALESCE(s.payload->>'status', 'succeeded') = 'succeeded'
-            AND s.occurred_at < e.occurred_at
-      ), '-infinity')
-) rec ON true
-ORDER BY e.seq
-"""
 
 _RUN_STATUSES = ("succeeded", "partial", "failed")
 
@@ -111,20 +60,15 @@ class EventTailer:
                 if self.config.start_at == "beginning":
                     self.position = 0
                 else:
-                    row = conn.execute("SELECT COALESCE(max(seq), 0) FROM events").fetchone()
-                    self.position = int(row[0]) if row else 0
+                    self.position = last_seq(conn)
                 log.info("tailing events after seq %d", self.position)
             for _ in range(max_batches):
-                cur = conn.execute(
-                    _BATCH_SQL, {"after": self.position, "limit": self.config.batch_size}
-                )
-                columns = [d.name for d in cur.description or ()]
-                rows = cur.fetchall()
+                rows = events_after(conn, self.position, self.config.batch_size)
                 conn.commit()  # end the snapshot so the next batch sees newer commits
                 for row in rows:
-                    self._apply(dict(zip(columns, row, strict=True)))
+                    self._apply(row)
                 if rows:
-                    self.position = int(rows[-1][0])
+                    self.position = int(rows[-1]["seq"])
                     done += len(rows)
                     self.processed += len(rows)
                 if len(rows) < self.config.batch_size:
