@@ -12,14 +12,23 @@ import logging
 import threading
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+
+from runledger.sdk._services import RunServices
 
 if TYPE_CHECKING:
     from runledger.cost.lease import Reservation, TenantBudget
     from runledger.cost.policy import RunCaps, RunMeter
-    from runledger.sdk._run import Run
 
-__all__ = ["CostGuard", "PartialResult", "RunCapReached", "Ticket", "refresh", "snapshot"]
+__all__ = [
+    "CostGuard",
+    "GuardedRun",
+    "PartialResult",
+    "RunCapReached",
+    "Ticket",
+    "refresh",
+    "snapshot",
+]
 
 log = logging.getLogger("runledger.sdk")
 
@@ -131,6 +140,41 @@ class RunCapReached(RuntimeError):
         super().__init__(partial.reason)
 
 
+class GuardedRun(Protocol):
+    """What cost controls read of the run they guard (``Run`` implements it)."""
+
+    @property
+    def services(self) -> RunServices: ...
+
+    @property
+    def tenant_id(self) -> str: ...
+
+    @property
+    def run_id(self) -> str: ...
+
+    @property
+    def playbook(self) -> str | None: ...
+
+    @property
+    def model_calls(self) -> int: ...
+
+    @property
+    def tokens_in(self) -> int: ...
+
+    @property
+    def tokens_out(self) -> int: ...
+
+    @property
+    def cost_usd(self) -> Decimal: ...
+
+    @property
+    def external_usd(self) -> Decimal: ...
+
+    def cap_hit(self, cap: str, *, limit: Decimal | float, spent: Decimal | float) -> str: ...
+
+    def log(self, message: str, *, level: int = logging.INFO, **attributes: Any) -> None: ...
+
+
 @dataclass
 class Ticket:
     """One call's estimate, counted against the run's caps while the call is in flight."""
@@ -150,7 +194,7 @@ class CostGuard:
         budget: the tenant budget lease the run draws from (``None``: not enforced).
     """
 
-    def __init__(self, run: Run, caps: RunCaps | None, budget: TenantBudget | None) -> None:
+    def __init__(self, run: GuardedRun, caps: RunCaps | None, budget: TenantBudget | None) -> None:
         from runledger.cost.policy import RunCaps, RunMeter
 
         self.run = run
@@ -183,7 +227,7 @@ class CostGuard:
         elif cached:
             estimate = _ZERO
         else:
-            estimate = self.run.ledger.pricing.cost(
+            estimate = self.run.services.pricing().cost(
                 model, tokens_in=prompt_tokens or 0, tokens_out=max_tokens or 0,
                 tenant_id=self.run.tenant_id,
             )  # fmt: skip
@@ -327,7 +371,7 @@ class CostGuard:
 
 
 def snapshot(
-    run: Run, elapsed_s: float, cap: str | None, limit: Decimal, spent: Decimal,
+    run: GuardedRun, elapsed_s: float, cap: str | None, limit: Decimal, spent: Decimal,
     needed: Decimal, reason: str,
 ) -> PartialResult:  # fmt: skip
     return PartialResult(
@@ -338,7 +382,7 @@ def snapshot(
     )  # fmt: skip
 
 
-def refresh(result: PartialResult, run: Run, elapsed_s: float) -> PartialResult:
+def refresh(result: PartialResult, run: GuardedRun, elapsed_s: float) -> PartialResult:
     """Return ``result`` with the run's spend and progress as of now."""
     now = snapshot(run, elapsed_s, None, _ZERO, _ZERO, _ZERO, "")
     fields: dict[str, Any] = {
