@@ -20,7 +20,7 @@ from runledger.sdk._costs import PartialResult, RunCapReached
 from runledger.sdk._ledger import Ledger
 from runledger.sdk._run import Budget, Run, current_run
 from runledger.sdk._spool import SpoolFullError
-from runledger.sdk._telemetry import RateLimitingSampler, RedactingSpanExporter
+from runledger.sdk._telemetry import RateLimitingSampler
 
 __all__ = [
     "Budget",
@@ -31,7 +31,6 @@ __all__ = [
     "ModelCall",
     "PartialResult",
     "RateLimitingSampler",
-    "RedactingSpanExporter",
     "Run",
     "RunCapReached",
     "SpoolFullError",

@@ -126,7 +126,7 @@ class Ledger:
         ):
             raise ValueError(
                 "enforce_tenant_cap needs the control service: set RUNLEDGER_URL and "
-                "RUNLEDGER_TOKEN (or pass url=, token= or lease_transport=)"
+                "RUNLEDGER_TOKEN (or pass url=, token= or CostOptions(lease_transport=))"
             )
         self.run_caps: dict[str, RunCaps] = dict(costs.run_caps or {})
         self._routing_source = costs.routing

@@ -282,7 +282,7 @@ class Run:
             return refresh(costs.reached, self, elapsed)
         if costs is not None:
             return costs.snapshot()
-        return snapshot(self, elapsed, None, _ZERO, _ZERO, _ZERO, "")
+        return snapshot(self, elapsed)
 
     def _end(self, kind: str, payload: dict[str, Any], status: str, error: str | None) -> None:
         with self._lock:

@@ -428,14 +428,6 @@ class Spool:
             out.append(_open_run(row[:3] + values if seq > row[-1] else row[:-1]))
         return out
 
-    def open_runs(self) -> list[OpenRun]:
-        """Return this process's open runs."""
-        with self._lock:
-            rows = self._conn.execute(
-                f"SELECT {_OPEN_RUN_COLS} FROM open_runs WHERE owner = ?", (self.owner,)
-            ).fetchall()
-        return [_open_run(r) for r in rows]
-
     def adopt(self, run: OpenRun, kind: str, body: bytes) -> bool:
         """Replace an orphaned open run by a final record; False if another process did."""
         with self._room:
