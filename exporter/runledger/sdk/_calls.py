@@ -111,23 +111,36 @@ def _ensure_running(run: CallingRun | None) -> CallingRun:
     return run
 
 
+def _consult_budget(run: CallingRun, kind: str, name: str, ticket: Ticket | None) -> Ticket | None:
+    """Ask the run's budget hook about a call; give the call's ``ticket`` back if it refuses."""
+    try:
+        run._budget_before(kind, name)
+    except BaseException:
+        if run.costs is not None and ticket is not None:
+            run.costs.release(ticket)
+        raise
+    return ticket
+
+
 def _child_span(
-    run: CallingRun, name: str, attributes: Mapping[str, Any] | None, **attrs: Any
+    run: CallingRun, name: str, attrs: dict[str, Any], extra: Mapping[str, Any] | None
 ) -> Any:
-    extra = dict(attrs)
-    if attributes:
-        extra.update(run.services.redactor.attributes(attributes))
+    """Start a call's client span: the run's attributes, ``attrs``, then ``extra`` redacted."""
+    attrs = {**run.span_attributes, **attrs}
+    if extra:
+        attrs.update(run.services.redactor.attributes(extra))
     return run.services.tracer.start_span(
-        name,
-        context=run.log_context(),
-        kind=SpanKind.CLIENT,
-        attributes={**run.span_attributes, **extra},
+        name, context=run.log_context(), kind=SpanKind.CLIENT, attributes=attrs
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ModelRequest:
-    """What a model call asks for; see ``Run.model_call`` for each field."""
+    """What a model call asks for; see ``Run.model_call`` for each field.
+
+    Not frozen only because a frozen dataclass takes three times as long to build, once per
+    call: nothing changes a request after it is made.
+    """
 
     model: str
     operation: str = "chat"
@@ -169,17 +182,13 @@ class ModelCall:
         if self.cost_usd is None and not self.cached:
             run.services.check_priced(self.model, run.tenant_id)
         costs = run.costs
+        ticket = None
         if costs is not None:
-            self._ticket = costs.before_model(
+            ticket = costs.before_model(
                 self.model, prompt_tokens=req.prompt_tokens, max_tokens=req.max_tokens,
                 cost_usd=self.cost_usd, cached=self.cached,
             )  # fmt: skip
-        try:
-            run._budget_before("model", self.model)
-        except BaseException:
-            if costs is not None and self._ticket is not None:
-                costs.release(self._ticket)
-            raise
+        self._ticket = _consult_budget(run, "model", self.model, ticket)
         attrs: dict[str, Any] = {
             "gen_ai.operation.name": req.operation,
             "gen_ai.request.model": self.model,
@@ -187,7 +196,7 @@ class ModelCall:
         if req.provider:
             attrs["gen_ai.provider.name"] = req.provider
             attrs["gen_ai.system"] = req.provider
-        self._span = _child_span(run, f"{req.operation} {self.model}", req.attributes, **attrs)
+        self._span = _child_span(run, f"{req.operation} {self.model}", attrs, req.attributes)
         self._token = otel_context.attach(trace.set_span_in_context(self._span))
         return self
 
@@ -315,14 +324,11 @@ def model_call(
         def draft(prompt: str) -> Message:
             return client.messages.create(...)   # usage read from the response
     """
-    return ModelCall(
-        None,
-        ModelRequest(
-            model, operation=operation, provider=provider, cached=cached,
-            cost_usd=None if cost_usd is None else usd(cost_usd), attributes=attributes,
-            prompt_tokens=prompt_tokens, max_tokens=max_tokens,
-        ),
-    )  # fmt: skip
+    cost = None if cost_usd is None else usd(cost_usd)
+    request = ModelRequest(
+        model, operation, provider, cached, cost, attributes, prompt_tokens, max_tokens
+    )
+    return ModelCall(None, request)
 
 
 class ExternalCall:
@@ -353,18 +359,14 @@ class ExternalCall:
         run = self.run
         run._require_running()
         costs = run.costs
+        ticket = None
         if costs is not None:
             announced = None if self.cost_usd is None else usd(self.cost_usd)
-            self._ticket = costs.before_external(self.name, announced)
-        try:
-            run._budget_before("external", self.name)
-        except BaseException:
-            if costs is not None and self._ticket is not None:
-                costs.release(self._ticket)
-            raise
+            ticket = costs.before_external(self.name, announced)
+        self._ticket = _consult_budget(run, "external", self.name, ticket)
         self._span = _child_span(
-            run, f"external {self.name}", self._attributes,
-            **{"runledger.external.service": self.name},
+            run, f"external {self.name}", {"runledger.external.service": self.name},
+            self._attributes,
         )  # fmt: skip
         self._token = otel_context.attach(trace.set_span_in_context(self._span))
         self._t0 = time.perf_counter()

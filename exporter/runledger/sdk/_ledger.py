@@ -29,7 +29,7 @@ from runledger.redact import Redactor, default_redactor
 from runledger.sdk._config import CostOptions, DeliveryOptions, Settings, TelemetryOptions
 from runledger.sdk._run import Budget, Run, RunSpec, current_run
 from runledger.sdk._sender import Sender
-from runledger.sdk._services import OpenRunHandle, RunServices, Usage
+from runledger.sdk._services import OpenRunHandle, RunServices
 from runledger.sdk._spool import OpenRun, Spool
 from runledger.sdk._telemetry import (
     RunLogHandler,
@@ -157,7 +157,7 @@ class Ledger:
             pricing=lambda: self.pricing,
             check_priced=self._check_priced,
             emit=self._spool_event,
-            usage=self._journal_usage,
+            usage=self._spool.set_usage,
             log=self._run_log,
             audit=self._prompt_audit,
             tenant_budget=self._tenant_budget if self.enforce_tenant_cap else None,
@@ -521,12 +521,6 @@ class Ledger:
         self._spool.append(
             "event", body, open_run=open_run, reset_run=reset_run, close_run=close_run
         )
-
-    def _journal_usage(self, run_id: str, usage: Usage) -> None:
-        self._spool.set_usage(
-            run_id, usage.tokens_in, usage.tokens_out, str(usage.cost_usd), usage.model,
-            usage.cached, usage.lease_id,
-        )  # fmt: skip
 
     def _prompt_audit(
         self, tenant_id: str, run_id: str, prompt: str, response: str | None, model: str | None

@@ -539,14 +539,11 @@ class Run:
                 response = client.chat.completions.create(...)
                 call.record(response=response)      # or tokens_in=..., tokens_out=...
         """
-        return ModelCall(
-            self,
-            ModelRequest(
-                model, operation=operation, provider=provider, cached=cached,
-                cost_usd=None if cost_usd is None else usd(cost_usd), attributes=attributes,
-                prompt_tokens=prompt_tokens, max_tokens=max_tokens,
-            ),
-        )  # fmt: skip
+        cost = None if cost_usd is None else usd(cost_usd)
+        request = ModelRequest(
+            model, operation, provider, cached, cost, attributes, prompt_tokens, max_tokens
+        )
+        return ModelCall(self, request)
 
     # -- routing and retries ------------------------------------------------------------------
 
