@@ -55,6 +55,10 @@ class CallingRun(Protocol):
     def costs(self) -> CostGuard | None: ...
 
     @property
+    def budget(self) -> object | None:
+        """The run's own ``Budget`` hook, consulted through ``_budget_before/_after``."""
+
+    @property
     def span_attributes(self) -> dict[str, Any]: ...
 
     def log_context(self) -> Context: ...
@@ -100,14 +104,12 @@ def one_line(text: str, limit: int = 500) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
-def _ensure_running(run: CallingRun | None) -> CallingRun:
-    if run is None:
-        run = CURRENT_RUN.get()
+def _active_run() -> CallingRun:
+    run = CURRENT_RUN.get()
     if run is None:
         raise RuntimeError(
             "model_call outside a run: use `with ledger.run(...)` or `run.model_call(...)`"
         )
-    run._require_running()
     return run
 
 
@@ -125,8 +127,8 @@ def _consult_budget(run: CallingRun, kind: str, name: str, ticket: Ticket | None
 def _child_span(
     run: CallingRun, name: str, attrs: dict[str, Any], extra: Mapping[str, Any] | None
 ) -> Any:
-    """Start a call's client span: the run's attributes, ``attrs``, then ``extra`` redacted."""
-    attrs = {**run.span_attributes, **attrs}
+    """Start a call's client span with ``attrs`` (the run's and the call's) and ``extra``
+    (the caller's, redacted)."""
     if extra:
         attrs.update(run.services.redactor.attributes(extra))
     return run.services.tracer.start_span(
@@ -177,7 +179,10 @@ class ModelCall:
         self._token: object | None = None
 
     def __enter__(self) -> ModelCall:
-        run = self.run = _ensure_running(self.run)
+        run = self.run
+        if run is None:
+            run = self.run = _active_run()
+        run._require_running()
         req = self.request
         if self.cost_usd is None and not self.cached:
             run.services.check_priced(self.model, run.tenant_id)
@@ -188,8 +193,11 @@ class ModelCall:
                 self.model, prompt_tokens=req.prompt_tokens, max_tokens=req.max_tokens,
                 cost_usd=self.cost_usd, cached=self.cached,
             )  # fmt: skip
-        self._ticket = _consult_budget(run, "model", self.model, ticket)
+        if run.budget is not None:
+            ticket = _consult_budget(run, "model", self.model, ticket)
+        self._ticket = ticket
         attrs: dict[str, Any] = {
+            **run.span_attributes,
             "gen_ai.operation.name": req.operation,
             "gen_ai.request.model": self.model,
         }
@@ -287,9 +295,10 @@ class ModelCall:
         run._add_usage(
             Usage(self.tokens_in, self.tokens_out, cost, self.model, self.cached, self.lease_id)
         )
-        run._budget_after(
-            "model", cost_usd=cost, tokens_in=self.tokens_in, tokens_out=self.tokens_out
-        )
+        if run.budget is not None:
+            run._budget_after(
+                "model", cost_usd=cost, tokens_in=self.tokens_in, tokens_out=self.tokens_out
+            )
 
     def __call__(self, func: F) -> F:
         """Decorate ``func``: each call is a model call; a returned response is read for usage."""
@@ -363,10 +372,12 @@ class ExternalCall:
         if costs is not None:
             announced = None if self.cost_usd is None else usd(self.cost_usd)
             ticket = costs.before_external(self.name, announced)
-        self._ticket = _consult_budget(run, "external", self.name, ticket)
+        if run.budget is not None:
+            ticket = _consult_budget(run, "external", self.name, ticket)
+        self._ticket = ticket
         self._span = _child_span(
-            run, f"external {self.name}", {"runledger.external.service": self.name},
-            self._attributes,
+            run, f"external {self.name}",
+            {**run.span_attributes, "runledger.external.service": self.name}, self._attributes,
         )  # fmt: skip
         self._token = otel_context.attach(trace.set_span_in_context(self._span))
         self._t0 = time.perf_counter()
@@ -412,4 +423,5 @@ class ExternalCall:
         if self.lease_id is not None:
             payload["lease_id"] = self.lease_id
         self.event_id = run._add_external(cost, payload)
-        run._budget_after("external", cost_usd=cost, tokens_in=0, tokens_out=0)
+        if run.budget is not None:
+            run._budget_after("external", cost_usd=cost, tokens_in=0, tokens_out=0)
