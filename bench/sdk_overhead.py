@@ -11,8 +11,8 @@ A second SDK measurement points the ledger at a loopback port where nothing list
 sender keeps failing and backing off, and the call latency must not change.
 
 A separate phase, after those, enforces the tenant's daily cap
-(``Ledger(enforce_tenant_cap=True)``) and alternates with bare spans again: each call is
-checked against the run's budget lease and settled on it (an upper-bound estimate from
+(``Ledger(costs=CostOptions(enforce_tenant_cap=True))``) and alternates with bare spans again:
+each call is checked against the run's budget lease and settled on it (an upper-bound estimate from
 ``prompt_tokens`` and ``max_tokens``), with the round trips to the real control service that
 drawing from a lease needs (a refill every ~90 calls with the default $0.50 chunk, and one
 lease per run of ``CAPPED_CALLS_PER_RUN`` calls).
@@ -38,7 +38,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind
 
-from runledger.sdk import Ledger
+from runledger.sdk import CostOptions, DeliveryOptions, Ledger, TelemetryOptions
 from runledger.store.tenants import create_tenant
 from runledger.store.tokens import create_token
 
@@ -125,10 +125,16 @@ def main() -> int:
             create_tenant(conn, "bench", daily_cap_usd=10**9)
             token = create_token(conn, role="agent", label="bench", tenant_id="bench")
         with control_service(url) as base:
-            common: dict[str, Any] = {"tracer_provider": provider, "environ": {}}
-            live = Ledger(base, token, spool_path=tmp / "live.db", **common)
+            common: dict[str, Any] = {
+                "telemetry": TelemetryOptions(tracer_provider=provider),
+                "environ": {},
+            }
+            live = Ledger(base, token, delivery=DeliveryOptions(tmp / "live.db"), **common)
             dead = Ledger(
-                f"http://127.0.0.1:{free_port()}", token, spool_path=tmp / "dead.db", **common
+                f"http://127.0.0.1:{free_port()}",
+                token,
+                delivery=DeliveryOptions(tmp / "dead.db"),
+                **common,
             )
             live_state: dict[str, Any] = {}
             dead_state: dict[str, Any] = {}
@@ -145,7 +151,11 @@ def main() -> int:
             live.close()
             dead.close(timeout=0.5)
             capped = Ledger(
-                base, token, spool_path=tmp / "capped.db", enforce_tenant_cap=True, **common
+                base,
+                token,
+                delivery=DeliveryOptions(tmp / "capped.db"),
+                costs=CostOptions(enforce_tenant_cap=True),
+                **common,
             )
             capped_state: dict[str, Any] = {}
             result.update(

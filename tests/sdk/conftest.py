@@ -11,7 +11,7 @@ import pytest
 from _sdk_support import OtlpReceiver, Telemetry
 
 from _support import ControlService
-from runledger.sdk import Ledger
+from runledger.sdk import DeliveryOptions, Ledger, TelemetryOptions
 
 
 @pytest.fixture
@@ -28,9 +28,14 @@ def make_ledger(tmp_path: Path, telemetry: Telemetry) -> Iterator[Callable[..., 
     made: list[Ledger] = []
 
     def make(url: str | None = None, token: str | None = None, **kwargs: Any) -> Ledger:
-        kwargs.setdefault("spool_path", tmp_path / "spool" / "events.db")
-        kwargs.setdefault("tracer_provider", telemetry.tracer_provider)
-        kwargs.setdefault("logger_provider", telemetry.logger_provider)
+        kwargs.setdefault("delivery", DeliveryOptions(spool_path=tmp_path / "spool" / "events.db"))
+        kwargs.setdefault(
+            "telemetry",
+            TelemetryOptions(
+                tracer_provider=telemetry.tracer_provider,
+                logger_provider=telemetry.logger_provider,
+            ),
+        )
         kwargs.setdefault("environ", {})
         ledger = Ledger(url, token, **kwargs)
         made.append(ledger)

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import sys
 
-from runledger.sdk import Ledger
+from runledger.sdk import DeliveryOptions, Ledger
 
 
 def main() -> int:
     mode, url, token, spool = sys.argv[1:5]
-    ledger = Ledger(url, token, spool_path=spool, environ={"OTEL_SDK_DISABLED": "true"})
+    ledger = Ledger(
+        url,
+        token,
+        delivery=DeliveryOptions(spool_path=spool),
+        environ={"OTEL_SDK_DISABLED": "true"},
+    )
     if mode == "drain":
         ok = ledger.flush(60)
         print(f"drained {ok} pending={ledger.pending()}", flush=True)

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from runledger.cost.pricing import UnknownModelError, default_pricing
-from runledger.sdk import Ledger, SpoolFullError
+from runledger.sdk import CostOptions, Ledger, SpoolFullError
 
 Sql = Callable[..., list[tuple[Any, ...]]]
 
@@ -225,6 +225,29 @@ def test_invalid_events_are_refused_at_the_call_with_the_reason(
             run.emit("coffee_break")
         with pytest.raises(ValueError, match="personal data"):
             run.emit("phase_entered", payload={"full_name": "Ada"})
+
+
+def test_dollar_amounts_are_checked_where_they_are_given(
+    make_ledger: Callable[..., Ledger],
+) -> None:
+    with pytest.raises(
+        ValueError, match=r"^RUNLEDGER_OFFLINE_ALLOWANCE_USD='-1' must be zero or more dollars$"
+    ):
+        make_ledger(None, environ={"RUNLEDGER_OFFLINE_ALLOWANCE_USD": "-1"})
+    with pytest.raises(
+        ValueError, match=r"^offline_allowance_usd must be a number of dollars, not 'lots'$"
+    ):
+        make_ledger(None, costs=CostOptions(offline_allowance_usd="lots"))
+    ledger = make_ledger(None)
+    with ledger.run("acme", "proj-1", "build", "implementer") as run:
+        with pytest.raises(ValueError, match=r"^cost_usd must be zero or more dollars$"):
+            run.model_call("gpt-4.1", cost_usd=-1)
+        with pytest.raises(ValueError, match=r"^cost_usd must be a number of dollars, not 'abc'$"):
+            with run.model_call("gpt-4.1") as call:
+                call.record(tokens_in=10, tokens_out=5, cost_usd="abc")
+        with run.model_call("gpt-4.1", cost_usd=0.1 + 0.2) as call:  # 0.30000000000000004
+            call.record(tokens_in=10, tokens_out=5)
+    assert call.cost_usd == Decimal("0.300000001")  # rounded up to the ledger's precision
 
 
 def test_a_full_spool_raises_a_clear_error_after_waiting(

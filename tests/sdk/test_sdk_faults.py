@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from _support import ControlService
-from runledger.sdk import Ledger
+from runledger.sdk import DeliveryOptions, Ledger
 
 Sql = Callable[..., list[tuple[Any, ...]]]
 AGENT = Path(__file__).with_name("sdk_agent.py")
@@ -134,8 +134,9 @@ def test_a_new_ledger_on_the_spool_of_a_dead_process_recovers_its_open_run(
     spool = tmp_path / "shared.db"
     script = (
         "import os, sys\n"
-        "from runledger.sdk import Ledger\n"
-        f"ledger = Ledger(None, spool_path={str(spool)!r}, environ={{'OTEL_SDK_DISABLED': '1'}})\n"
+        "from runledger.sdk import DeliveryOptions, Ledger\n"
+        f"ledger = Ledger(None, delivery=DeliveryOptions(spool_path={str(spool)!r}),"
+        " environ={'OTEL_SDK_DISABLED': '1'})\n"
         "run = ledger.start_run('acme', 'proj-1', 'build', 'implementer', run_id='run-orphan')\n"
         "with run.model_call('gpt-4.1', cost_usd='0.5') as call:\n"
         "    call.record(tokens_in=7, tokens_out=3)\n"
@@ -143,7 +144,10 @@ def test_a_new_ledger_on_the_spool_of_a_dead_process_recovers_its_open_run(
     )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
     with Ledger(
-        control_server, agent["token"], spool_path=spool, environ={"OTEL_SDK_DISABLED": "1"}
+        control_server,
+        agent["token"],
+        delivery=DeliveryOptions(spool_path=spool),
+        environ={"OTEL_SDK_DISABLED": "1"},
     ) as ledger:
         assert ledger.flush(15)
     row = sql("SELECT status, tokens_in, tokens_out, cost_usd, error FROM runs")
@@ -156,9 +160,10 @@ def test_events_are_delivered_at_interpreter_exit_without_an_explicit_close(
     control_server: str, agent: dict[str, str], tmp_path: Path, sql: Sql
 ) -> None:
     script = (
-        "from runledger.sdk import Ledger\n"
+        "from runledger.sdk import DeliveryOptions, Ledger\n"
         f"ledger = Ledger({control_server!r}, {agent['token']!r},"
-        f" spool_path={str(tmp_path / 'exit.db')!r}, environ={{'OTEL_SDK_DISABLED': '1'}})\n"
+        f" delivery=DeliveryOptions(spool_path={str(tmp_path / 'exit.db')!r}),"
+        " environ={'OTEL_SDK_DISABLED': '1'})\n"
         "with ledger.run('acme', 'proj-1', 'build', 'implementer', run_id='run-exit') as run:\n"
         "    run.artifact_written('a.md', 1)\n"
         "open = ledger.start_run('acme', 'proj-1', 'build', 'validator', run_id='run-left')\n"

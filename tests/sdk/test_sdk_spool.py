@@ -6,8 +6,10 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
+from runledger.sdk._services import Usage
 from runledger.sdk._spool import Spool
 
 ENVELOPE = b'{"run_id": "run-1"}'
@@ -18,6 +20,8 @@ def _die_after(spool: Path, body: str) -> None:
     script = (
         "import os\n"
         "from pathlib import Path\n"
+        "from decimal import Decimal\n"
+        "from runledger.sdk._services import Usage\n"
         "from runledger.sdk._spool import Spool\n"
         f"spool = Spool(Path({str(spool)!r}), owner='dead-1')\n"
         "spool.append('event', b'{}', open_run=('run-1', %r))\n"
@@ -42,8 +46,8 @@ def test_usage_written_only_to_the_journal_survives_the_process(tmp_path: Path) 
     spool = tmp_path / "s.db"
     _die_after(
         spool,
-        "spool.set_usage('run-1', 10, 2, '0.01', 'gpt-4.1', False)\n"
-        "spool.set_usage('run-1', 25, 5, '0.03', 'gpt-4.1', True, 'lease-9')",
+        "spool.set_usage('run-1', Usage(10, 2, Decimal('0.01'), 'gpt-4.1', False))\n"
+        "spool.set_usage('run-1', Usage(25, 5, Decimal('0.03'), 'gpt-4.1', True, 'lease-9'))",
     )
     with sqlite3.connect(spool) as conn:  # nothing of it reached SQLite
         assert conn.execute("SELECT tokens_in FROM open_runs").fetchall() == [(0,)]
@@ -54,7 +58,7 @@ def test_usage_an_event_already_carried_is_not_recovered_again(tmp_path: Path) -
     spool = tmp_path / "s.db"
     _die_after(
         spool,
-        "spool.set_usage('run-1', 10, 2, '0.01', 'gpt-4.1', False)\n"
+        "spool.set_usage('run-1', Usage(10, 2, Decimal('0.01'), 'gpt-4.1', False))\n"
         "spool.append('event', b'{}', reset_run='run-1')",
     )
     assert _recovered(spool) == [(0, 0, "0", None, False, None)]
@@ -64,9 +68,9 @@ def test_folded_usage_then_newer_journal_lines_and_a_torn_line(tmp_path: Path) -
     spool = tmp_path / "s.db"
     _die_after(
         spool,
-        "spool.set_usage('run-1', 10, 2, '0.01', 'gpt-4.1', False)\n"
+        "spool.set_usage('run-1', Usage(10, 2, Decimal('0.01'), 'gpt-4.1', False))\n"
         "spool.sync()\n"  # folds into open_runs and starts a new journal
-        "spool.set_usage('run-1', 30, 6, '0.05', 'gpt-4.1', False)\n"
+        "spool.set_usage('run-1', Usage(30, 6, Decimal('0.05'), 'gpt-4.1', False))\n"
         "journal = next(Path(str(spool.path) + '.owners').glob('dead-1.usage.*'))\n"
         # junk a power loss could leave: a number, a short record, a torn last line
         "journal.open('ab').write(b'7\\n[4, \"run-1\", 1]\\n[3, \"run-1\", 99')",
@@ -81,7 +85,7 @@ def test_folded_usage_then_newer_journal_lines_and_a_torn_line(tmp_path: Path) -
 def test_a_closed_spool_leaves_no_journal_and_its_usage_in_open_runs(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "s.db", owner="me")
     spool.append("event", b"{}", open_run=("run-1", ENVELOPE))
-    spool.set_usage("run-1", 4, 1, "0.002", "gpt-4.1", False)
+    spool.set_usage("run-1", Usage(4, 1, Decimal("0.002"), "gpt-4.1", False))
     spool.close()
     assert list((tmp_path / "s.db.owners").iterdir()) == []
     with sqlite3.connect(tmp_path / "s.db") as conn:

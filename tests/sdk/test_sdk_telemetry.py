@@ -11,7 +11,7 @@ import pytest
 from _sdk_corpus import FORBIDDEN, ORDINARY, SECRETS
 from _sdk_support import OtlpReceiver, Telemetry
 
-from runledger.sdk import Ledger, RateLimitingSampler
+from runledger.sdk import Ledger, RateLimitingSampler, TelemetryOptions
 
 Sql = Callable[..., list[tuple[Any, ...]]]
 
@@ -39,8 +39,7 @@ def test_spans_and_logs_of_a_run_reach_an_otlp_receiver(
 ) -> None:
     ledger = make_ledger(
         None,
-        tracer_provider=None,
-        logger_provider=None,
+        telemetry=TelemetryOptions(),
         environ={
             "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.url,
             "OTEL_SERVICE_NAME": "implementer-agent",
@@ -132,8 +131,7 @@ def test_traces_are_rate_limited_but_events_never_sampled(
 ) -> None:
     ledger = make_ledger(
         None,
-        tracer_provider=None,
-        logger_provider=None,
+        telemetry=TelemetryOptions(),
         environ={"OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.url,
                  "RUNLEDGER_TRACES_PER_SECOND": "2"},
     )  # fmt: skip
@@ -179,8 +177,7 @@ def test_no_secret_or_pii_leaves_the_process(
     ledger = make_ledger(
         control_server,
         agent["token"],
-        tracer_provider=None,
-        logger_provider=None,
+        telemetry=TelemetryOptions(),
         prompt_audit=True,
         environ={"OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.url},
     )

@@ -12,7 +12,7 @@ from _sdk_costs_support import Spans
 from opentelemetry._logs import NoOpLoggerProvider
 
 from _support import ControlService
-from runledger.sdk import Ledger
+from runledger.sdk import DeliveryOptions, Ledger, TelemetryOptions
 
 
 @pytest.fixture
@@ -50,11 +50,17 @@ def make_ledger(tmp_path: Path, spans: Spans) -> Iterator[Callable[..., Ledger]]
     made: list[Ledger] = []
 
     def make(url: str | None = None, token: str | None = None, **kwargs: Any) -> Ledger:
-        kwargs.setdefault("spool_path", tmp_path / f"spool-{len(made)}" / "events.db")
-        kwargs.setdefault("tracer_provider", spans.provider)
-        kwargs.setdefault("logger_provider", NoOpLoggerProvider())
+        spool = tmp_path / f"spool-{len(made)}" / "events.db"
+        kwargs.setdefault("delivery", DeliveryOptions(spool_path=spool))
+        kwargs.setdefault(
+            "telemetry",
+            TelemetryOptions(
+                tracer_provider=spans.provider,
+                logger_provider=NoOpLoggerProvider(),
+                capture_logging=False,
+            ),
+        )
         kwargs.setdefault("environ", {})
-        kwargs.setdefault("capture_logging", False)
         ledger = Ledger(url, token, **kwargs)
         made.append(ledger)
         return ledger

@@ -19,7 +19,7 @@ from runledger.cost import (
     classify,
     default_pricing,
 )
-from runledger.sdk import Ledger, RunCapReached
+from runledger.sdk import CostOptions, Ledger, RunCapReached
 
 D = Decimal
 ROUTING = {
@@ -67,7 +67,7 @@ def test_validator_never_downgrades_while_an_implementer_retry_does(
     make_ledger: Callable[..., Ledger], spans: Spans, sql: Sql,
 ) -> None:  # fmt: skip
     table = RoutingTable.from_mapping(ROUTING, pricing=default_pricing())
-    ledger = make_ledger(control.url, agent_token("acme", "100"), routing=table)
+    ledger = make_ledger(control.url, agent_token("acme", "100"), costs=CostOptions(routing=table))
 
     tried: list[str] = []
     with ledger.run("acme", "proj-1", "build", "implementer") as impl:
@@ -108,7 +108,7 @@ def test_validator_never_downgrades_while_an_implementer_retry_does(
 def test_budget_aware_routing_and_errors_that_are_not_retried(
     make_ledger: Callable[..., Ledger], spans: Spans,
 ) -> None:  # fmt: skip
-    ledger = make_ledger(routing=RoutingTable.from_mapping(ROUTING))
+    ledger = make_ledger(costs=CostOptions(routing=RoutingTable.from_mapping(ROUTING)))
     with ledger.run("acme", "proj-1", "build", "implementer",
                     caps=RunCaps(max_usd=D("0.01"))) as run:  # fmt: skip
         assert run.choose_model() == "gpt-4.1"
@@ -133,7 +133,9 @@ def test_budget_aware_routing_and_errors_that_are_not_retried(
 
 def test_a_model_with_an_open_circuit_is_skipped(make_ledger: Callable[..., Ledger]) -> None:
     ledger = make_ledger(
-        routing=RoutingTable.from_mapping({**ROUTING, "downgrade_on_retry": False})
+        costs=CostOptions(
+            routing=RoutingTable.from_mapping({**ROUTING, "downgrade_on_retry": False})
+        )
     )
     ledger.breakers = BreakerBoard(fail_max=2, reset_s=60)
     tried: list[str] = []
@@ -182,7 +184,7 @@ def test_tenant_cap_is_opt_in(
 ) -> None:  # fmt: skip
     token = agent_token("acme", "100")
     with pytest.raises(ValueError, match="enforce_tenant_cap needs the control service"):
-        make_ledger(enforce_tenant_cap=True)
+        make_ledger(costs=CostOptions(enforce_tenant_cap=True))
     plain = make_ledger(control.url, token)
     with plain.run("acme", "proj-1", "build", "implementer") as run:
         with run.model_call("gpt-4.1") as call:

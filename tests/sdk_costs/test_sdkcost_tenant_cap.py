@@ -19,7 +19,7 @@ from _sdk_costs_support import (
 
 from _support import ControlService, caps_row
 from runledger.cost import LedgerUnavailable
-from runledger.sdk import Ledger, RunCapReached
+from runledger.sdk import CostOptions, Ledger, RunCapReached
 
 D = Decimal
 
@@ -28,7 +28,9 @@ def test_tenant_cap_refuses_the_call_that_would_cross_it(
     control: ControlService, agent_token: Callable[[str, str], str],
     make_ledger: Callable[..., Ledger], spans: Spans, sql: Sql,
 ) -> None:  # fmt: skip
-    ledger = make_ledger(control.url, agent_token("acme", "0.05"), enforce_tenant_cap=True)
+    ledger = make_ledger(
+        control.url, agent_token("acme", "0.05"), costs=CostOptions(enforce_tenant_cap=True)
+    )
     calls = 0
     with ledger.run("acme", "proj-1", "build", "implementer") as run:
         with pytest.raises(RunCapReached) as stop:
@@ -81,8 +83,9 @@ def test_settled_cost_is_tagged_with_its_lease_and_counted_once(
     control.start()
     try:
         ledger = make_ledger(
-            control.url, agent_token("acme", "5"), enforce_tenant_cap=True,
-            on_ledger_down="fail_open", offline_allowance_usd="0.40",
+            control.url, agent_token("acme", "5"),
+            costs=CostOptions(enforce_tenant_cap=True, on_ledger_down="fail_open",
+                              offline_allowance_usd="0.40"),
         )  # fmt: skip
         run = ledger.start_run("acme", "proj-1", "build", "implementer")
         priced = D("0.2")
@@ -131,8 +134,9 @@ def test_publisher_fails_closed_while_another_role_spends_its_offline_allowance(
     control.start()
     try:
         ledger = make_ledger(
-            control.url, agent_token("acme", "100"), enforce_tenant_cap=True,
-            on_ledger_down="fail_open", offline_allowance_usd="0.02",
+            control.url, agent_token("acme", "100"),
+            costs=CostOptions(enforce_tenant_cap=True, on_ledger_down="fail_open",
+                              offline_allowance_usd="0.02"),
         )  # fmt: skip
         control.stop()
         with pytest.raises(LedgerUnavailable, match="cannot reach the ledger"):
@@ -167,7 +171,9 @@ def test_publish_partial_instead_of_spending_over_the_cap(
     control: ControlService, agent_token: Callable[[str, str], str],
     make_ledger: Callable[..., Ledger], sql: Sql,
 ) -> None:  # fmt: skip
-    ledger = make_ledger(control.url, agent_token("acme", "0.10"), enforce_tenant_cap=True)
+    ledger = make_ledger(
+        control.url, agent_token("acme", "0.10"), costs=CostOptions(enforce_tenant_cap=True)
+    )
     with ledger.run("acme", "proj-1", "build", "implementer") as run:
         with run.external_call("render.farm", cost_usd=D("0.06")):
             pass

@@ -22,7 +22,7 @@ from decimal import Decimal
 from typing import Any
 
 from runledger.cost import RunCaps
-from runledger.sdk import Ledger, Run, RunCapReached
+from runledger.sdk import CostOptions, Ledger, Run, RunCapReached
 
 PHASES = ("brief", "research", "build", "review", "publish")
 ROLE = {
@@ -177,9 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     # control service is briefly away, within a small offline allowance (Publishers never).
     ledger = Ledger(
         url=args.url,
-        enforce_tenant_cap=True,
-        on_ledger_down="fail_open",
-        offline_allowance_usd="0.05",
+        costs=CostOptions(
+            enforce_tenant_cap=True, on_ledger_down="fail_open", offline_allowance_usd="0.05"
+        ),
     )
     pipeline = Pipeline(ledger, random.Random(args.seed))
     steps = 0

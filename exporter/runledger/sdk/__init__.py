@@ -14,23 +14,27 @@ Usage::
 See docs/sdk.md for delivery guarantees, redaction, sampling and cost controls.
 """
 
+from runledger.sdk._calls import ExternalCall, ModelCall, model_call
+from runledger.sdk._config import CostOptions, DeliveryOptions, TelemetryOptions
 from runledger.sdk._costs import PartialResult, RunCapReached
 from runledger.sdk._ledger import Ledger
-from runledger.sdk._run import Budget, ExternalCall, ModelCall, Run, current_run, model_call
+from runledger.sdk._run import Budget, Run, current_run
 from runledger.sdk._spool import SpoolFullError
-from runledger.sdk._telemetry import RateLimitingSampler, RedactingSpanExporter
+from runledger.sdk._telemetry import RateLimitingSampler
 
 __all__ = [
     "Budget",
+    "CostOptions",
+    "DeliveryOptions",
     "ExternalCall",
     "Ledger",
     "ModelCall",
     "PartialResult",
     "RateLimitingSampler",
-    "RedactingSpanExporter",
     "Run",
     "RunCapReached",
     "SpoolFullError",
+    "TelemetryOptions",
     "current_run",
     "model_call",
 ]

@@ -1,15 +1,30 @@
-"""SDK settings, read once from a mapping (the environment by default)."""
+"""SDK settings: the ``Ledger``'s option groups, and what it reads from the environment."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
+from opentelemetry._logs import LoggerProvider
+from opentelemetry.trace import TracerProvider
+
 from runledger import _env
+from runledger.money import parse_usd
+
+if TYPE_CHECKING:
+    import requests
+
+    from runledger.cost.lease import LeaseTransport
+    from runledger.cost.policy import RunCaps
+    from runledger.cost.pricing import PricingTable
+    from runledger.cost.routing import RoutingTable
+
+__all__ = ["CostOptions", "DeliveryOptions", "Settings", "TelemetryOptions"]
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 
@@ -29,15 +44,7 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
 
 def _usd(env: Mapping[str, str], name: str) -> Decimal:
     raw = env.get(name, "").strip()
-    if not raw:
-        return Decimal(0)
-    try:
-        value = Decimal(raw)
-    except InvalidOperation:
-        raise ValueError(f"{name}={raw!r} is not a dollar amount") from None
-    if not value.is_finite() or value < 0:
-        raise ValueError(f"{name}={raw!r} must be zero or more dollars")
-    return value
+    return parse_usd(raw, name=f"{name}={raw!r}") if raw else Decimal(0)
 
 
 def _pairs(raw: str) -> dict[str, str]:
@@ -47,6 +54,66 @@ def _pairs(raw: str) -> dict[str, str]:
         if sep and key.strip():
             out[unquote(key.strip())] = unquote(value.strip())
     return out
+
+
+@dataclass(frozen=True)
+class TelemetryOptions:
+    """Where a Ledger's spans and run logs go.
+
+    Args:
+        tracer_provider: default: the global one if an SDK provider is installed, else one
+            built from the ``OTEL_*`` variables (OTLP/HTTP, rate-limited sampling).
+        logger_provider: likewise for OTLP logs.
+        capture_logging: forward ``logging`` records emitted inside a run as run logs.
+    """
+
+    tracer_provider: TracerProvider | None = None
+    logger_provider: LoggerProvider | None = None
+    capture_logging: bool = True
+
+
+@dataclass(frozen=True)
+class DeliveryOptions:
+    """How a Ledger keeps and sends its events.
+
+    Args:
+        spool_path: SQLite spool file (default ``RUNLEDGER_SPOOL_PATH`` or
+            ``$RUNLEDGER_HOME/spool/events.db``).
+        session: HTTP session of the sender (tests).
+    """
+
+    spool_path: str | Path | None = None
+    session: requests.Session | None = None
+
+
+@dataclass(frozen=True)
+class CostOptions:
+    """How a Ledger prices calls and controls what its runs spend.
+
+    Args:
+        pricing: the pricing table (default ``runledger.cost.pricing.default_pricing()``).
+        enforce_tenant_cap: draw every run's model and external spend from a budget lease
+            on its tenant's daily cap (default ``RUNLEDGER_ENFORCE_CAPS``, off).
+        on_ledger_down: ``fail_closed`` (refuse spend) or ``fail_open`` (spend up to
+            ``offline_allowance_usd`` per run without a lease) when the ledger cannot be
+            reached (default ``RUNLEDGER_ON_LEDGER_DOWN``, fail_closed). The Publisher
+            always fails closed.
+        offline_allowance_usd: see ``on_ledger_down`` (``RUNLEDGER_OFFLINE_ALLOWANCE_USD``).
+        lease_transport: how budgets talk to the ledger (default: ``HttpLeaseTransport``
+            on the Ledger's ``url`` and ``token``; ``PgLeaseTransport`` for in-process
+            services).
+        run_caps: default ``RunCaps`` per playbook; ``ledger.run(caps=...)`` overrides.
+        routing: a ``RoutingTable`` (or the path of its YAML file) for ``run.choose_model``
+            and ``run.call_with_retries``.
+    """
+
+    pricing: PricingTable | None = None
+    enforce_tenant_cap: bool | None = None
+    on_ledger_down: str | None = None
+    offline_allowance_usd: Decimal | float | str | None = None
+    lease_transport: LeaseTransport | None = None
+    run_caps: Mapping[str, RunCaps] | None = None
+    routing: RoutingTable | str | Path | None = None
 
 
 @dataclass(frozen=True)

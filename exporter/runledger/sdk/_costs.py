@@ -7,19 +7,28 @@ The cost library (``runledger.cost``) is imported only when a run uses caps or l
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+
+from runledger.sdk._services import RunServices
 
 if TYPE_CHECKING:
     from runledger.cost.lease import Reservation, TenantBudget
     from runledger.cost.policy import RunCaps, RunMeter
-    from runledger.sdk._run import Run
 
-__all__ = ["CostGuard", "PartialResult", "RunCapReached", "Ticket", "refresh", "snapshot"]
+__all__ = [
+    "CapStop",
+    "CostGuard",
+    "GuardedRun",
+    "PartialResult",
+    "RunCapReached",
+    "Ticket",
+    "refresh",
+    "snapshot",
+]
 
 log = logging.getLogger("runledger.sdk")
 
@@ -32,6 +41,20 @@ _WHAT = {
     "external": "the run's external-charges cap",
     "tenant_daily": "the tenant's daily cap",
 }
+
+
+@dataclass(frozen=True)
+class CapStop:
+    """Which cap refused a call: its limit, what was spent, what the call needed, and why."""
+
+    cap: str | None = None
+    limit: Decimal = _ZERO
+    spent: Decimal = _ZERO
+    needed: Decimal = _ZERO
+    reason: str = ""
+
+
+_NO_STOP = CapStop()
 
 
 @dataclass(frozen=True)
@@ -131,6 +154,41 @@ class RunCapReached(RuntimeError):
         super().__init__(partial.reason)
 
 
+class GuardedRun(Protocol):
+    """What cost controls read of the run they guard (``Run`` implements it)."""
+
+    @property
+    def services(self) -> RunServices: ...
+
+    @property
+    def tenant_id(self) -> str: ...
+
+    @property
+    def run_id(self) -> str: ...
+
+    @property
+    def playbook(self) -> str | None: ...
+
+    @property
+    def model_calls(self) -> int: ...
+
+    @property
+    def tokens_in(self) -> int: ...
+
+    @property
+    def tokens_out(self) -> int: ...
+
+    @property
+    def cost_usd(self) -> Decimal: ...
+
+    @property
+    def external_usd(self) -> Decimal: ...
+
+    def cap_hit(self, cap: str, *, limit: Decimal | float, spent: Decimal | float) -> str: ...
+
+    def log(self, message: str, *, level: int = logging.INFO, **attributes: Any) -> None: ...
+
+
 @dataclass
 class Ticket:
     """One call's estimate, counted against the run's caps while the call is in flight."""
@@ -150,7 +208,7 @@ class CostGuard:
         budget: the tenant budget lease the run draws from (``None``: not enforced).
     """
 
-    def __init__(self, run: Run, caps: RunCaps | None, budget: TenantBudget | None) -> None:
+    def __init__(self, run: GuardedRun, caps: RunCaps | None, budget: TenantBudget | None) -> None:
         from runledger.cost.policy import RunCaps, RunMeter
 
         self.run = run
@@ -183,7 +241,7 @@ class CostGuard:
         elif cached:
             estimate = _ZERO
         else:
-            estimate = self.run.ledger.pricing.cost(
+            estimate = self.run.services.pricing().cost(
                 model, tokens_in=prompt_tokens or 0, tokens_out=max_tokens or 0,
                 tenant_id=self.run.tenant_id,
             )  # fmt: skip
@@ -220,8 +278,8 @@ class CostGuard:
                 self._usd += ticket.usd
                 self._external_usd += ticket.external_usd
         if refused is not None:
-            self._stop(refused.cap, refused.limit, refused.spent, refused.needed, str(refused),
-                       refused)  # fmt: skip
+            stop = CapStop(refused.cap, refused.limit, refused.spent, refused.needed, str(refused))
+            self._stop(stop, refused)
         return ticket
 
     def _landed(self, ticket: Ticket) -> None:
@@ -240,20 +298,18 @@ class CostGuard:
             ticket.reservation = self.budget.reserve(estimate)
         except TenantCapReached as exc:
             self._landed(ticket)
-            self._stop("tenant_daily", exc.cap_usd, exc.spend_usd, exc.needed_usd, str(exc), exc)
+            stop = CapStop("tenant_daily", exc.cap_usd, exc.spend_usd, exc.needed_usd, str(exc))
+            self._stop(stop, exc)
         except BaseException:
             self._landed(ticket)
             raise
 
-    def _stop(
-        self, cap: str, limit: Decimal, spent: Decimal, needed: Decimal, reason: str,
-        cause: BaseException,
-    ) -> NoReturn:  # fmt: skip
+    def _stop(self, stop: CapStop, cause: BaseException) -> NoReturn:
         run = self.run
-        self.reached = self.snapshot(
-            cap=cap, limit=limit, spent=spent, needed=needed, reason=reason
-        )
-        run.cap_hit(cap, limit=limit, spent=spent)
+        cap = stop.cap
+        assert cap is not None
+        self.reached = self.snapshot(stop)
+        run.cap_hit(cap, limit=stop.limit, spent=stop.spent)
         run.log(
             f"cap reached, no further model calls: {self.reached.stopped_by()}",
             level=logging.WARNING, **{"runledger.cap": cap},
@@ -305,12 +361,9 @@ class CostGuard:
         """Return the smallest remaining share of the run's $ and token caps."""
         return self.meter.remaining_fraction()
 
-    def snapshot(
-        self, *, cap: str | None = None, limit: Decimal = _ZERO, spent: Decimal = _ZERO,
-        needed: Decimal = _ZERO, reason: str = "",
-    ) -> PartialResult:  # fmt: skip
+    def snapshot(self, stop: CapStop = _NO_STOP) -> PartialResult:
         """Return the run's progress and spend now."""
-        return snapshot(self.run, self.meter.elapsed_s, cap, limit, spent, needed, reason)
+        return snapshot(self.run, self.meter.elapsed_s, stop)
 
     def close(self) -> None:
         """Settle the lease and give its unused part back to the tenant."""
@@ -326,24 +379,18 @@ class CostGuard:
                         self.run.run_id, exc)  # fmt: skip
 
 
-def snapshot(
-    run: Run, elapsed_s: float, cap: str | None, limit: Decimal, spent: Decimal,
-    needed: Decimal, reason: str,
-) -> PartialResult:  # fmt: skip
+def snapshot(run: GuardedRun, elapsed_s: float, stop: CapStop = _NO_STOP) -> PartialResult:
+    """Return ``run``'s progress and spend now, and the cap that stopped it if any."""
     return PartialResult(
-        tenant_id=run.tenant_id, playbook=run.playbook, cap=cap, limit=limit, spent=spent,
-        needed=needed, reason=reason, model_calls=run.model_calls, tokens_in=run.tokens_in,
-        tokens_out=run.tokens_out, model_usd=run.cost_usd - run.external_usd,
-        external_usd=run.external_usd, elapsed_s=round(elapsed_s, 3),
+        tenant_id=run.tenant_id, playbook=run.playbook, cap=stop.cap, limit=stop.limit,
+        spent=stop.spent, needed=stop.needed, reason=stop.reason, model_calls=run.model_calls,
+        tokens_in=run.tokens_in, tokens_out=run.tokens_out,
+        model_usd=run.cost_usd - run.external_usd, external_usd=run.external_usd,
+        elapsed_s=round(elapsed_s, 3),
     )  # fmt: skip
 
 
-def refresh(result: PartialResult, run: Run, elapsed_s: float) -> PartialResult:
+def refresh(result: PartialResult, run: GuardedRun, elapsed_s: float) -> PartialResult:
     """Return ``result`` with the run's spend and progress as of now."""
-    now = snapshot(run, elapsed_s, None, _ZERO, _ZERO, _ZERO, "")
-    fields: dict[str, Any] = {
-        f.name: getattr(now, f.name)
-        for f in dataclasses.fields(PartialResult)
-        if f.name not in ("cap", "limit", "spent", "needed", "reason")
-    }
-    return dataclasses.replace(result, **fields)
+    stop = CapStop(result.cap, result.limit, result.spent, result.needed, result.reason)
+    return snapshot(run, elapsed_s, stop)

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
-import requests
 from opentelemetry import trace
 from opentelemetry._logs import LoggerProvider as APILoggerProvider
 from opentelemetry._logs import NoOpLoggerProvider, get_logger_provider
@@ -25,10 +24,12 @@ from pydantic import ValidationError
 
 from runledger import __version__
 from runledger.events import EVENT_MODELS
+from runledger.money import parse_usd
 from runledger.redact import Redactor, default_redactor
-from runledger.sdk._config import Settings
-from runledger.sdk._run import Budget, Run, current_run
+from runledger.sdk._config import CostOptions, DeliveryOptions, Settings, TelemetryOptions
+from runledger.sdk._run import Budget, Run, RunSpec, current_run
 from runledger.sdk._sender import Sender
+from runledger.sdk._services import OpenRunHandle, RunServices
 from runledger.sdk._spool import OpenRun, Spool
 from runledger.sdk._telemetry import (
     RunLogHandler,
@@ -38,7 +39,7 @@ from runledger.sdk._telemetry import (
 )
 
 if TYPE_CHECKING:
-    from runledger.cost.lease import LeaseTransport, TenantBudget
+    from runledger.cost.lease import TenantBudget
     from runledger.cost.policy import RunCaps
     from runledger.cost.pricing import PricingTable
     from runledger.cost.projection import BudgetVerdict, Plan, Projection
@@ -66,29 +67,14 @@ class Ledger:
         url: control service base URL (default ``RUNLEDGER_URL``; unset keeps events in the
             spool until a process that has it opens the spool).
         token: bearer token (default ``RUNLEDGER_TOKEN``).
-        spool_path: SQLite spool file (default ``RUNLEDGER_SPOOL_PATH`` or
-            ``$RUNLEDGER_HOME/spool/events.db``).
-        pricing: the pricing table (default ``runledger.cost.pricing.default_pricing()``).
         redactor: redaction rules (default ``runledger.redact.DEFAULT_RULES``).
-        tracer_provider: default: the global one if an SDK provider is installed, else one
-            built from the ``OTEL_*`` variables (OTLP/HTTP, rate-limited sampling).
-        logger_provider: likewise for OTLP logs.
         prompt_audit: store redacted prompts (default ``RUNLEDGER_PROMPT_AUDIT``).
         environ: read settings from this mapping instead of ``os.environ``.
-        session: HTTP session for the sender (tests).
-        capture_logging: forward ``logging`` records emitted inside a run as run logs.
-        enforce_tenant_cap: draw every run's model and external spend from a budget lease
-            on its tenant's daily cap (default ``RUNLEDGER_ENFORCE_CAPS``, off).
-        on_ledger_down: ``fail_closed`` (refuse spend) or ``fail_open`` (spend up to
-            ``offline_allowance_usd`` per run without a lease) when the ledger cannot be
-            reached (default ``RUNLEDGER_ON_LEDGER_DOWN``, fail_closed). The Publisher
-            always fails closed.
-        offline_allowance_usd: see ``on_ledger_down`` (``RUNLEDGER_OFFLINE_ALLOWANCE_USD``).
-        lease_transport: how budgets talk to the ledger (default: ``HttpLeaseTransport``
-            on ``url`` and ``token``; ``PgLeaseTransport`` for in-process services).
-        run_caps: default ``RunCaps`` per playbook; ``ledger.run(caps=...)`` overrides.
-        routing: a ``RoutingTable`` (or the path of its YAML file) for ``run.choose_model``
-            and ``run.call_with_retries``.
+        telemetry: tracer and logger providers, and whether ``logging`` records inside a
+            run become run logs (``TelemetryOptions``).
+        delivery: the spool file and the sender's HTTP session (``DeliveryOptions``).
+        costs: pricing, the tenant cap's budget leases, per-playbook run caps and model
+            routing (``CostOptions``).
 
     Usage::
 
@@ -98,6 +84,8 @@ class Ledger:
                 call.record(tokens_in=1200, tokens_out=300)
             run.artifact_written("site/index.html", 3)
         ledger.flush(timeout=5)
+
+        ledger = Ledger(costs=CostOptions(enforce_tenant_cap=True, run_caps={"landing": caps}))
     """
 
     def __init__(
@@ -105,73 +93,86 @@ class Ledger:
         url: str | None = None,
         token: str | None = None,
         *,
-        spool_path: str | Path | None = None,
-        pricing: PricingTable | None = None,
         redactor: Redactor | None = None,
-        tracer_provider: trace.TracerProvider | None = None,
-        logger_provider: APILoggerProvider | None = None,
         prompt_audit: bool | None = None,
         environ: Mapping[str, str] | None = None,
-        session: requests.Session | None = None,
-        capture_logging: bool = True,
-        enforce_tenant_cap: bool | None = None,
-        on_ledger_down: str | None = None,
-        offline_allowance_usd: Decimal | float | str | None = None,
-        lease_transport: LeaseTransport | None = None,
-        run_caps: Mapping[str, RunCaps] | None = None,
-        routing: RoutingTable | str | Path | None = None,
+        telemetry: TelemetryOptions | None = None,
+        delivery: DeliveryOptions | None = None,
+        costs: CostOptions | None = None,
     ) -> None:
+        telemetry = telemetry or TelemetryOptions()
+        delivery = delivery or DeliveryOptions()
+        costs = costs or CostOptions()
         settings = Settings.from_env(environ)
         self.settings = settings
         self.url = url or settings.url
         self._token = token or settings.token
         self.enforce_tenant_cap = (
-            settings.enforce_caps if enforce_tenant_cap is None else enforce_tenant_cap
+            settings.enforce_caps if costs.enforce_tenant_cap is None else costs.enforce_tenant_cap
         )
-        self.on_ledger_down = on_ledger_down or settings.on_ledger_down
+        self.on_ledger_down = costs.on_ledger_down or settings.on_ledger_down
         if self.on_ledger_down not in ("fail_closed", "fail_open"):
             raise ValueError("on_ledger_down must be 'fail_closed' or 'fail_open'")
         self.offline_allowance_usd = (
             settings.offline_allowance_usd
-            if offline_allowance_usd is None
-            else Decimal(str(offline_allowance_usd))
+            if costs.offline_allowance_usd is None
+            else parse_usd(costs.offline_allowance_usd, name="offline_allowance_usd")
         )
-        self._lease_transport = lease_transport
-        if self.enforce_tenant_cap and lease_transport is None and not (self.url and self._token):
+        self._lease_transport = costs.lease_transport
+        if (
+            self.enforce_tenant_cap
+            and self._lease_transport is None
+            and not (self.url and self._token)
+        ):
             raise ValueError(
                 "enforce_tenant_cap needs the control service: set RUNLEDGER_URL and "
-                "RUNLEDGER_TOKEN (or pass url=, token= or lease_transport=)"
+                "RUNLEDGER_TOKEN (or pass url=, token= or CostOptions(lease_transport=))"
             )
-        self.run_caps: dict[str, RunCaps] = dict(run_caps or {})
-        self._routing_source = routing
+        self.run_caps: dict[str, RunCaps] = dict(costs.run_caps or {})
+        self._routing_source = costs.routing
         self._routing: RoutingTable | None = None
         self._breakers: BreakerBoard | None = None
         self.redactor = redactor or default_redactor()
         self.prompt_audit_enabled = settings.prompt_audit if prompt_audit is None else prompt_audit
-        self._pricing = pricing
+        self._pricing = costs.pricing
         self._priced: set[tuple[str, str]] = set()
-        self._runs: dict[str, Run] = {}
+        self._runs: dict[str, OpenRunHandle] = {}
         self._runs_lock = threading.Lock()
         self._closed = False
         self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
         self._spool = Spool(
-            Path(spool_path) if spool_path else settings.spool_path,
+            Path(delivery.spool_path) if delivery.spool_path else settings.spool_path,
             owner=self.owner,
             max_records=settings.spool_max_events,
             full_timeout=settings.spool_full_timeout,
         )
         self._own_providers: list[Any] = []
-        self.tracer_provider = tracer_provider or self._default_tracer_provider()
-        self.logger_provider = logger_provider or self._default_logger_provider()
+        self.tracer_provider = telemetry.tracer_provider or self._default_tracer_provider()
+        self.logger_provider = telemetry.logger_provider or self._default_logger_provider()
         self.tracer = self.tracer_provider.get_tracer("runledger.sdk", __version__)
         self._otel_logger = self.logger_provider.get_logger("runledger.run", __version__)
+        self._services = RunServices(
+            tracer=self.tracer,
+            redactor=self.redactor,
+            pricing=lambda: self.pricing,
+            check_priced=self._check_priced,
+            emit=self._spool_event,
+            usage=self._spool.set_usage,
+            log=self._run_log,
+            audit=self._prompt_audit,
+            tenant_budget=self._tenant_budget if self.enforce_tenant_cap else None,
+            routing=lambda: self.routing,
+            breakers=lambda: self.breakers,
+            opened=self._opened,
+            closed=self._closed_run,
+        )
         self._handler: RunLogHandler | None = None
-        if capture_logging:
+        if telemetry.capture_logging:
             self._handler = RunLogHandler(
-                self.logger_provider, self.redactor, current_run, owner=self
+                self.logger_provider, self.redactor, current_run, self._services
             )
             logging.getLogger().addHandler(self._handler)
-        self._sender = Sender(self._spool, self.url, self._token, session=session)
+        self._sender = Sender(self._spool, self.url, self._token, session=delivery.session)
         self._recover()
         self._sender.start()
         atexit.register(self.close)
@@ -267,18 +268,16 @@ class Ledger:
         verdict.raise_if_blocked()
         return projection, verdict
 
-    def _tenant_budget(self, run: Run) -> TenantBudget | None:
-        """Return a budget lease for ``run`` when the tenant cap is enforced."""
-        if not self.enforce_tenant_cap:
-            return None
+    def _tenant_budget(self, tenant_id: str, run_id: str, role: str) -> TenantBudget:
+        """Return the budget lease a run draws from on its tenant's daily cap."""
         from runledger.cost.lease import HttpLeaseTransport, TenantBudget
 
         if self._lease_transport is None:
             assert self.url is not None and self._token is not None
             self._lease_transport = HttpLeaseTransport(self.url, self._token)
-        publisher = run.role.lower() == "publisher"
+        publisher = role.lower() == "publisher"
         return TenantBudget(
-            self._lease_transport, run.tenant_id, holder=run.run_id, role=run.role.lower(),
+            self._lease_transport, tenant_id, holder=run_id, role=role.lower(),
             on_ledger_down="fail_closed" if publisher else self.on_ledger_down,  # type: ignore[arg-type]
             offline_allowance_usd=Decimal(0) if publisher else self.offline_allowance_usd,
         )  # fmt: skip
@@ -316,10 +315,11 @@ class Ledger:
         self._check_open()
         if caps is None and playbook is not None:
             caps = self.run_caps.get(playbook)
-        return Run(
-            self, tenant_id, project_id, phase, role, run_id=run_id, playbook=playbook,
-            attempt=attempt, attributes=attributes, budget=budget, caps=caps,
+        spec = RunSpec(
+            tenant_id, project_id, phase, role, run_id or f"run-{uuid.uuid4().hex}", playbook,
+            attempt,
         )  # fmt: skip
+        return Run(self._services, spec, attributes=attributes, budget=budget, caps=caps)
 
     def start_run(
         self,
@@ -471,23 +471,19 @@ class Ledger:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    # -- internals used by Run --------------------------------------------------------------
+    # -- what runs use of the Ledger (RunServices) -------------------------------------------
 
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("this Ledger was closed")
 
-    def _opened(self, run: Run) -> None:
+    def _opened(self, run: OpenRunHandle) -> None:
         with self._runs_lock:
             self._runs[run.run_id] = run
 
-    def _closed_run(self, run: Run) -> None:
+    def _closed_run(self, run: OpenRunHandle) -> None:
         with self._runs_lock:
             self._runs.pop(run.run_id, None)
-
-    @staticmethod
-    def _envelope_bytes(envelope: Mapping[str, Any]) -> bytes:
-        return orjson.dumps(dict(envelope))
 
     def _clean(self, event: dict[str, Any]) -> dict[str, Any]:
         payload = event.get("payload")
@@ -526,13 +522,15 @@ class Ledger:
             "event", body, open_run=open_run, reset_run=reset_run, close_run=close_run
         )
 
-    def _prompt_audit(self, run: Run, prompt: str, response: str | None, model: str | None) -> None:
+    def _prompt_audit(
+        self, tenant_id: str, run_id: str, prompt: str, response: str | None, model: str | None
+    ) -> None:
         if not self.prompt_audit_enabled:
             return
         record = {
             "audit_id": str(uuid.uuid4()),
-            "tenant_id": run.tenant_id,
-            "run_id": run.run_id,
+            "tenant_id": tenant_id,
+            "run_id": run_id,
             "model": model,
             "prompt": self.redactor.text(prompt),
             "response": self.redactor.text(response) if response is not None else None,
@@ -541,21 +539,14 @@ class Ledger:
         self._spool.append("prompt_audit", orjson.dumps(record))
 
     def _run_log(
-        self,
-        run: Run,
-        message: str,
-        level: int,
-        attributes: Mapping[str, Any],
-        *,
-        context: Context | None = None,
+        self, message: str, level: int, attributes: Mapping[str, Any], context: Context
     ) -> None:
-        attrs = {**run.log_attributes, **attributes}
         self._otel_logger.emit(
-            context=context or run.log_context(),
+            context=context,
             severity_number=severity(level),
             severity_text=logging.getLevelName(level),
             body=self.redactor.text(message),
-            attributes=self.redactor.attributes(attrs),
+            attributes=self.redactor.attributes(attributes),
         )
 
     def _recover(self) -> None:

@@ -1,50 +1,46 @@
-"""A run of an agent: its trace, its events, its model and external calls."""
+"""A run of an agent: its trace, its events, the usage of its calls and its cost controls."""
 
 from __future__ import annotations
 
-import functools
 import logging
-import re
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from contextvars import ContextVar, Token
+from contextvars import Token
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import ROUND_CEILING, Decimal
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
+import orjson
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from runledger.redact import nearest_city
-from runledger.sdk._costs import (
-    CostGuard,
-    PartialResult,
-    RunCapReached,
-    Ticket,
-    refresh,
-    snapshot,
+from runledger.sdk._calls import (
+    CURRENT_RUN,
+    CallingRun,
+    ExternalCall,
+    ModelCall,
+    ModelRequest,
+    one_line,
+    usd,
 )
-from runledger.sdk._telemetry import span_in_run
+from runledger.sdk._costs import CostGuard, PartialResult, RunCapReached, refresh, snapshot
+from runledger.sdk._services import RunServices, Usage
 
 if TYPE_CHECKING:
     from runledger.cost.policy import RunCaps
     from runledger.cost.retry import RetryPolicy
-    from runledger.sdk._ledger import Ledger
 
-__all__ = ["Budget", "ExternalCall", "ModelCall", "Run", "current_run", "model_call"]
+__all__ = ["Budget", "Run", "RunSpec", "current_run"]
 
-F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
-_CURRENT: ContextVar[Run | None] = ContextVar("runledger_current_run", default=None)
-_NANO = Decimal("0.000000001")
 _ZERO = Decimal(0)
-_SERVICE_CHARS = re.compile(r"[^A-Za-z0-9._:/-]+")
 _USAGE_SERVICE = "runledger.usage"
 """``external_call`` service name of the event that carries model usage settled through a
 budget lease the run no longer draws from (one event never mixes two leases)."""
@@ -52,19 +48,20 @@ budget lease the run no longer draws from (one event never mixes two leases)."""
 
 def current_run() -> Run | None:
     """Return the run active in this context (``with ledger.run(...)``), if any."""
-    return _CURRENT.get()
+    return cast("Run | None", CURRENT_RUN.get())
 
 
-def _usd(value: Decimal | float | int | str) -> Decimal:
-    amount = value if isinstance(value, Decimal) else Decimal(str(value))
-    if amount < 0:
-        raise ValueError(f"cost_usd must be >= 0, got {value}")
-    return amount.quantize(_NANO, rounding=ROUND_CEILING)
+@dataclass(frozen=True, slots=True)
+class RunSpec:
+    """Which run this is: where it belongs, its id, playbook and attempt."""
 
-
-def _one_line(text: str, limit: int = 500) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"
+    tenant_id: str
+    project_id: str
+    phase: str
+    role: str
+    run_id: str
+    playbook: str | None = None
+    attempt: int = 1
 
 
 class Budget(Protocol):
@@ -93,27 +90,22 @@ class Run:
 
     def __init__(
         self,
-        ledger: Ledger,
-        tenant_id: str,
-        project_id: str,
-        phase: str,
-        role: str,
+        services: RunServices,
+        spec: RunSpec,
         *,
-        run_id: str | None = None,
-        playbook: str | None = None,
-        attempt: int = 1,
         attributes: Mapping[str, Any] | None = None,
         budget: Budget | None = None,
         caps: RunCaps | None = None,
     ) -> None:
-        self.ledger = ledger
-        self.tenant_id = tenant_id
-        self.project_id = project_id
-        self.phase = phase
-        self.role = role
-        self.run_id = run_id or f"run-{uuid.uuid4().hex}"
-        self.playbook = playbook
-        self.attempt = attempt
+        self.services = services
+        """What the run uses of the Ledger that started it."""
+        self.tenant_id = spec.tenant_id
+        self.project_id = spec.project_id
+        self.phase = spec.phase
+        self.role = spec.role
+        self.run_id = spec.run_id
+        self.playbook = spec.playbook
+        self.attempt = spec.attempt
         self.budget: Budget | None = budget
         """Your own hook, consulted before and after each model/external call."""
         self.caps: RunCaps | None = caps
@@ -127,21 +119,17 @@ class Run:
         self.cost_usd = _ZERO
         self.external_usd = _ZERO
         self.trace_id: str | None = None
-        self._extra_attributes = dict(ledger.redactor.attributes(attributes or {}))
+        self._extra_attributes = dict(services.redactor.attributes(attributes or {}))
         self._lock = threading.RLock()
-        self._pending_in = 0
-        self._pending_out = 0
-        self._pending_cost = _ZERO
-        self._pending_model: str | None = None
-        self._pending_cached = False
-        self._pending_lease: str | None = None
+        self._pending = Usage()
+        """Usage of model calls that the run's next event carries."""
         self._span: Any = None
         self.span_context: trace.SpanContext = trace.INVALID_SPAN_CONTEXT
         self.context: Context = Context()
         self._span_id: str | None = None
-        self._cv_token: Token[Run | None] | None = None
+        self._cv_token: Token[CallingRun | None] | None = None
         self._otel_token: object | None = None
-        self._previous: Run | None = None
+        self._previous: CallingRun | None = None
         self.envelope: dict[str, Any] = {}
         self.span_attributes: dict[str, Any] = {}
         self.log_attributes: dict[str, Any] = {}
@@ -164,7 +152,7 @@ class Run:
         self.log_attributes = {**base, **self._extra_attributes}
         current = trace.get_current_span().get_span_context()
         # One trace per run: the run's span is a new root, linked to whoever started it.
-        self._span = self.ledger.tracer.start_span(
+        self._span = self.services.tracer.start_span(
             f"invoke_agent {self.role}",
             context=Context(),
             kind=SpanKind.INTERNAL,
@@ -191,13 +179,15 @@ class Run:
             "trace_id": self.trace_id,
             "span_id": self._span_id,
         }
-        if self.caps is not None or self.ledger.enforce_tenant_cap:
-            self.costs = CostGuard(self, self.caps, self.ledger._tenant_budget(self))
-        self.ledger._opened(self)
+        lease = self.services.tenant_budget
+        if self.caps is not None or lease is not None:
+            budget = lease(self.tenant_id, self.run_id, self.role) if lease is not None else None
+            self.costs = CostGuard(self, self.caps, budget)
+        self.services.opened(self)
         try:
             self._emit("run_started", fields={"attempt": self.attempt}, open_run=True)
         except BaseException:
-            self.ledger._closed_run(self)
+            self.services.closed(self)
             self._span.end()
             raise
         self.status = "running"
@@ -205,15 +195,15 @@ class Run:
     def start(self) -> Run:
         """Start the run (the explicit twin of ``with``); it becomes the current run."""
         self._begin()
-        self._previous = _CURRENT.get()
-        _CURRENT.set(self)
+        self._previous = CURRENT_RUN.get()
+        CURRENT_RUN.set(self)
         return self
 
     def finish(self, status: str = "succeeded", *, summary: str | None = None) -> None:
         """End the run: ``run_finished`` with ``status`` ``succeeded`` or ``partial``."""
         payload: dict[str, Any] = {"status": status}
         if summary:
-            payload["summary"] = _one_line(summary)
+            payload["summary"] = one_line(summary)
         self._end("run_finished", payload, status, None)
 
     def fail(self, reason: str | BaseException, *, retryable: bool | None = None) -> None:
@@ -223,7 +213,7 @@ class Run:
             text = f"{error_class}: {reason}" if str(reason) else error_class
         else:
             error_class, text = None, reason
-        payload: dict[str, Any] = {"reason": _one_line(text or "failed")}
+        payload: dict[str, Any] = {"reason": one_line(text or "failed")}
         if error_class:
             payload["error_class"] = error_class[:128]
         if retryable is not None:
@@ -271,12 +261,12 @@ class Run:
                 )  # fmt: skip
         payload: dict[str, Any] = {
             "status": "partial",
-            "summary": _one_line(result.summary(summary, missing)),
+            "summary": one_line(result.summary(summary, missing)),
         }
         if result.cap:
             payload["cap"] = result.cap
         if missing:
-            payload["missing"] = _one_line(missing)
+            payload["missing"] = one_line(missing)
         self._end("run_finished", payload, "partial", None)
 
     @property
@@ -292,7 +282,7 @@ class Run:
             return refresh(costs.reached, self, elapsed)
         if costs is not None:
             return costs.snapshot()
-        return snapshot(self, elapsed, None, _ZERO, _ZERO, _ZERO, "")
+        return snapshot(self, elapsed)
 
     def _end(self, kind: str, payload: dict[str, Any], status: str, error: str | None) -> None:
         with self._lock:
@@ -303,7 +293,7 @@ class Run:
         if self.costs is not None:
             self.costs.close()
         if error is not None:
-            self._span.set_status(Status(StatusCode.ERROR, self.ledger.redactor.text(error)))
+            self._span.set_status(Status(StatusCode.ERROR, self.services.redactor.text(error)))
         self._span.set_attributes(
             {
                 "gen_ai.usage.input_tokens": self.tokens_in,
@@ -313,13 +303,13 @@ class Run:
             }
         )
         self._span.end()
-        self.ledger._closed_run(self)
-        if _CURRENT.get() is self and self._cv_token is None:
-            _CURRENT.set(self._previous)
+        self.services.closed(self)
+        if CURRENT_RUN.get() is self and self._cv_token is None:
+            CURRENT_RUN.set(self._previous)
 
     def __enter__(self) -> Run:
         self._begin()
-        self._cv_token = _CURRENT.set(self)
+        self._cv_token = CURRENT_RUN.set(self)
         self._otel_token = otel_context.attach(self.context)
         return self
 
@@ -328,7 +318,7 @@ class Run:
             otel_context.detach(self._otel_token)  # type: ignore[arg-type]
             self._otel_token = None
         if self._cv_token is not None:
-            _CURRENT.reset(self._cv_token)
+            CURRENT_RUN.reset(self._cv_token)
             self._cv_token = None
         if self.status == "running":
             if isinstance(exc, RunCapReached):
@@ -341,13 +331,13 @@ class Run:
     @contextmanager
     def activate(self) -> Iterator[Run]:
         """Make this run current in this thread or task (for logs and ``model_call``)."""
-        token = _CURRENT.set(self)
+        token = CURRENT_RUN.set(self)
         otel_token = otel_context.attach(self.context)
         try:
             yield self
         finally:
             otel_context.detach(otel_token)
-            _CURRENT.reset(token)
+            CURRENT_RUN.reset(token)
 
     # -- events -----------------------------------------------------------------------------
 
@@ -376,29 +366,25 @@ class Run:
             event["payload"] = dict(payload)
         with self._lock:
             reset = False
-            if usage and (self._pending_in or self._pending_out or self._pending_cost):
-                event["tokens_in"] = self._pending_in
-                event["tokens_out"] = self._pending_out
-                event["cost_usd"] = self._pending_cost
-                event["model"] = self._pending_model
-                event["cached"] = self._pending_cached
-                if self._pending_lease is not None and self._pending_cost:
+            pending = self._pending
+            if usage and pending:
+                event["tokens_in"] = pending.tokens_in
+                event["tokens_out"] = pending.tokens_out
+                event["cost_usd"] = pending.cost_usd
+                event["model"] = pending.model
+                event["cached"] = pending.cached
+                if pending.lease_id is not None and pending.cost_usd:
                     # The ledger nets this cost out of the cap once: it was settled on the lease.
-                    event["payload"] = {**event.get("payload", {}), "lease_id": self._pending_lease}
+                    event["payload"] = {**event.get("payload", {}), "lease_id": pending.lease_id}
                 reset = True
-            self.ledger._spool_event(
+            self.services.emit(
                 event,
-                open_run=(self.run_id, self.ledger._envelope_bytes(self.envelope))
-                if open_run
-                else None,
+                open_run=(self.run_id, orjson.dumps(self.envelope)) if open_run else None,
                 reset_run=self.run_id if reset and not close_run else None,
                 close_run=self.run_id if close_run else None,
             )
             if reset:
-                self._pending_in = self._pending_out = 0
-                self._pending_cost = _ZERO
-                self._pending_cached = False
-                self._pending_lease = None
+                self._pending = Usage()
         return str(event["event_id"])
 
     def _require_running(self) -> None:
@@ -440,7 +426,7 @@ class Run:
         artifact_version: int | None = None,
     ) -> str:
         """The Validator rejected an artifact."""
-        payload: dict[str, Any] = {"reason": _one_line(reason), "strict": strict}
+        payload: dict[str, Any] = {"reason": one_line(reason), "strict": strict}
         if rule:
             payload["rule"] = rule
         fields = {"artifact_path": artifact_path, "artifact_version": artifact_version}
@@ -454,7 +440,7 @@ class Run:
         """The Publisher shipped an artifact (``partial`` when a cap cut it short)."""
         payload: dict[str, Any] = {"partial": partial}
         if instructions:
-            payload["instructions"] = _one_line(instructions)
+            payload["instructions"] = one_line(instructions)
         return self.emit(
             "publish_done", payload=payload, artifact_path=path, artifact_version=version
         )
@@ -465,7 +451,7 @@ class Run:
 
     def user_override(self, action: str, *, actor: str | None = None) -> str:
         """A human intervened in the run."""
-        payload: dict[str, Any] = {"action": _one_line(action)}
+        payload: dict[str, Any] = {"action": one_line(action)}
         if actor:
             payload["actor"] = actor
         return self.emit("user_override", payload=payload)
@@ -553,11 +539,11 @@ class Run:
                 response = client.chat.completions.create(...)
                 call.record(response=response)      # or tokens_in=..., tokens_out=...
         """
-        return ModelCall(
-            self, model, operation=operation, provider=provider, cached=cached,
-            cost_usd=cost_usd, attributes=attributes, prompt_tokens=prompt_tokens,
-            max_tokens=max_tokens,
-        )  # fmt: skip
+        cost = None if cost_usd is None else usd(cost_usd)
+        request = ModelRequest(
+            model, operation, provider, cached, cost, attributes, prompt_tokens, max_tokens
+        )
+        return ModelCall(self, request)
 
     # -- routing and retries ------------------------------------------------------------------
 
@@ -596,7 +582,7 @@ class Run:
         """
         from runledger.cost.retry import ErrorClass, call_with_retries
 
-        board = self.ledger.breakers
+        board = self.services.breakers()
 
         def attempt(n: int) -> T:
             model = self._route(default, self.attempt + n - 1)
@@ -611,7 +597,7 @@ class Run:
         return call_with_retries(attempt, policy=policy, on_retry=on_retry)
 
     def _route(self, default: str | None, attempt: int) -> str:
-        table = self.ledger.routing
+        table = self.services.routing()
         if table is not None:
             from runledger.cost.routing import RoutingError
 
@@ -619,7 +605,7 @@ class Run:
             try:
                 route = table.route(
                     self.role, attempt=attempt, remaining_fraction=remaining,
-                    is_open=self.ledger.breakers.is_open,
+                    is_open=self.services.breakers().is_open,
                 )  # fmt: skip
             except RoutingError:
                 if default is None:
@@ -656,18 +642,45 @@ class Run:
         self, prompt: str, *, response: str | None = None, model: str | None = None
     ) -> None:
         """Store a redacted prompt (and response) in the ledger's ``prompt_audit``, if enabled."""
-        self.ledger._prompt_audit(self, prompt, response, model)
+        self.services.audit(self.tenant_id, self.run_id, prompt, response, model)
 
     def log(self, message: str, *, level: int = logging.INFO, **attributes: Any) -> None:
         """Write one structured step to the run log (an OTLP log record, redacted)."""
-        self.ledger._run_log(self, message, level, attributes)
+        self._log(message, level, attributes, self.log_context())
 
-    def _add_usage(
-        self, model: str, tokens_in: int, tokens_out: int, cost: Decimal, cached: bool,
-        lease_id: str | None = None,
-    ) -> None:  # fmt: skip
+    def log_context(self) -> Context:
+        """Return the context run log records carry (the current span when in this run)."""
+        current = trace.get_current_span()
+        ctx = current.get_span_context()
+        if ctx.is_valid and ctx.trace_id == self.span_context.trace_id:
+            return trace.set_span_in_context(current)
+        return self.context
+
+    # -- what the run's calls report (CallingRun) ----------------------------------------------
+
+    def _log(
+        self, message: str, level: int, attributes: Mapping[str, Any], context: Context
+    ) -> None:
+        self.services.log(message, level, {**self.log_attributes, **attributes}, context)
+
+    def _budget_before(self, kind: str, name: str) -> None:
+        if self.budget is not None:
+            self.budget.before_call(self, kind, name)
+
+    def _budget_after(
+        self, kind: str, *, cost_usd: Decimal, tokens_in: int, tokens_out: int
+    ) -> None:
+        if self.budget is not None:
+            self.budget.after_call(
+                self, kind, cost_usd=cost_usd, tokens_in=tokens_in, tokens_out=tokens_out
+            )
+
+    def _add_usage(self, usage: Usage) -> None:
+        """Count a model call's usage; the run's next event carries it."""
+        cost = usage.cost_usd
         with self._lock:
-            changed = bool(cost and self._pending_cost) and lease_id != self._pending_lease
+            pending = self._pending
+            changed = bool(cost and pending.cost_usd) and usage.lease_id != pending.lease_id
             if changed and self.status == "running":
                 # One event never mixes two leases (or leased and offline spend): the usage
                 # settled on the previous lease leaves now, on its own event.
@@ -676,26 +689,27 @@ class Run:
                     payload={"service": _USAGE_SERVICE, "status": "ok",
                              "summary": "model usage settled on the run's previous budget lease"},
                 )  # fmt: skip
+                pending = self._pending
             self.model_calls += 1
-            self.tokens_in += tokens_in
-            self.tokens_out += tokens_out
+            self.tokens_in += usage.tokens_in
+            self.tokens_out += usage.tokens_out
             self.cost_usd += cost
-            self._pending_in += tokens_in
-            self._pending_out += tokens_out
-            self._pending_cost += cost
-            self._pending_model = model
-            self._pending_cached = self._pending_cached or cached
+            pending.tokens_in += usage.tokens_in
+            pending.tokens_out += usage.tokens_out
+            pending.cost_usd += cost
+            pending.model = usage.model
+            pending.cached = pending.cached or usage.cached
             if cost:
-                self._pending_lease = lease_id
+                pending.lease_id = usage.lease_id
             if self.status == "running":
-                self.ledger._spool.set_usage(
-                    self.run_id, self._pending_in, self._pending_out, str(self._pending_cost),
-                    model, self._pending_cached, self._pending_lease,
-                )  # fmt: skip
+                self.services.usage(self.run_id, pending)
 
-    def log_context(self) -> Context:
-        """Return the context run log records carry (the current span when in this run)."""
-        return span_in_run(self)
+    def _add_external(self, cost: Decimal, payload: dict[str, Any]) -> str:
+        """Count an external call's charge and emit its ``external_call`` event."""
+        with self._lock:
+            self.cost_usd += cost
+            self.external_usd += cost
+        return self._emit("external_call", payload=payload, fields={"cost_usd": cost}, usage=False)
 
     def __repr__(self) -> str:
         return f"<Run {self.run_id} {self.phase}/{self.role} {self.status}>"
@@ -704,7 +718,7 @@ class Run:
 def _actor(actor: str, reason: str | None) -> dict[str, Any]:
     payload: dict[str, Any] = {"actor": actor}
     if reason:
-        payload["reason"] = _one_line(reason)
+        payload["reason"] = one_line(reason)
     return payload
 
 
@@ -723,360 +737,3 @@ def _demo(demo_id: str, city: str | None, location: tuple[float, float] | None) 
     if city:
         payload["city"] = city
     return payload
-
-
-def _get(obj: Any, name: str) -> Any:
-    if obj is None:
-        return None
-    if isinstance(obj, Mapping):
-        return obj.get(name)
-    return getattr(obj, name, None)
-
-
-def usage_from_response(response: Any) -> dict[str, Any]:
-    """Read tokens from an OpenAI- or Anthropic-style response object or dict."""
-    usage = _get(response, "usage")
-    out: dict[str, Any] = {}
-    if usage is not None:
-        tin = _get(usage, "input_tokens")
-        if tin is None:
-            tin = _get(usage, "prompt_tokens")
-        tout = _get(usage, "output_tokens")
-        if tout is None:
-            tout = _get(usage, "completion_tokens")
-        cached = _get(usage, "cache_read_input_tokens")
-        if cached is None:
-            details = _get(usage, "prompt_tokens_details") or _get(usage, "input_tokens_details")
-            cached = _get(details, "cached_tokens")
-        extra_in = _get(usage, "cache_creation_input_tokens")
-        if _get(usage, "cache_read_input_tokens") is not None:
-            # Anthropic counts cache reads and writes outside input_tokens.
-            tin = (tin or 0) + (cached or 0) + (extra_in or 0)
-        if isinstance(tin, int):
-            out["tokens_in"] = tin
-        if isinstance(tout, int):
-            out["tokens_out"] = tout
-        if isinstance(cached, int):
-            out["cached_tokens_in"] = cached
-    model = _get(response, "model")
-    if isinstance(model, str):
-        out["response_model"] = model
-    return out
-
-
-class ModelCall:
-    """One model call of a run: a GenAI client span plus its tokens and cost.
-
-    Enter it (``with``) or decorate a function with it; call ``record`` with the usage.
-    """
-
-    def __init__(
-        self,
-        run: Run | None,
-        model: str,
-        *,
-        operation: str = "chat",
-        provider: str | None = None,
-        cached: bool = False,
-        cost_usd: Decimal | float | None = None,
-        attributes: Mapping[str, Any] | None = None,
-        prompt_tokens: int | None = None,
-        max_tokens: int | None = None,
-    ) -> None:
-        self.run = run
-        self.model = model
-        self.operation = operation
-        self.provider = provider
-        self.cached = cached
-        self.cost_usd: Decimal | None = None if cost_usd is None else _usd(cost_usd)
-        self.prompt_tokens = prompt_tokens
-        self.max_tokens = max_tokens
-        self.lease_id: str | None = None
-        """The budget lease this call's cost was settled on (None: no lease)."""
-        self._ticket: Ticket | None = None
-        self.tokens_in = 0
-        self.tokens_out = 0
-        self.cached_tokens_in = 0
-        self.response_model: str | None = None
-        self.finish_reasons: tuple[str, ...] | None = None
-        self._attributes = attributes
-        self._recorded = False
-        self._span: Any = None
-        self._token: object | None = None
-
-    def __enter__(self) -> ModelCall:
-        run = self.run if self.run is not None else current_run()
-        if run is None:
-            raise RuntimeError(
-                "model_call outside a run: use `with ledger.run(...)` or `run.model_call(...)`"
-            )
-        self.run = run
-        if run.status != "running":
-            raise RuntimeError(f"run {run.run_id} is not running (status {run.status})")
-        if self.cost_usd is None and not self.cached:
-            run.ledger._check_priced(self.model, run.tenant_id)
-        if run.costs is not None:
-            self._ticket = run.costs.before_model(
-                self.model, prompt_tokens=self.prompt_tokens, max_tokens=self.max_tokens,
-                cost_usd=self.cost_usd, cached=self.cached,
-            )  # fmt: skip
-        if run.budget is not None:
-            try:
-                run.budget.before_call(run, "model", self.model)
-            except BaseException:
-                if run.costs is not None and self._ticket is not None:
-                    run.costs.release(self._ticket)
-                raise
-        attrs = {
-            **run.span_attributes,
-            "gen_ai.operation.name": self.operation,
-            "gen_ai.request.model": self.model,
-        }
-        if self.provider:
-            attrs["gen_ai.provider.name"] = self.provider
-            attrs["gen_ai.system"] = self.provider
-        if self._attributes:
-            attrs.update(run.ledger.redactor.attributes(self._attributes))
-        self._span = run.ledger.tracer.start_span(
-            f"{self.operation} {self.model}",
-            context=span_in_run(run),
-            kind=SpanKind.CLIENT,
-            attributes=attrs,
-        )
-        self._token = otel_context.attach(trace.set_span_in_context(self._span))
-        return self
-
-    def record(
-        self,
-        *,
-        tokens_in: int | None = None,
-        tokens_out: int | None = None,
-        cached_tokens_in: int | None = None,
-        cost_usd: Decimal | float | None = None,
-        response_model: str | None = None,
-        finish_reasons: tuple[str, ...] | list[str] | None = None,
-        response: Any = None,
-    ) -> None:
-        """Record the call's usage: explicit counts, or read from a provider ``response``."""
-        if response is not None:
-            found = usage_from_response(response)
-            tokens_in = found.get("tokens_in", tokens_in)
-            tokens_out = found.get("tokens_out", tokens_out)
-            cached_tokens_in = found.get("cached_tokens_in", cached_tokens_in)
-            response_model = response_model or found.get("response_model")
-        if tokens_in is not None:
-            self.tokens_in = int(tokens_in)
-        if tokens_out is not None:
-            self.tokens_out = int(tokens_out)
-        if cached_tokens_in is not None:
-            self.cached_tokens_in = int(cached_tokens_in)
-        if cost_usd is not None:
-            self.cost_usd = _usd(cost_usd)
-        if response_model:
-            self.response_model = response_model
-        if finish_reasons:
-            self.finish_reasons = tuple(finish_reasons)
-        self._recorded = True
-
-    def set_attribute(self, key: str, value: Any) -> None:
-        """Set a span attribute (redacted)."""
-        self._span.set_attribute(key, self.run.ledger.redactor.value(value, key))  # type: ignore[union-attr]
-
-    def audit(self, prompt: str, response: str | None = None) -> None:
-        """Store this call's redacted prompt and response in ``prompt_audit``, if enabled."""
-        run = self.run if self.run is not None else current_run()
-        if run is None:
-            raise RuntimeError("audit outside a run")
-        run.ledger._prompt_audit(run, prompt, response, self.model)
-
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        run = self.run
-        assert run is not None
-        otel_context.detach(self._token)  # type: ignore[arg-type]
-        span = self._span
-        cost = self.cost_usd
-        try:
-            if cost is None:
-                if self.cached:
-                    cost = _ZERO
-                else:
-                    cost = run.ledger.pricing.cost(
-                        self.model,
-                        tokens_in=self.tokens_in,
-                        tokens_out=self.tokens_out,
-                        cached_tokens_in=self.cached_tokens_in,
-                        tenant_id=run.tenant_id,
-                    )
-        finally:
-            attrs: dict[str, Any] = {
-                "gen_ai.usage.input_tokens": self.tokens_in,
-                "gen_ai.usage.output_tokens": self.tokens_out,
-                "runledger.cached": self.cached,
-                "runledger.cost_usd": float(cost) if cost is not None else 0.0,
-            }
-            if self.cached_tokens_in:
-                attrs["gen_ai.usage.cache_read.input_tokens"] = self.cached_tokens_in
-            if self.response_model:
-                attrs["gen_ai.response.model"] = self.response_model
-            if self.finish_reasons:
-                attrs["gen_ai.response.finish_reasons"] = self.finish_reasons
-            if exc is not None:
-                attrs["error.type"] = type(exc).__qualname__
-                span.set_status(Status(StatusCode.ERROR, run.ledger.redactor.text(str(exc))))
-            span.set_attributes(attrs)
-            span.end()
-            if run.costs is not None and self._ticket is not None:
-                self.lease_id = run.costs.after(
-                    self._ticket, tokens=self.tokens_in + self.tokens_out,
-                    usd=cost if cost is not None else _ZERO,
-                )  # fmt: skip
-        run._add_usage(
-            self.model, self.tokens_in, self.tokens_out, cost, self.cached, self.lease_id
-        )
-        if run.budget is not None:
-            run.budget.after_call(
-                run, "model", cost_usd=cost, tokens_in=self.tokens_in, tokens_out=self.tokens_out
-            )
-
-    def __call__(self, func: F) -> F:
-        """Decorate ``func``: each call is a model call; a returned response is read for usage."""
-
-        @functools.wraps(func)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            call = ModelCall(
-                self.run, self.model, operation=self.operation, provider=self.provider,
-                cached=self.cached, cost_usd=self.cost_usd, attributes=self._attributes,
-                prompt_tokens=self.prompt_tokens, max_tokens=self.max_tokens,
-            )  # fmt: skip
-            with call:
-                result = func(*args, **kwargs)
-                if not call._recorded:
-                    call.record(response=result)
-                return result
-
-        return wrapper  # type: ignore[return-value]
-
-
-def model_call(
-    model: str,
-    *,
-    operation: str = "chat",
-    provider: str | None = None,
-    cached: bool = False,
-    cost_usd: Decimal | float | None = None,
-    attributes: Mapping[str, Any] | None = None,
-    prompt_tokens: int | None = None,
-    max_tokens: int | None = None,
-) -> ModelCall:
-    """A model call in the current run (context manager or decorator); see ``Run.model_call``.
-
-    Usage::
-
-        @model_call(model="claude-sonnet-4", provider="anthropic")
-        def draft(prompt: str) -> Message:
-            return client.messages.create(...)   # usage read from the response
-    """
-    return ModelCall(
-        None, model, operation=operation, provider=provider, cached=cached,
-        cost_usd=cost_usd, attributes=attributes, prompt_tokens=prompt_tokens,
-        max_tokens=max_tokens,
-    )  # fmt: skip
-
-
-class ExternalCall:
-    """A non-model call of a run: a span, an ``external_call`` event, a run-log line."""
-
-    def __init__(
-        self,
-        run: Run,
-        name: str,
-        *,
-        cost_usd: Decimal | float | None = None,
-        summary: str | None = None,
-        attributes: Mapping[str, Any] | None = None,
-    ) -> None:
-        self.run = run
-        self.name = name
-        self.cost_usd: Decimal | float | None = cost_usd
-        self.summary = summary
-        self._attributes = attributes
-        self._span: Any = None
-        self._token: object | None = None
-        self._t0 = 0.0
-        self.event_id: str | None = None
-        self.lease_id: str | None = None
-        self._ticket: Ticket | None = None
-
-    def __enter__(self) -> ExternalCall:
-        run = self.run
-        if run.status != "running":
-            raise RuntimeError(f"run {run.run_id} is not running (status {run.status})")
-        if run.costs is not None:
-            announced = None if self.cost_usd is None else _usd(self.cost_usd)
-            self._ticket = run.costs.before_external(self.name, announced)
-        if run.budget is not None:
-            try:
-                run.budget.before_call(run, "external", self.name)
-            except BaseException:
-                if run.costs is not None and self._ticket is not None:
-                    run.costs.release(self._ticket)
-                raise
-        attrs = {**run.span_attributes, "runledger.external.service": self.name}
-        if self._attributes:
-            attrs.update(run.ledger.redactor.attributes(self._attributes))
-        self._span = run.ledger.tracer.start_span(
-            f"external {self.name}", context=span_in_run(run), kind=SpanKind.CLIENT,
-            attributes=attrs,
-        )  # fmt: skip
-        self._token = otel_context.attach(trace.set_span_in_context(self._span))
-        self._t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        run = self.run
-        duration_ms = (time.perf_counter() - self._t0) * 1000.0
-        otel_context.detach(self._token)  # type: ignore[arg-type]
-        cost = _usd(self.cost_usd) if self.cost_usd is not None else _ZERO
-        status = "error" if exc is not None else "ok"
-        redactor = run.ledger.redactor
-        summary = _one_line(
-            redactor.text(self.summary)
-            if self.summary
-            else f"{self.name} {status}" + (f": {type(exc).__name__}" if exc is not None else "")
-        )
-        self._span.set_attributes(
-            {"runledger.cost_usd": float(cost), "runledger.external.status": status}
-        )
-        if exc is not None:
-            self._span.set_status(Status(StatusCode.ERROR, redactor.text(str(exc))))
-            self._span.set_attribute("error.type", type(exc).__qualname__)
-        run.ledger._run_log(
-            run,
-            f"external call {self.name}: {summary} ({duration_ms:.0f} ms, "
-            f"${format(cost.normalize(), 'f')})",
-            logging.WARNING if exc is not None else logging.INFO,
-            {"runledger.external.service": self.name, "runledger.cost_usd": float(cost)},
-            context=trace.set_span_in_context(self._span),
-        )
-        self._span.end()
-        service = _SERVICE_CHARS.sub("-", self.name).strip("-")[:128] or "external"
-        if not service[0].isalnum():
-            service = "x" + service[:127]
-        if run.costs is not None and self._ticket is not None:
-            self.lease_id = run.costs.after(self._ticket, external_usd=cost)
-        with run._lock:
-            run.cost_usd += cost
-            run.external_usd += cost
-        payload: dict[str, Any] = {
-            "service": service,
-            "summary": summary,
-            "status": status,
-            "duration_ms": round(duration_ms, 3),
-        }
-        if self.lease_id is not None:
-            payload["lease_id"] = self.lease_id
-        self.event_id = run._emit(
-            "external_call", payload=payload, fields={"cost_usd": cost}, usage=False
-        )
-        if run.budget is not None:
-            run.budget.after_call(run, "external", cost_usd=cost, tokens_in=0, tokens_out=0)

@@ -69,7 +69,6 @@ class Sender(threading.Thread):
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._progress = threading.Condition()
-        self._delivered = 0
         self.last_error: str | None = None
         self._retrying = Retrying(
             wait=wait_exponential_jitter(multiplier=0.2, max=max_backoff, jitter=0.5),
@@ -134,7 +133,6 @@ class Sender(threading.Thread):
             if not batch:
                 return
             with self._progress:
-                self._delivered += len(batch)
                 self._progress.notify_all()
 
     def _sleep(self, seconds: float) -> None:

@@ -36,6 +36,8 @@ from typing import Any
 
 import orjson
 
+from runledger.sdk._services import Usage
+
 __all__ = ["OpenRun", "Record", "Spool", "SpoolFullError"]
 
 SYNC_INTERVAL = 0.1
@@ -231,21 +233,13 @@ class Spool:
             self._count += 1
             return int(cur.lastrowid or 0)
 
-    def set_usage(
-        self,
-        run_id: str,
-        tokens_in: int,
-        tokens_out: int,
-        cost_usd: str,
-        model: str | None,
-        cached: bool,
-        lease_id: str | None = None,
-    ) -> None:
+    def set_usage(self, run_id: str, usage: Usage) -> None:
         """Record the usage a run has not reported on an event yet (absolute values).
 
         One line appended to the usage journal; ``sync`` folds it into ``open_runs``.
         """
-        values = (tokens_in, tokens_out, cost_usd, model, bool(cached), lease_id)
+        u = usage
+        values = (u.tokens_in, u.tokens_out, str(u.cost_usd), u.model, u.cached, u.lease_id)
         with self._lock:
             self._usage_seq += 1
             line = orjson.dumps(
@@ -427,14 +421,6 @@ class Spool:
             seq, values = journals[owner].get(str(row[0]), (0, ()))
             out.append(_open_run(row[:3] + values if seq > row[-1] else row[:-1]))
         return out
-
-    def open_runs(self) -> list[OpenRun]:
-        """Return this process's open runs."""
-        with self._lock:
-            rows = self._conn.execute(
-                f"SELECT {_OPEN_RUN_COLS} FROM open_runs WHERE owner = ?", (self.owner,)
-            ).fetchall()
-        return [_open_run(r) for r in rows]
 
     def adopt(self, run: OpenRun, kind: str, body: bytes) -> bool:
         """Replace an orphaned open run by a final record; False if another process did."""

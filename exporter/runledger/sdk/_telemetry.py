@@ -7,9 +7,8 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from opentelemetry import trace
 from opentelemetry._logs import LoggerProvider as APILoggerProvider
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.context import Context
@@ -30,17 +29,17 @@ from opentelemetry.util.types import Attributes
 from runledger import __version__
 from runledger.redact import Redactor
 from runledger.sdk._config import Settings
-
-if TYPE_CHECKING:
-    from runledger.sdk._run import Run
+from runledger.sdk._services import RunServices
 
 __all__ = [
+    "LoggedRun",
     "RateLimitingSampler",
     "RedactingLogProcessor",
     "RedactingSpanExporter",
     "RunLogHandler",
     "build_logger_provider",
     "build_tracer_provider",
+    "severity",
 ]
 
 
@@ -201,29 +200,46 @@ def severity(levelno: int) -> SeverityNumber:
     return SeverityNumber.TRACE
 
 
+class LoggedRun(Protocol):
+    """What run logs read of a run (``Run`` implements it)."""
+
+    @property
+    def services(self) -> RunServices: ...
+
+    @property
+    def log_attributes(self) -> dict[str, Any]: ...
+
+    def log_context(self) -> Context: ...
+
+
 class RunLogHandler(logging.Handler):
     """Send ``logging`` records emitted inside a run as OTLP log records of that run.
 
-    Records outside any run of ``owner`` are ignored: run logs are about runs.
+    Records outside any run given ``services`` (one Ledger's runs) are ignored: run logs
+    are about runs.
     """
 
     def __init__(
         self,
         provider: APILoggerProvider,
         redactor: Redactor,
-        current_run: Callable[[], Run | None],
-        owner: object,
+        current_run: Callable[[], LoggedRun | None],
+        services: RunServices,
         level: int = logging.INFO,
     ) -> None:
         super().__init__(level)
         self._logger = provider.get_logger("runledger.run", __version__)
         self._redactor = redactor
         self._current_run = current_run
-        self._owner = owner
+        self._services = services
 
     def emit(self, record: logging.LogRecord) -> None:
         run = self._current_run()
-        if run is None or run.ledger is not self._owner or record.name.startswith("runledger.sdk"):
+        if (
+            run is None
+            or run.services is not self._services
+            or record.name.startswith("runledger.sdk")
+        ):
             return
         try:
             body = record.getMessage()
@@ -246,12 +262,3 @@ class RunLogHandler(logging.Handler):
             )
         except Exception:
             self.handleError(record)
-
-
-def span_in_run(run: Run) -> Context:
-    """Return a context whose span is the current one when it is in ``run``'s trace."""
-    current = trace.get_current_span()
-    ctx = current.get_span_context()
-    if ctx.is_valid and ctx.trace_id == run.span_context.trace_id:
-        return trace.set_span_in_context(current)
-    return run.context
