@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from runledger.money import round_usd
+from runledger.money import Usd, round_usd
 from runledger.validation import ConfigError, load_config
 
 __all__ = ["ModelPrice", "PricingError", "PricingTable", "UnknownModelError", "default_pricing"]
@@ -45,9 +45,9 @@ class ModelPrice(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     provider: str = Field(min_length=1)
-    input_per_1m: Decimal = Field(ge=0)
-    output_per_1m: Decimal = Field(ge=0)
-    cached_input_per_1m: Decimal | None = Field(default=None, ge=0)
+    input_per_1m: Usd
+    output_per_1m: Usd
+    cached_input_per_1m: Usd | None = None
     aliases: tuple[str, ...] = ()
 
     @property
@@ -59,9 +59,9 @@ class ModelPrice(BaseModel):
 class _Override(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    input_per_1m: Decimal | None = Field(default=None, ge=0)
-    output_per_1m: Decimal | None = Field(default=None, ge=0)
-    cached_input_per_1m: Decimal | None = Field(default=None, ge=0)
+    input_per_1m: Usd | None = None
+    output_per_1m: Usd | None = None
+    cached_input_per_1m: Usd | None = None
 
 
 class _PricingFile(BaseModel):

@@ -47,11 +47,6 @@ class LeaseState:
     spend_usd: Decimal | None
     reserved_usd: Decimal | None
 
-    @property
-    def ok(self) -> bool:
-        """Return True when the operation did what was asked."""
-        return self.status in ("granted", "settled", "closed")
-
     def as_dict(self) -> dict[str, Any]:
         """Return a JSON-ready mapping (decimals as strings, times in ISO 8601)."""
         return json_ready(asdict(self))
