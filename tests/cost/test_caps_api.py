@@ -254,6 +254,10 @@ def test_bad_lease_requests_are_named(
     back = requests.post(sync, headers=auth(token), json={"spent_usd": "0.2"}, timeout=5)
     assert back.status_code == 400
     assert back.json()["error"] == "spent_usd is the lease's cumulative spend and cannot go down"
+    assert back.json()["fields"] == [
+        {"field": "spent_usd", "message": "is the lease's cumulative spend and cannot go down"}
+    ]
+    assert back.json()["status"] == "invalid"
 
 
 def test_cli_raise_and_expire(
@@ -289,3 +293,28 @@ def test_cli_raise_and_expire(
         main, ["cost", "raise", "acme", "--cap-usd", "10", "--reason", "x", "--author", "ops"]
     )
     assert lower.exit_code == 2 and "the cap is already $10.00" in lower.output
+
+
+def test_reclaim_takes_no_fields(
+    clocked_client: Any, clock: Clock, make_tenant: Callable[..., str],
+    make_token: Callable[..., str], sql: Sql,
+) -> None:  # fmt: skip
+    make_tenant("acme", "10")
+    admin, agent = make_token("admin"), make_token("agent", "acme")
+    lease = clocked_client.post(
+        "/v1/caps/leases", headers=auth(agent),
+        json={"tenant_id": "acme", "holder": "r", "min_usd": "1", "ttl_s": 30},
+    ).get_json()  # fmt: skip
+    assert lease["status"] == "granted"
+    clock.advance(seconds=31)
+    wrong = clocked_client.post("/v1/caps/reclaim", headers=auth(admin), json={"tenant": "acme"})
+    assert (wrong.status_code, wrong.get_json()) == (400, {
+        "error": "invalid request: tenant: is not a known field",
+        "fields": [{"field": "tenant", "message": "is not a known field"}],
+    })  # fmt: skip
+    assert sql("SELECT status FROM cap_leases") == [("open",)]
+    listed = clocked_client.post("/v1/caps/reclaim", headers=auth(admin), json=[])
+    assert (listed.status_code, listed.get_json()) == (400, {"error": "body must be a JSON object"})
+    done = clocked_client.post("/v1/caps/reclaim", headers=auth(admin))
+    assert (done.status_code, done.get_json()) == (200, {"reclaimed": 1})
+    assert sql("SELECT status FROM cap_leases") == [("expired",)]

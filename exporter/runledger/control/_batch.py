@@ -32,11 +32,11 @@ def json_body(*, empty: Any = None) -> Any:
     Args:
         empty: what an empty body stands for; None refuses it as not JSON.
     """
-    if request.mimetype != "application/json":
-        raise ApiError(415, "send the body as application/json")
     data = request.get_data(cache=True)
     if not data and empty is not None:
         return empty
+    if request.mimetype != "application/json":
+        raise ApiError(415, "send the body as application/json")
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:

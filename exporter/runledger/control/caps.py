@@ -27,6 +27,7 @@ from runledger.control._requests import (
 )
 from runledger.store import CapAdmin, Database, LeaseState, LeaseStore
 from runledger.store.cap_admin import TEMPORARY_RAISE_HOURS, blocked_message
+from runledger.validation import FieldError
 
 __all__ = ["bp"]
 
@@ -89,7 +90,8 @@ def _lease_answer(state: LeaseState, needed: Decimal, created: bool = False) -> 
     elif state.status == "unknown":
         body["error"] = "no such lease or tenant"
     elif state.status == "invalid":
-        body["error"] = "spent_usd is the lease's cumulative spend and cannot go down"
+        problem = FieldError("spent_usd", "is the lease's cumulative spend and cannot go down")
+        body.update(ApiError(400, f"{problem.field} {problem.message}", fields=[problem]).body())
     elif created:
         code = 201
     return json_response(body, code)
