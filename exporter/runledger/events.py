@@ -70,10 +70,8 @@ _KEY_STRIP_RE = re.compile(r"[^a-z0-9]")
 _PII_COMPACT = frozenset(k.replace("_", "") for k in PII_KEYS)
 
 
-Ident = Annotated[
-    str,
-    StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"),
-]
+IDENT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+Ident = Annotated[str, StringConstraints(pattern=IDENT_PATTERN)]
 """Tenant, project and run identifiers: 1-128 of letters, digits and ``. _ : -``."""
 
 Slug = Annotated[
