@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import click
+
+from runledger.money import parse_usd
 
 __all__ = ["usd"]
 
 
 def usd(_ctx: Any, _param: Any, value: str | None) -> Decimal | None:
-    """Parse a dollar amount: a finite number, zero or more."""
+    """Parse a dollar amount the ledger can store (``runledger.money.parse_usd``)."""
     if value is None:
         return None
     try:
-        result = Decimal(value)
-    except InvalidOperation:
-        raise click.BadParameter(f"{value!r} is not a number of dollars") from None
-    if not result.is_finite() or result < 0:
-        raise click.BadParameter("must be zero or more dollars")
-    return result
+        return parse_usd(value, name="amount")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None

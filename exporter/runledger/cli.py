@@ -15,6 +15,9 @@ import click
 
 from runledger import _env
 from runledger._click import usd
+from runledger.cost.cli import cost_group
+from runledger.exporter.cli import exporter_command
+from runledger.store import resolve_database_url
 from runledger.store.audit import record_audit
 from runledger.store.tokens import ROLES
 
@@ -29,12 +32,6 @@ def _cli_actor() -> str:
         return f"cli:{getpass.getuser()}"
     except (KeyError, OSError):
         return "cli:unknown"
-
-
-def _db_url() -> str:
-    from runledger.store import resolve_database_url
-
-    return resolve_database_url()
 
 
 @click.group()
@@ -54,7 +51,7 @@ def db() -> None:
 @db.command("url")
 def db_url() -> None:
     """Start the embedded server if needed and print the database URL."""
-    click.echo(_db_url())
+    click.echo(resolve_database_url())
 
 
 @db.command("stop")
@@ -74,7 +71,7 @@ def migrate() -> None:
     """Apply pending schema migrations (idempotent)."""
     from runledger.store import migrate as run_migrations
 
-    applied = run_migrations(_db_url())
+    applied = run_migrations(resolve_database_url())
     if applied:
         for m in applied:
             click.echo(f"applied {m.version:04d}_{m.name}")
@@ -100,7 +97,7 @@ def tenant_create(tenant_id: str, daily_cap_usd: Decimal, name: str) -> None:
 
     from runledger.store.tenants import create_tenant
 
-    with psycopg.connect(_db_url()) as conn:
+    with psycopg.connect(resolve_database_url()) as conn:
         try:
             created = create_tenant(conn, tenant_id, daily_cap_usd=daily_cap_usd, display_name=name)
         except ValueError as exc:
@@ -129,7 +126,7 @@ def token_create(role: str, tenant_id: str | None, label: str) -> None:
 
     from runledger.store.tokens import create_token
 
-    with psycopg.connect(_db_url()) as conn:
+    with psycopg.connect(resolve_database_url()) as conn:
         try:
             secret = create_token(
                 conn, role=role, label=label or f"{role}:{tenant_id or '*'}", tenant_id=tenant_id
@@ -169,7 +166,7 @@ def control(bind: str | None, workers: int, threads: int) -> None:
     """Run the control service under gunicorn."""
     from gunicorn.app.base import BaseApplication
 
-    os.environ[_env.DATABASE_URL] = _db_url()
+    os.environ[_env.DATABASE_URL] = resolve_database_url()
     bind = bind or os.environ.get(_env.CONTROL_BIND) or "127.0.0.1:8480"
     from runledger.control.metrics import use_multiprocess_dir
 
@@ -247,7 +244,7 @@ def retention(days: str | None, dry_run: bool) -> None:
         window = validate_retention_days(days) if days is not None else retention_days_from_env()
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--days") from None
-    report = run_retention(_db_url(), days=window, dry_run=dry_run)
+    report = run_retention(resolve_database_url(), days=window, dry_run=dry_run)
     verb = "would drop" if dry_run else "dropped"
     click.echo(f"cutoff {report.cutoff} ({window} days)")
     click.echo(f"{verb} {len(report.dropped_partitions)} partition(s): "
@@ -278,13 +275,7 @@ def schema(check: bool) -> None:
     click.echo(f"wrote {path}")
 
 
-from runledger.exporter.cli import exporter_command  # noqa: E402
-
 main.add_command(exporter_command)
-
-
-from runledger.cost.cli import cost_group  # noqa: E402
-
 main.add_command(cost_group)
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any, Literal, Union
 from uuid import UUID
@@ -26,6 +25,9 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
+
+from runledger.money import Usd
+from runledger.validation import FieldError, field_errors
 
 __all__ = [
     "EVENT_TYPES",
@@ -68,10 +70,8 @@ _KEY_STRIP_RE = re.compile(r"[^a-z0-9]")
 _PII_COMPACT = frozenset(k.replace("_", "") for k in PII_KEYS)
 
 
-Ident = Annotated[
-    str,
-    StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"),
-]
+IDENT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+Ident = Annotated[str, StringConstraints(pattern=IDENT_PATTERN)]
 """Tenant, project and run identifiers: 1-128 of letters, digits and ``. _ : -``."""
 
 Slug = Annotated[
@@ -83,7 +83,6 @@ Slug = Annotated[
 ModelName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}$")]
 TraceId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
 SpanId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
-Usd = Annotated[Decimal, Field(ge=0, max_digits=20, decimal_places=9)]
 Tokens = Annotated[int, Field(ge=0, le=2**31 - 1)]
 OneLine = Annotated[str, StringConstraints(min_length=1, max_length=500, pattern=r"^[^\r\n\x00]*$")]
 ArtifactPath = Annotated[
@@ -492,52 +491,39 @@ def parse_batch_json(body: bytes) -> list[Any] | None:
         return None
 
 
-@dataclass(frozen=True, slots=True)
-class EventError:
-    """One problem with one event: the field it concerns and what is wrong."""
+EventError = FieldError
+"""One problem with one event: the field it concerns and what is wrong."""
 
-    field: str
-    message: str
+_UNKNOWN_TYPE = "unknown event type; expected one of: " + ", ".join(EVENT_TYPES)
 
 
-def _format_errors(exc: ValidationError, tag: str | None) -> list[EventError]:
-    errors = []
-    for err in exc.errors(include_url=False, include_input=False):
-        loc = [str(p) for p in err["loc"]]
-        if loc and tag is not None and loc[0] == tag:
-            loc = loc[1:]
-        field = ".".join(p if not p.isdigit() else f"[{p}]" for p in loc).replace(".[", "[")
-        message = err["msg"]
-        if err["type"] == "union_tag_invalid":
-            field = "type"
-            message = "unknown event type; expected one of: " + ", ".join(EVENT_TYPES)
-        elif err["type"] == "union_tag_not_found":
-            field = "type"
-            message = "field required"
-        elif err["type"] == "extra_forbidden":
-            message = "unknown field"
-        elif message.startswith("Value error, "):
-            message = message[len("Value error, ") :]
-        errors.append(EventError(field=field or "(event)", message=message))
-    return errors
+def _event_errors(exc: ValidationError, tag: str | None) -> list[FieldError]:
+    """Name each problem of one event by its field, the union's tag left out of the path."""
+    kind = exc.errors(include_url=False, include_input=False)[0]["type"]
+    if kind == "union_tag_invalid":
+        return [FieldError("type", _UNKNOWN_TYPE)]
+    if kind == "union_tag_not_found":
+        return [FieldError("type", "is required")]
+    errors = field_errors(exc, skip=lambda loc: 1 if loc and loc[0] == tag else 0)
+    return [e if e.field else FieldError("(event)", e.message) for e in errors]
 
 
-def validate_batch(raw: list[Any]) -> list[_Envelope | list[EventError]]:
+def validate_batch(raw: list[Any]) -> list[_Envelope | list[FieldError]]:
     """Validate a list of decoded events; each slot holds the model or that event's errors."""
     try:
         return list(_BATCH_ADAPTER.validate_python(raw))
     except ValidationError:
         pass  # fall back to one event at a time so each error lands on its own event
-    results: list[_Envelope | list[EventError]] = []
+    results: list[_Envelope | list[FieldError]] = []
     for item in raw:
         if not isinstance(item, dict):
-            results.append([EventError(field="(event)", message="must be a JSON object")])
+            results.append([FieldError("(event)", "must be a JSON object")])
             continue
         try:
             results.append(_EVENT_ADAPTER.validate_python(item))
         except ValidationError as exc:
             tag = item.get("type") if isinstance(item.get("type"), str) else None
-            results.append(_format_errors(exc, tag))
+            results.append(_event_errors(exc, tag))
     return results
 
 

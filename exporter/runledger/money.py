@@ -23,8 +23,12 @@ CENT = Decimal("0.01")
 MAX_USD = Decimal("99999999999.999999999")
 """The largest amount a ``numeric(20, 9)`` column holds."""
 
-Usd = Annotated[Decimal, Field(ge=0, le=MAX_USD, max_digits=20, decimal_places=9)]
-"""A dollar amount as the ledger stores it: finite, zero or more, at most 1e-9 precise."""
+Usd = Annotated[Decimal, Field(ge=0, max_digits=20, decimal_places=9)]
+"""A dollar amount as the ledger stores it: finite, zero or more, at most 1e-9 precise.
+
+The digit limits already bound it by ``MAX_USD``: no ``le`` check, which would cost every
+ingested event a Python comparison.
+"""
 
 _ADAPTER: TypeAdapter[Decimal] = TypeAdapter(Usd)
 

@@ -8,7 +8,7 @@ it is found.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -48,6 +48,12 @@ _MESSAGES = {
     "decimal_whole_digits": "has too many digits before the decimal point",
     "finite_number": "must be a finite number",
     "json_invalid": "is not valid JSON",
+    "string_too_long": "must be at most {max_length} characters",
+    "string_too_short": "must be at least {min_length} characters",
+    "timezone_aware": "must be a time with a UTC offset",
+    "datetime_parsing": "must be an ISO 8601 time with a UTC offset",
+    "datetime_from_date_parsing": "must be an ISO 8601 time with a UTC offset",
+    "datetime_type": "must be an ISO 8601 time with a UTC offset",
 }
 
 
@@ -100,6 +106,8 @@ def field_errors(
                 pass
         elif message.startswith("Value error, "):
             message = message[len("Value error, ") :]
+        if err["type"] == "string_too_short" and (err.get("ctx") or {}).get("min_length") == 1:
+            message = "must not be empty"
         field = _field_path(loc)
         if prefix:
             field = f"{prefix}.{field}" if field and not field.startswith("[") else prefix + field
@@ -107,56 +115,61 @@ def field_errors(
     return out
 
 
-def describe(exc: ValidationError, *, prefix: str = "") -> str:
-    """Render ``exc`` as ``field: problem`` phrases joined by ``; ``."""
-    return "; ".join(
-        f"{e.field}: {e.message}" if e.field else e.message
-        for e in field_errors(exc, prefix=prefix)
-    )
+def describe(errors: ValidationError | Sequence[FieldError], *, prefix: str = "") -> str:
+    """Render a pydantic error (or its field errors) as ``field: problem`` phrases joined by
+    ``; ``."""
+    if isinstance(errors, ValidationError):
+        errors = field_errors(errors, prefix=prefix)
+    return "; ".join(f"{e.field}: {e.message}" if e.field else e.message for e in errors)
 
 
 class ConfigError(ValueError):
     """A configuration file is unreadable or invalid; the message names the offending key."""
 
 
-def load_yaml(path: str | Path, *, what: str) -> Any:
-    """Read a YAML file, raising ConfigError naming the file on any problem."""
+def load_yaml(path: str | Path, *, what: str, error: type[ConfigError] = ConfigError) -> Any:
+    """Read a YAML file, raising ``error`` naming the file on any problem."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"cannot read {what} file {p}: {exc.strerror or exc}") from exc
+        raise error(f"cannot read {what} file {p}: {exc.strerror or exc}") from exc
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{what} file {p} is not valid YAML: {exc}") from exc
+        raise error(f"{what} file {p} is not valid YAML: {exc}") from exc
 
 
 def load_config(
     model: type[M],
-    source: str | Path | Mapping[str, Any],
+    source: str | Path | Mapping[str, Any] | Any,
     *,
     what: str,
     defaults: Mapping[str, Any] | None = None,
+    error: type[ConfigError] = ConfigError,
 ) -> M:
-    """Load ``source`` (a YAML file's path or an already-read mapping) as ``model``.
+    """Load ``source`` (a YAML file's path or already-read data) as ``model``.
 
-    ``defaults`` are overlaid by the file's top-level keys. Raises ConfigError naming the
-    file and each offending key.
+    ``defaults`` are overlaid by the file's top-level keys; a mapping under a key is merged
+    key by key. Raises ``error`` (a ConfigError) naming the file and each offending key.
     """
-    if isinstance(source, Mapping):
-        data: Any = dict(source)
-        where = f"{what} (mapping)"
-    else:
-        data = load_yaml(source, what=what)
+    if isinstance(source, str | Path):
+        data: Any = load_yaml(source, what=what, error=error)
         where = f"{what} file {source}"
+    else:
+        data, where = source, what
     if data is None:
         data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: the top level must be a mapping")
+    if not isinstance(data, Mapping):
+        raise error(f"{where}: the top level must be a mapping")
     if defaults:
-        data = {**defaults, **data}
+        data = {
+            key: {**defaults[key], **value}
+            if isinstance(value, Mapping) and isinstance(defaults.get(key), Mapping)
+            else value
+            for key, value in {**defaults, **data}.items()
+        }
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{where}: {describe(exc)}") from exc
+        raise error(f"{where}: {describe(exc)}") from exc

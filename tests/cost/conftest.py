@@ -1,4 +1,4 @@
-"""Fixtures for cost-control tests: a cap store, an injectable clock, an app using it."""
+"""Fixtures for cost-control tests: lease and cap stores, an injectable clock, an app using it."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import pytest
 from _cost_support import Clock
 
 from runledger.control import create_app
-from runledger.cost.store import CapStore
-from runledger.store import Database
+from runledger.store import CapAdmin, Database, LeaseStore
 
 
 @pytest.fixture
@@ -20,15 +19,21 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def store(db: Database) -> CapStore:
-    """A cap store on the real database, using the database's clock."""
-    return CapStore(db)
+def leases(db: Database) -> LeaseStore:
+    """A lease store on the real database, using the database's clock."""
+    return LeaseStore(db)
 
 
 @pytest.fixture
-def clocked_store(db: Database, clock: Clock) -> CapStore:
-    """A cap store whose notion of now is the injected clock."""
-    return CapStore(db, clock=clock)
+def clocked_leases(db: Database, clock: Clock) -> LeaseStore:
+    """A lease store whose notion of now is the injected clock."""
+    return LeaseStore(db, clock=clock)
+
+
+@pytest.fixture
+def cap_admin(db: Database) -> CapAdmin:
+    """Cap administration on the real database, using the database's clock."""
+    return CapAdmin(db)
 
 
 @pytest.fixture

@@ -19,8 +19,7 @@ from typing import Any
 import pytest
 
 from _support import stop_process
-from runledger.cost.store import CapStore
-from runledger.store import Database
+from runledger.store import Database, LeaseStore
 
 CAP = Decimal("3")
 PROCESSES = 4
@@ -90,7 +89,7 @@ def test_64_racing_runs_never_overspend_and_use_the_cap(
     time.sleep(TTL_S + 0.5)
     db = Database(db_url, max_size=2).open(wait=True)
     try:
-        CapStore(db).reclaim_expired()
+        LeaseStore(db).reclaim_expired()
     finally:
         db.close()
     assert sql("SELECT count(*) FROM cap_leases WHERE status = 'open'") == [(0,)]

@@ -112,11 +112,22 @@ def test_raise_requires_a_reason_and_is_audited(
     url = f"{control_server}/v1/caps/acme/raises"
     missing = requests.post(url, headers=auth(finance), json={"new_cap_usd": "20"}, timeout=5)
     assert missing.status_code == 400
-    assert missing.json()["error"] == "reason is required: say why the cap changes"
+    assert missing.json() == {
+        "error": "invalid request: reason: is required",
+        "fields": [{"field": "reason", "message": "is required"}],
+    }
     blank = requests.post(
         url, headers=auth(finance), json={"new_cap_usd": "20", "reason": "  "}, timeout=5
     )
     assert blank.status_code == 400
+    assert blank.json()["fields"] == [{"field": "reason", "message": "must not be empty"}]
+    bad = {"new_cap_usd": "20", "reason": "a\x00b", "expires_at": "2030-01-01T00:00:00"}
+    refused = requests.post(url, headers=auth(finance), json=bad, timeout=5)
+    assert refused.status_code == 400
+    assert refused.json()["fields"] == [
+        {"field": "reason", "message": "must not contain NUL characters"},
+        {"field": "expires_at", "message": "must be a time with a UTC offset"},
+    ]
     ok = requests.post(
         url, headers=auth(finance), json={"new_cap_usd": "20", "reason": "Q3 launch"}, timeout=5
     )
@@ -210,17 +221,28 @@ def test_bad_lease_requests_are_named(
     token = make_token("agent", "acme")
     url = f"{control_server}/v1/caps/leases"
     cases = [
-        ({"tenant_id": "acme", "holder": "r"}, "min_usd is required (a number of dollars)"),
-        ({"tenant_id": "acme", "holder": "r", "min_usd": "-1"},
-         "min_usd must be zero or more dollars"),
-        ({"tenant_id": "acme", "min_usd": "1"}, "holder is required: the run id holding the lease"),
-        ({"tenant_id": "acme", "holder": "r", "min_usd": "1", "ttl_s": 0},
-         "ttl_s must be between 1 and 21600 seconds"),
+        ({"tenant_id": "acme", "holder": "r"}, "min_usd", "is required"),
+        ({"tenant_id": "acme", "holder": "r", "min_usd": "-1"}, "min_usd", "must be >= 0"),
+        ({"tenant_id": "acme", "holder": "r", "min_usd": "0.0000000001"}, "min_usd",
+         "must have at most 9 decimal places"),
+        ({"tenant_id": "acme", "holder": "r", "min_usd": "lots"}, "min_usd", "must be a number"),
+        ({"tenant_id": "acme", "min_usd": "1"}, "holder", "is required"),
+        ({"tenant_id": "acme", "holder": "r" * 201, "min_usd": "1"}, "holder",
+         "must be at most 200 characters"),
+        ({"tenant_id": "acme", "holder": "r", "min_usd": "1", "ttl_s": 0}, "ttl_s",
+         "must be >= 1.0"),
+        ({"tenant_id": "acme", "holder": "r", "min_usd": "1", "ttl_s": 21601}, "ttl_s",
+         "must be <= 21600.0"),
+        ({"tenant_id": "acme", "holder": "r", "min_usd": "1", "colour": "red"}, "colour",
+         "is not a known field"),
     ]  # fmt: skip
-    for body, message in cases:
+    for body, field, message in cases:
         resp = requests.post(url, headers=auth(token), json=body, timeout=5)
         assert resp.status_code == 400
-        assert message in resp.json()["error"]
+        assert resp.json() == {
+            "error": f"invalid request: {field}: {message}",
+            "fields": [{"field": field, "message": message}],
+        }, body
     lease = requests.post(
         url,
         headers=auth(token),
@@ -232,6 +254,10 @@ def test_bad_lease_requests_are_named(
     back = requests.post(sync, headers=auth(token), json={"spent_usd": "0.2"}, timeout=5)
     assert back.status_code == 400
     assert back.json()["error"] == "spent_usd is the lease's cumulative spend and cannot go down"
+    assert back.json()["fields"] == [
+        {"field": "spent_usd", "message": "is the lease's cumulative spend and cannot go down"}
+    ]
+    assert back.json()["status"] == "invalid"
 
 
 def test_cli_raise_and_expire(
@@ -267,3 +293,28 @@ def test_cli_raise_and_expire(
         main, ["cost", "raise", "acme", "--cap-usd", "10", "--reason", "x", "--author", "ops"]
     )
     assert lower.exit_code == 2 and "the cap is already $10.00" in lower.output
+
+
+def test_reclaim_takes_no_fields(
+    clocked_client: Any, clock: Clock, make_tenant: Callable[..., str],
+    make_token: Callable[..., str], sql: Sql,
+) -> None:  # fmt: skip
+    make_tenant("acme", "10")
+    admin, agent = make_token("admin"), make_token("agent", "acme")
+    lease = clocked_client.post(
+        "/v1/caps/leases", headers=auth(agent),
+        json={"tenant_id": "acme", "holder": "r", "min_usd": "1", "ttl_s": 30},
+    ).get_json()  # fmt: skip
+    assert lease["status"] == "granted"
+    clock.advance(seconds=31)
+    wrong = clocked_client.post("/v1/caps/reclaim", headers=auth(admin), json={"tenant": "acme"})
+    assert (wrong.status_code, wrong.get_json()) == (400, {
+        "error": "invalid request: tenant: is not a known field",
+        "fields": [{"field": "tenant", "message": "is not a known field"}],
+    })  # fmt: skip
+    assert sql("SELECT status FROM cap_leases") == [("open",)]
+    listed = clocked_client.post("/v1/caps/reclaim", headers=auth(admin), json=[])
+    assert (listed.status_code, listed.get_json()) == (400, {"error": "body must be a JSON object"})
+    done = clocked_client.post("/v1/caps/reclaim", headers=auth(admin))
+    assert (done.status_code, done.get_json()) == (200, {"reclaimed": 1})
+    assert sql("SELECT status FROM cap_leases") == [("expired",)]

@@ -19,9 +19,8 @@ from runledger.cost.lease import (
     TenantCapReached,
     TenantPaused,
 )
-from runledger.cost.store import CapStore
 from runledger.events import validate_batch
-from runledger.store import Database, Ingestor
+from runledger.store import CapAdmin, Database, Ingestor, LeaseStore
 
 Sql = Callable[..., list[tuple[Any, ...]]]
 D = Decimal
@@ -42,10 +41,10 @@ def cost_event(tenant: str, cost: str, lease_id: str | None, **fields: Any) -> d
 
 
 def test_calls_draw_from_the_lease_without_round_trips(
-    store: CapStore, make_tenant: Callable[..., str], sql: Sql
+    leases: LeaseStore, make_tenant: Callable[..., str], sql: Sql
 ) -> None:
     make_tenant("acme", "100")
-    budget = TenantBudget(PgLeaseTransport(store), "acme", holder="run-1", chunk_usd=D("1.00"))
+    budget = TenantBudget(PgLeaseTransport(leases), "acme", holder="run-1", chunk_usd=D("1.00"))
     for _ in range(50):
         with budget.spend(D("0.012")) as call:
             call.settle(D("0.01"))
@@ -58,10 +57,10 @@ def test_calls_draw_from_the_lease_without_round_trips(
 
 
 def test_failed_call_releases_its_reservation(
-    store: CapStore, make_tenant: Callable[..., str], sql: Sql
+    leases: LeaseStore, make_tenant: Callable[..., str], sql: Sql
 ) -> None:
     make_tenant("acme", "1")
-    budget = TenantBudget(PgLeaseTransport(store), "acme", holder="run-1", chunk_usd=D("0.5"))
+    budget = TenantBudget(PgLeaseTransport(leases), "acme", holder="run-1", chunk_usd=D("0.5"))
     with pytest.raises(TimeoutError), budget.spend(D("0.1")):
         raise TimeoutError("model timed out")
     assert budget.available_usd == budget.last_state.lease_reserved_usd  # type: ignore[union-attr]
@@ -70,10 +69,10 @@ def test_failed_call_releases_its_reservation(
 
 
 def test_cap_blocks_with_a_message_naming_cap_spend_and_how_to_raise(
-    store: CapStore, make_tenant: Callable[..., str], sql: Sql
+    leases: LeaseStore, make_tenant: Callable[..., str], sql: Sql
 ) -> None:
     make_tenant("acme", "1")
-    budget = TenantBudget(PgLeaseTransport(store), "acme", holder="run-1", chunk_usd=D("0.3"))
+    budget = TenantBudget(PgLeaseTransport(leases), "acme", holder="run-1", chunk_usd=D("0.3"))
     spent = D(0)
     with pytest.raises(TenantCapReached) as hit:
         while True:
@@ -92,64 +91,64 @@ def test_cap_blocks_with_a_message_naming_cap_spend_and_how_to_raise(
 
 
 def test_80_percent_is_visible_as_data(
-    store: CapStore, make_tenant: Callable[..., str], sql: Sql
+    leases: LeaseStore, cap_admin: CapAdmin, make_tenant: Callable[..., str], sql: Sql
 ) -> None:
     make_tenant("acme", "10")
-    lease = store.open_lease("acme", want_usd=D("1"), min_usd=D("1"), holder="r")
+    lease = leases.open_lease("acme", want_usd=D("1"), min_usd=D("1"), holder="r")
     assert lease.lease_id
-    store.close_lease(lease.lease_id, spent_usd=D("7.9"))  # an overrun is settled as is
+    leases.close_lease(lease.lease_id, spent_usd=D("7.9"))  # an overrun is settled as is
     assert not caps_row(sql, "acme")["at_80"]
-    status = store.status("acme")
+    status = cap_admin.status("acme")
     assert status is not None and not status.at_80
-    lease = store.open_lease("acme", want_usd=D("1"), min_usd=D("0.1"), holder="r")
+    lease = leases.open_lease("acme", want_usd=D("1"), min_usd=D("0.1"), holder="r")
     assert lease.lease_id
-    store.close_lease(lease.lease_id, spent_usd=D("0.1"))
+    leases.close_lease(lease.lease_id, spent_usd=D("0.1"))
     assert caps_row(sql, "acme")["at_80"] and not caps_row(sql, "acme")["at_100"]
     assert sql("SELECT warned_at IS NOT NULL FROM caps WHERE tenant_id = 'acme'") == [(True,)]
 
 
 def test_grants_shrink_as_the_cap_nears_and_the_last_cents_are_usable(
-    store: CapStore, make_tenant: Callable[..., str]
+    leases: LeaseStore, make_tenant: Callable[..., str]
 ) -> None:
     make_tenant("acme", "8")
-    first = store.open_lease("acme", want_usd=D("4"), min_usd=D("0.01"), holder="a")
+    first = leases.open_lease("acme", want_usd=D("4"), min_usd=D("0.01"), holder="a")
     assert first.granted_usd == D("1")  # 1/8 of the free $8
     assert first.lease_id
-    store.close_lease(first.lease_id, spent_usd=D("7.6"))
-    small = store.open_lease("acme", want_usd=D("4"), min_usd=D("0.01"), holder="b")
+    leases.close_lease(first.lease_id, spent_usd=D("7.6"))
+    small = leases.open_lease("acme", want_usd=D("4"), min_usd=D("0.01"), holder="b")
     assert small.granted_usd == D("0.05")  # 1/8 of the free $0.40
-    last = store.open_lease("acme", want_usd=D("4"), min_usd=D("0.35"), holder="c")
+    last = leases.open_lease("acme", want_usd=D("4"), min_usd=D("0.35"), holder="c")
     assert (last.status, last.granted_usd) == ("granted", D("0.35"))  # exactly what is left
-    nothing = store.open_lease("acme", want_usd=D("1"), min_usd=D("0.000000001"), holder="d")
+    nothing = leases.open_lease("acme", want_usd=D("1"), min_usd=D("0.000000001"), holder="d")
     assert nothing.status == "contended"  # b still holds 5 cents: not a refusal
     assert small.lease_id and last.lease_id
-    store.close_lease(small.lease_id, spent_usd=D("0.05"))
-    store.close_lease(last.lease_id, spent_usd=D("0.35"))
-    done = store.open_lease("acme", want_usd=D("1"), min_usd=D("0.000000001"), holder="d")
+    leases.close_lease(small.lease_id, spent_usd=D("0.05"))
+    leases.close_lease(last.lease_id, spent_usd=D("0.35"))
+    done = leases.open_lease("acme", want_usd=D("1"), min_usd=D("0.000000001"), holder="d")
     assert done.status == "blocked" and done.spend_usd == D("8")
 
 
 def test_room_held_by_other_leases_is_contended_not_refused(
-    store: CapStore, make_tenant: Callable[..., str]
+    leases: LeaseStore, make_tenant: Callable[..., str]
 ) -> None:
     make_tenant("acme", "1")
-    hog = store.open_lease("acme", want_usd=D("1"), min_usd=D("0.9"), holder="hog")
+    hog = leases.open_lease("acme", want_usd=D("1"), min_usd=D("0.9"), holder="hog")
     assert hog.status == "granted" and hog.lease_id
     budget = TenantBudget(
-        PgLeaseTransport(store), "acme", holder="late", chunk_usd=D("0.5"), contention_wait_s=0.3
+        PgLeaseTransport(leases), "acme", holder="late", chunk_usd=D("0.5"), contention_wait_s=0.3
     )
     with pytest.raises(BudgetBusy, match=r"is left under the daily cap but other runs held it"):
         budget.reserve(D("0.5"))
-    store.close_lease(hog.lease_id, spent_usd=D("0.2"))
+    leases.close_lease(hog.lease_id, spent_usd=D("0.2"))
     res = budget.reserve(D("0.5"))
     assert res.lease_id is not None
 
 
 def test_settled_spend_and_its_events_are_counted_once(
-    db: Database, store: CapStore, make_tenant: Callable[..., str], sql: Sql
+    db: Database, leases: LeaseStore, make_tenant: Callable[..., str], sql: Sql
 ) -> None:
     make_tenant("acme", "10")
-    budget = TenantBudget(PgLeaseTransport(store), "acme", holder="run-1", chunk_usd=D("1"))
+    budget = TenantBudget(PgLeaseTransport(leases), "acme", holder="run-1", chunk_usd=D("1"))
     res = budget.reserve(D("0.3"))
     lease_id = res.settle(D("0.25"))
     budget.close()
@@ -164,11 +163,11 @@ def test_settled_spend_and_its_events_are_counted_once(
 
 
 def test_expired_lease_of_a_dead_worker_is_reclaimed_with_its_recorded_spend(
-    db: Database, clocked_store: CapStore, clock: Clock, make_tenant: Callable[..., str],
+    db: Database, clocked_leases: LeaseStore, clock: Clock, make_tenant: Callable[..., str],
     sql: Sql,
 ) -> None:  # fmt: skip
     make_tenant("acme", "10")
-    lease = clocked_store.open_lease(
+    lease = clocked_leases.open_lease(
         "acme", want_usd=D("1"), min_usd=D("1"), holder="dead", ttl_s=30
     )
     assert lease.lease_id
@@ -176,26 +175,26 @@ def test_expired_lease_of_a_dead_worker_is_reclaimed_with_its_recorded_spend(
     ingest(db, cost_event("acme", "0.4", lease.lease_id, occurred_at=clock.now.isoformat()))
     row = caps_row(sql, "acme")
     assert (row["reserved"], row["spend"]) == (D("1"), 0)  # the lease covers it meanwhile
-    assert clocked_store.reclaim_expired() == 0  # not expired yet
+    assert clocked_leases.reclaim_expired() == 0  # not expired yet
     clock.advance(seconds=31)
-    assert clocked_store.reclaim_expired() == 1
+    assert clocked_leases.reclaim_expired() == 1
     row = caps_row(sql, "acme")
     assert (row["reserved"], row["spend"], row["settled"]) == (0, D("0.4"), D("0.4"))
     assert sql("SELECT status FROM cap_leases") == [("expired",)]
     # A late event of the expired lease counts through the ledger, once.
     ingest(db, cost_event("acme", "0.1", lease.lease_id, occurred_at=clock.now.isoformat()))
     assert caps_row(sql, "acme")["spend"] == D("0.5")
-    late = clocked_store.sync_lease(lease.lease_id, spent_usd=D("0.5"))
+    late = clocked_leases.sync_lease(lease.lease_id, spent_usd=D("0.5"))
     assert late.status == "expired"  # its late report is not counted again
 
 
 def test_utc_day_boundary_resets_the_cap(
-    clocked_store: CapStore, clock: Clock, make_tenant: Callable[..., str], sql: Sql
+    clocked_leases: LeaseStore, clock: Clock, make_tenant: Callable[..., str], sql: Sql
 ) -> None:
     make_tenant("acme", "1")
     clock.now = clock.now.replace(hour=23, minute=59, second=0)
     budget = TenantBudget(
-        PgLeaseTransport(clocked_store), "acme", holder="run-1", chunk_usd=D("0.5"),
+        PgLeaseTransport(clocked_leases), "acme", holder="run-1", chunk_usd=D("0.5"),
         utc_now=clock,
     )  # fmt: skip
     with pytest.raises(TenantCapReached):
@@ -211,17 +210,17 @@ def test_utc_day_boundary_resets_the_cap(
 
 
 def test_paused_tenant_gets_no_lease(
-    store: CapStore, make_tenant: Callable[..., str], sql: Sql
+    leases: LeaseStore, make_tenant: Callable[..., str], sql: Sql
 ) -> None:
     make_tenant("acme", "10")
     sql("UPDATE tenants SET status = 'paused' WHERE tenant_id = 'acme'")
-    budget = TenantBudget(PgLeaseTransport(store), "acme", holder="r")
+    budget = TenantBudget(PgLeaseTransport(leases), "acme", holder="r")
     with pytest.raises(TenantPaused, match="tenant 'acme' is paused by an admin"):
         budget.reserve(D("0.01"))
 
 
-def test_unknown_tenant_is_named(store: CapStore) -> None:
-    budget = TenantBudget(PgLeaseTransport(store), "ghost", holder="r")
+def test_unknown_tenant_is_named(leases: LeaseStore) -> None:
+    budget = TenantBudget(PgLeaseTransport(leases), "ghost", holder="r")
     with pytest.raises(Exception, match="unknown tenant 'ghost'"):
         budget.reserve(D("0.01"))
 

@@ -69,7 +69,7 @@ models:
         ("models:\n  gpt-x: {provider: p, input_per_1m: cheap, output_per_1m: 1}\n",
          "models.gpt-x.input_per_1m: must be a number"),
         ("models:\n  gpt-x: {provider: p, input_per_1m: 1, output_per_1m: 1, colour: red}\n",
-         "models.gpt-x.colour: is not a known key"),
+         "models.gpt-x.colour: is not a known field"),
         ("models:\n  m: {provider: p, input_per_1m: 1, output_per_1m: 1}\n"
          "tenants:\n  acme:\n    gpt-y: {input_per_1m: 0}\n",
          "tenants.acme.gpt-y: unknown model"),

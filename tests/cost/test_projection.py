@@ -117,7 +117,7 @@ def test_malformed_plan_names_the_key(tmp_path: Path) -> None:
     path.write_text(
         "stages:\n  - {stage: s, role: r, model: gpt-4o, tokens_in: -1, tokens_out: 1}\n"
     )
-    with pytest.raises(PlanError, match=r"stages\.0\.tokens_in: must be >= 0"):
+    with pytest.raises(PlanError, match=r"stages\[0\]\.tokens_in: must be >= 0"):
         load_plan(path)
 
 

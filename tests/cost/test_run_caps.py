@@ -75,3 +75,8 @@ def test_remaining_fraction_feeds_budget_aware_routing() -> None:
 def test_negative_caps_are_refused() -> None:
     with pytest.raises(ValueError, match="max_tokens must be zero or more"):
         RunCaps(max_tokens=-1)
+    with pytest.raises(ValueError, match="max_usd must be zero or more dollars"):
+        RunCaps(max_usd=Decimal("-0.01"))
+    with pytest.raises(ValueError, match="max_external_usd must be a number of dollars"):
+        RunCaps(max_external_usd="lots")  # type: ignore[arg-type]
+    assert RunCaps(max_usd="2.5").max_usd == Decimal("2.5")  # type: ignore[arg-type]

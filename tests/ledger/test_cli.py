@@ -52,9 +52,16 @@ def test_tenant_and_token_creation(db_url: str, sql: SQL) -> None:
     [
         (
             ["tenant", "create", "acme", "--daily-cap-usd", "abc"],
-            "'abc' is not a number of dollars",
+            "amount must be a number of dollars, not 'abc'",
         ),
-        (["tenant", "create", "acme", "--daily-cap-usd", "-1"], "must be zero or more dollars"),
+        (
+            ["tenant", "create", "acme", "--daily-cap-usd", "-1"],
+            "amount must be zero or more dollars",
+        ),
+        (
+            ["tenant", "create", "acme", "--daily-cap-usd", "0.0000000001"],
+            "amount must have at most 9 decimal places",
+        ),
         (["tenant", "create", "bad id", "--daily-cap-usd", "1"], "tenant id 'bad id' must be"),
         (
             ["token", "create", "--role", "agent"],

@@ -86,9 +86,12 @@ def test_agent_cannot_write_another_tenants_events(
     ]
     resp = client.post("/v1/events", json={"events": batch}, headers=bearer(tokens["agent"]))
     assert resp.status_code == 403
-    assert resp.json["error"] == (
-        "events[1].tenant_id: this token may write only tenant 'acme'; nothing was stored"
-    )
+    assert resp.json == {
+        "error": "events[1].tenant_id: this token may write only tenant 'acme'; nothing was stored",
+        "fields": [
+            {"field": "events[1].tenant_id", "message": "this token may write only tenant 'acme'"}
+        ],
+    }
     assert sql("SELECT count(*) FROM events") == [(0,)]
     # An admin token may write any tenant's events.
     resp = client.post("/v1/events", json={"events": batch}, headers=bearer(tokens["admin"]))
@@ -134,6 +137,24 @@ def test_malformed_requests_are_refused_with_a_named_problem(
                        headers=bearer(tokens["agent"]))  # fmt: skip
     assert resp.status_code == status
     assert message in resp.json["error"]
+
+
+@pytest.mark.parametrize(
+    ("body", "fields"),
+    [
+        (b'{"events": [{}], "x": 1, "y": 2}',
+         [{"field": "x", "message": "is not a known field"},
+          {"field": "y", "message": "is not a known field"}]),
+        (b'{"events": []}', [{"field": "events", "message": "must be a non-empty array"}]),
+    ],
+)  # fmt: skip
+def test_request_level_errors_name_the_fields(
+    client: Any, tokens: dict[str, str], body: bytes, fields: list[dict[str, str]]
+) -> None:
+    resp = client.post("/v1/events", data=body, content_type="application/json",
+                       headers=bearer(tokens["agent"]))  # fmt: skip
+    assert resp.status_code == 400
+    assert resp.json["fields"] == fields
 
 
 def test_oversized_batches_are_refused(client: Any, tokens: dict[str, str], sql: SQL) -> None:

@@ -36,9 +36,16 @@ def test_prompt_audit_requires_an_agent_or_admin_token_of_the_tenant(
     other = make_token("agent", "globex")
     resp = client.post("/v1/prompt-audit", json=body, headers={"Authorization": f"Bearer {other}"})
     assert resp.status_code == 403
-    assert resp.json["error"] == (
-        "records[0].tenant_id: this token may write only tenant 'globex'; nothing was stored"
-    )
+    assert resp.json == {
+        "error": "records[0].tenant_id: this token may write only tenant 'globex'; "
+        "nothing was stored",
+        "fields": [
+            {
+                "field": "records[0].tenant_id",
+                "message": "this token may write only tenant 'globex'",
+            }
+        ],
+    }
 
 
 def test_prompt_audit_answers_one_result_per_record_and_redacts_again(
@@ -57,9 +64,16 @@ def test_prompt_audit_answers_one_result_per_record_and_redacts_again(
     assert resp.status_code == 200
     results = resp.json["results"]
     assert [r["status"] for r in results] == ["accepted", "rejected", "rejected", "rejected"]
-    assert results[1]["errors"][0]["message"] == "unknown tenant 'ghost'"
-    assert "is in the future" in results[2]["errors"][0]["message"]
-    assert results[3]["errors"][0]["field"] == "records[3].prompt"
+    assert results[1]["errors"] == [
+        {"field": "records[1].tenant_id", "message": "unknown tenant 'ghost'"}
+    ]
+    assert results[2]["errors"] == [
+        {
+            "field": "records[2].created_at",
+            "message": "is in the future (more than 5 minutes ahead of the server clock)",
+        }
+    ]
+    assert results[3]["errors"] == [{"field": "records[3].prompt", "message": "must be a string"}]
     assert sql("SELECT prompt_redacted FROM prompt_audit") == [("mail [REDACTED:email]",)]
     again = client.post("/v1/prompt-audit", json={"records": records[:1]}, headers=headers)
     assert again.json["results"][0]["status"] == "duplicate"
@@ -78,7 +92,10 @@ def test_prompt_audit_body_errors_name_the_problem(
         'body must be an object {"records": [...]}',
     )
     resp = client.post("/v1/prompt-audit", json={"records": []}, headers=headers)
-    assert resp.json["error"] == "records must be a non-empty array"
+    assert resp.json == {
+        "error": "records must be a non-empty array",
+        "fields": [{"field": "records", "message": "must be a non-empty array"}],
+    }
     resp = client.post("/v1/prompt-audit", json={"records": [_record()] * 501}, headers=headers)
     assert (resp.status_code, resp.json["error"]) == (
         413,

@@ -10,11 +10,11 @@ from flask import Flask
 
 from runledger import _env
 from runledger.control._auth import TokenCache
-from runledger.control._errors import ApiError, register_error_handlers
+from runledger.control._errors import register_error_handlers
 from runledger.store import Database, IngestLimits, Ingestor, resolve_database_url
 from runledger.store.retention import retention_days_from_env
 
-__all__ = ["ApiError", "create_app"]
+__all__ = ["create_app"]
 
 DEFAULTS: dict[str, Any] = {
     "MAX_CONTENT_LENGTH": 8 * 1024 * 1024,

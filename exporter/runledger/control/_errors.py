@@ -1,25 +1,45 @@
-"""JSON errors that name the problem."""
+"""JSON errors that name the problem: ``{"error": sentence, "fields": [...]}`` for every 4xx."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from flask import Flask, Response, jsonify
+from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from runledger.store import DatabaseUnavailable
+from runledger.validation import FieldError, describe, field_errors
 
-__all__ = ["ApiError", "register_error_handlers"]
+__all__ = ["ApiError", "invalid_request", "register_error_handlers"]
 
 
 class ApiError(Exception):
-    """An error answered as ``{"error": message, ...}`` with an HTTP status."""
+    """An error answered as ``{"error": message, "fields": [...]}`` with an HTTP status.
 
-    def __init__(self, status: int, message: str, **extra: Any) -> None:
+    ``fields`` (the field-level problems, when there are any) become the body's
+    ``[{"field", "message"}]`` list.
+    """
+
+    def __init__(self, status: int, message: str, *, fields: Sequence[FieldError] = ()) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
-        self.extra = extra
+        self.fields = list(fields)
+
+    def body(self) -> dict[str, Any]:
+        """Return the JSON body every 4xx of every JSON API uses."""
+        body: dict[str, Any] = {"error": self.message}
+        if self.fields:
+            body["fields"] = [f.as_dict() for f in self.fields]
+        return body
+
+
+def invalid_request(exc: ValidationError, *, prefix: str = "") -> ApiError:
+    """Return the 400 for a request body that failed its model, naming every field."""
+    fields = field_errors(exc, prefix=prefix)
+    return ApiError(400, f"invalid request: {describe(fields)}", fields=fields)
 
 
 def register_error_handlers(app: Flask) -> None:
@@ -27,7 +47,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> tuple[Response, int]:
-        return jsonify({"error": exc.message, **exc.extra}), exc.status
+        return jsonify(exc.body()), exc.status
 
     @app.errorhandler(DatabaseUnavailable)
     def _db_down(exc: DatabaseUnavailable) -> tuple[Response, int, dict[str, str]]:
@@ -43,4 +63,4 @@ def register_error_handlers(app: Flask) -> None:
             405: "method not allowed on this endpoint",
         }
         code = exc.code or 500
-        return jsonify({"error": messages.get(code, exc.description or exc.name)}), code
+        return jsonify(ApiError(code, messages.get(code, exc.description or exc.name)).body()), code

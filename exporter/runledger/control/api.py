@@ -8,8 +8,9 @@ from flask import Blueprint, Response, current_app, request
 
 from runledger.control._auth import current_principal, require
 from runledger.control._batch import batch_counts, batch_response, read_batch
-from runledger.events import MAX_BATCH_EVENTS, EventError, parse_batch_json, validate_batch
+from runledger.events import MAX_BATCH_EVENTS, parse_batch_json, validate_batch
 from runledger.store import EventResult, Ingestor
+from runledger.validation import FieldError
 
 __all__ = ["bp"]
 
@@ -79,5 +80,5 @@ def _located(results: list[EventResult]) -> list[EventResult]:
     return results
 
 
-def _prefix(errors: list[EventError], index: int) -> list[EventError]:
-    return [EventError(field=f"events[{index}].{e.field}", message=e.message) for e in errors]
+def _prefix(errors: list[FieldError], index: int) -> list[FieldError]:
+    return [FieldError(f"events[{index}].{e.field}", e.message) for e in errors]

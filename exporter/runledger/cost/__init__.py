@@ -38,7 +38,6 @@ from runledger.cost.retry import (
     classify,
 )
 from runledger.cost.routing import Route, RoutingError, RoutingTable
-from runledger.cost.store import CapStore, LeaseState
 
 __all__ = [
     "BreakerBoard",
@@ -46,11 +45,9 @@ __all__ = [
     "BudgetBusy",
     "BudgetError",
     "BudgetVerdict",
-    "CapStore",
     "CircuitOpen",
     "ErrorClass",
     "HttpLeaseTransport",
-    "LeaseState",
     "LedgerUnavailable",
     "ModelPrice",
     "PgLeaseTransport",

@@ -5,21 +5,22 @@ from __future__ import annotations
 import json
 import sys
 from decimal import Decimal
-from typing import Any
 
 import click
 
 from runledger._click import usd
+from runledger.store import CapAdmin, Database, LeaseStore, resolve_database_url
+from runledger.validation import ConfigError
 
 __all__ = ["cost_group"]
 
 
-def _store() -> Any:
-    from runledger.cli import _db_url
-    from runledger.cost.store import CapStore
-    from runledger.store import Database
+def _database() -> Database:
+    return Database(resolve_database_url(), max_size=2).open(wait=True)
 
-    return CapStore(Database(_db_url(), max_size=2).open(wait=True))
+
+def _cap_admin() -> CapAdmin:
+    return CapAdmin(_database())
 
 
 @click.group("cost")
@@ -46,7 +47,6 @@ def project_cmd(
     Exit codes: 0 within budget (or a warning), 3 blocked, 4 warning with --fail-on-warn,
     2 bad input (unknown model, invalid plan or pricing file).
     """
-    from runledger.cost._config import ConfigError
     from runledger.cost.pricing import PricingTable, default_pricing
     from runledger.cost.projection import (
         EXIT_BUDGET_BLOCKED,
@@ -81,7 +81,7 @@ def project_cmd(
 @click.argument("tenant_id")
 def status_cmd(tenant_id: str) -> None:
     """Show a tenant's daily cap today: cap in force, spend, reserved, 80%/100% marks."""
-    status = _store().status(tenant_id)
+    status = _cap_admin().status(tenant_id)
     if status is None:
         raise click.UsageError(f"unknown tenant {tenant_id!r}")
     click.echo(json.dumps(status.as_dict(), indent=2))
@@ -103,24 +103,17 @@ def raise_cmd(
     """Change TENANT_ID's daily cap (permanent unless --hours or --temporary); audited."""
     from datetime import timedelta
 
-    store = _store()
+    admin = _cap_admin()
     try:
         if temporary:
-            change = store.temporary_raise(
+            change = admin.temporary_raise(
                 tenant_id, reason=reason, author=author, author_role="cli", new_cap_usd=cap_usd
             )
         else:
             if cap_usd is None:
                 raise click.UsageError("--cap-usd is required unless --temporary")
-            expires = None
-            if hours is not None:
-                import psycopg
-
-                with psycopg.connect(store.db.url) as conn:
-                    row = conn.execute("SELECT now()").fetchone()
-                assert row is not None
-                expires = row[0] + timedelta(hours=hours)
-            change = store.change_cap(
+            expires = None if hours is None else admin.now() + timedelta(hours=hours)
+            change = admin.change_cap(
                 tenant_id, new_cap_usd=cap_usd, reason=reason, author=author, author_role="cli",
                 expires_at=expires,
             )  # fmt: skip
@@ -136,7 +129,7 @@ def raise_cmd(
 @cost_group.command("expire-raises")
 def expire_raises_cmd() -> None:
     """Mark temporary raises past their expiry as reverted (they stop applying by themselves)."""
-    expired = _store().expire_raises()
+    expired = _cap_admin().expire_raises()
     for change in expired:
         click.echo(
             f"tenant {change.tenant_id}: raise {change.raise_id} expired; cap back to "
@@ -148,7 +141,7 @@ def expire_raises_cmd() -> None:
 @cost_group.command("reclaim")
 def reclaim_cmd() -> None:
     """Expire budget leases whose holders stopped renewing them; return their reservations."""
-    click.echo(f"reclaimed {_store().reclaim_expired()} lease(s)")
+    click.echo(f"reclaimed {LeaseStore(_database()).reclaim_expired()} lease(s)")
 
 
 @cost_group.command("check-config")
@@ -156,7 +149,6 @@ def reclaim_cmd() -> None:
 @click.option("--routing", "routing_path", type=click.Path(exists=True, dir_okay=False))
 def check_config_cmd(pricing_path: str | None, routing_path: str | None) -> None:
     """Validate a pricing and/or routing file; exit 2 naming the offending key."""
-    from runledger.cost._config import ConfigError
     from runledger.cost.pricing import PricingTable, default_pricing
     from runledger.cost.routing import RoutingTable
 

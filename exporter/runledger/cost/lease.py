@@ -29,14 +29,10 @@ from typing import Any, Literal, Protocol
 import requests
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
-from runledger.cost.store import (
-    DEFAULT_LEASE_TTL_S,
-    CapStore,
-    LeaseState,
-    blocked_message,
-    quantize_usd,
-)
+from runledger.money import parse_usd, round_usd
 from runledger.store import DatabaseUnavailable
+from runledger.store.cap_admin import blocked_message
+from runledger.store.leases import DEFAULT_LEASE_TTL_S, LeaseState, LeaseStore
 
 __all__ = [
     "BudgetBusy",
@@ -117,7 +113,7 @@ def _ledger_errors() -> Iterator[None]:
 class PgLeaseTransport:
     """Lease calls straight to PostgreSQL (in-process: services, jobs, benchmarks)."""
 
-    def __init__(self, store: CapStore) -> None:
+    def __init__(self, store: LeaseStore) -> None:
         self.store = store
 
     def open(
@@ -173,7 +169,10 @@ class HttpLeaseTransport:
             data = None
         if not isinstance(data, dict) or "status" not in data:
             raise BudgetError(f"lease request refused ({resp.status_code}): {_error(resp)}")
-        return _state_from_json(data)
+        try:
+            return _state_from_json(data)
+        except ValueError as exc:
+            raise BudgetError(f"the ledger's lease answer is malformed: {exc}") from None
 
     def open(
         self, tenant_id: str, *, want_usd: Decimal, min_usd: Decimal, holder: str,
@@ -214,7 +213,7 @@ def _error(resp: requests.Response) -> str:
 def _state_from_json(data: dict[str, Any]) -> LeaseState:
     def dec(key: str) -> Decimal | None:
         value = data.get(key)
-        return None if value is None else Decimal(str(value))
+        return None if value is None else parse_usd(value, name=key)
 
     day = data.get("day")
     expires = data.get("expires_at")
@@ -299,10 +298,10 @@ class TenantBudget:
         self.tenant_id = tenant_id
         self.holder = holder
         self.role = role
-        self.chunk_usd = quantize_usd(chunk_usd)
+        self.chunk_usd = round_usd(chunk_usd)
         self.ttl_s = ttl_s
         self.on_ledger_down = on_ledger_down
-        self.offline_allowance_usd = quantize_usd(offline_allowance_usd)
+        self.offline_allowance_usd = round_usd(offline_allowance_usd)
         self.contention_wait_s = contention_wait_s
         self._monotonic = monotonic
         self._utc_now = utc_now
@@ -341,7 +340,7 @@ class TenantBudget:
             TenantPaused: the tenant is paused.
             LedgerUnavailable: the ledger is down and the budget fails closed.
         """
-        est = quantize_usd(estimate_usd)
+        est = round_usd(estimate_usd)
         if est < 0:
             raise ValueError("estimate_usd must be zero or more dollars")
         with self._lock:
@@ -364,7 +363,7 @@ class TenantBudget:
 
     def settle(self, reservation: Reservation, actual_usd: Decimal) -> str | None:
         """Record a call's actual cost; return the lease id its events should name."""
-        actual = quantize_usd(actual_usd)
+        actual = round_usd(actual_usd)
         if actual < 0:
             raise ValueError("actual_usd must be zero or more dollars")
         with self._lock:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
 
+from runledger.money import parse_usd
+
 __all__ = ["CapName", "RunCapHit", "RunCaps", "RunMeter"]
 
 CapName = Literal["tokens", "time", "cost", "external"]
@@ -31,10 +33,14 @@ class RunCaps:
     max_external_usd: Decimal | None = None
 
     def __post_init__(self) -> None:
-        for name in ("max_tokens", "max_wall_s", "max_usd", "max_external_usd"):
+        for name in ("max_tokens", "max_wall_s"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"{name} must be zero or more, got {value}")
+        for name in ("max_usd", "max_external_usd"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, parse_usd(value, name=name))
 
 
 class RunCapHit(RuntimeError):

@@ -7,21 +7,20 @@ cached part of it, billed at the model's cached-input price.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from decimal import ROUND_CEILING, Decimal
+from collections.abc import Mapping
+from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from runledger.cost._config import ConfigError, load_yaml, validate_config
+from runledger.money import Usd, round_usd
+from runledger.validation import ConfigError, load_config
 
 __all__ = ["ModelPrice", "PricingError", "PricingTable", "UnknownModelError", "default_pricing"]
 
 _MILLION = Decimal(1_000_000)
-_NANO = Decimal("0.000000001")
-"""Costs are rounded up to the ledger's precision, numeric(20, 9)."""
 
 
 class PricingError(ConfigError):
@@ -46,9 +45,9 @@ class ModelPrice(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     provider: str = Field(min_length=1)
-    input_per_1m: Decimal = Field(ge=0)
-    output_per_1m: Decimal = Field(ge=0)
-    cached_input_per_1m: Decimal | None = Field(default=None, ge=0)
+    input_per_1m: Usd
+    output_per_1m: Usd
+    cached_input_per_1m: Usd | None = None
     aliases: tuple[str, ...] = ()
 
     @property
@@ -60,9 +59,9 @@ class ModelPrice(BaseModel):
 class _Override(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    input_per_1m: Decimal | None = Field(default=None, ge=0)
-    output_per_1m: Decimal | None = Field(default=None, ge=0)
-    cached_input_per_1m: Decimal | None = Field(default=None, ge=0)
+    input_per_1m: Usd | None = None
+    output_per_1m: Usd | None = None
+    cached_input_per_1m: Usd | None = None
 
 
 class _PricingFile(BaseModel):
@@ -116,19 +115,19 @@ class PricingTable:
     @classmethod
     def load(cls, path: str | Path) -> PricingTable:
         """Load and validate a pricing YAML file; raise PricingError naming the bad key."""
-        try:
-            data = load_yaml(path, what="pricing")
-        except ConfigError as exc:
-            raise PricingError(str(exc)) from exc
-        return cls.from_mapping(data, source=str(path))
+        return cls._from(
+            load_config(_PricingFile, path, what="pricing", error=PricingError), str(path)
+        )
 
     @classmethod
     def from_mapping(cls, data: Any, *, source: str = "<memory>") -> PricingTable:
         """Validate an already parsed pricing document."""
-        try:
-            parsed = validate_config(_PricingFile, data, what="pricing file", source=source)
-        except ConfigError as exc:
-            raise PricingError(str(exc)) from exc
+        return cls._from(
+            load_config(_PricingFile, data, what="pricing", error=PricingError), source
+        )
+
+    @classmethod
+    def _from(cls, parsed: _PricingFile, source: str) -> PricingTable:
         overrides: dict[str, dict[str, ModelPrice]] = {}
         for tenant, per_model in parsed.tenants.items():
             for model, override in per_model.items():
@@ -198,11 +197,7 @@ class PricingTable:
             + cached_tokens_in * p.cached_price
             + tokens_out * p.output_per_1m
         )
-        return (micro / _MILLION).quantize(_NANO, rounding=ROUND_CEILING)
-
-    def cheapest(self, candidates: Iterable[str]) -> str:
-        """Return the candidate with the lowest output price."""
-        return min(candidates, key=lambda m: self.price(m).output_per_1m)
+        return round_usd(micro / _MILLION)
 
 
 def _alias_of(models: Mapping[str, ModelPrice], alias: str) -> str:

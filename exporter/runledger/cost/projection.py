@@ -22,8 +22,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from runledger.cost._config import ConfigError, load_yaml, validate_config
 from runledger.cost.pricing import PricingTable
+from runledger.validation import ConfigError, load_config
 
 __all__ = [
     "BLOCK_AT",
@@ -157,18 +157,7 @@ class Projection:
 
 def load_plan(source: str | Path | dict[str, Any]) -> Plan:
     """Load and validate a plan from a YAML file or a mapping."""
-    if isinstance(source, dict):
-        data, where = source, "<memory>"
-    else:
-        try:
-            data = load_yaml(source, what="plan")
-        except ConfigError as exc:
-            raise PlanError(str(exc)) from exc
-        where = str(source)
-    try:
-        return validate_config(Plan, data, what="plan", source=where)
-    except ConfigError as exc:
-        raise PlanError(str(exc)) from exc
+    return load_config(Plan, source, what="plan", error=PlanError)
 
 
 def project(

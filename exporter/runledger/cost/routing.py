@@ -25,8 +25,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from runledger.cost._config import ConfigError, load_yaml, validate_config
 from runledger.cost.pricing import PricingTable
+from runledger.validation import ConfigError, load_config
 
 __all__ = ["NEVER_DOWNGRADE", "Route", "RoutingError", "RoutingTable"]
 
@@ -101,21 +101,19 @@ class RoutingTable:
     @classmethod
     def load(cls, path: str | Path, *, pricing: PricingTable | None = None) -> RoutingTable:
         """Load a routing YAML file; with ``pricing``, check every model is priced."""
-        try:
-            data = load_yaml(path, what="routing")
-        except ConfigError as exc:
-            raise RoutingError(str(exc)) from exc
-        return cls.from_mapping(data, pricing=pricing, source=str(path))
+        parsed = load_config(_RoutingFile, path, what="routing", error=RoutingError)
+        return cls._from(parsed, pricing, str(path))
 
     @classmethod
     def from_mapping(
         cls, data: Any, *, pricing: PricingTable | None = None, source: str = "<memory>"
     ) -> RoutingTable:
         """Validate an already parsed routing document."""
-        try:
-            parsed = validate_config(_RoutingFile, data, what="routing file", source=source)
-        except ConfigError as exc:
-            raise RoutingError(str(exc)) from exc
+        parsed = load_config(_RoutingFile, data, what="routing", error=RoutingError)
+        return cls._from(parsed, pricing, source)
+
+    @classmethod
+    def _from(cls, parsed: _RoutingFile, pricing: PricingTable | None, source: str) -> RoutingTable:
         if pricing is not None:
             chains = [(f"roles.{r}", c) for r, c in parsed.roles.items()]
             if parsed.default:

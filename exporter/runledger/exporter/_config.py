@@ -6,8 +6,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
+
+from runledger import validation
+from runledger.validation import load_yaml
 
 __all__ = ["ExporterConfig", "load_config"]
 
@@ -37,55 +39,17 @@ class ExporterConfig(BaseModel):
         return ExporterConfig.model_validate({**self.model_dump(), **overrides})
 
 
-def _read_yaml(text: str, source: str) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{source}: not valid YAML: {exc}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{source}: must be a mapping of settings, not {type(data).__name__}")
-    return data
-
-
-def _describe(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors(include_url=False, include_input=False):
-        where = ".".join(str(p) for p in err["loc"]) or "(file)"
-        message = "unknown setting" if err["type"] == "extra_forbidden" else err["msg"]
-        parts.append(f"{where}: {message}")
-    return "; ".join(parts)
-
-
 def load_config(path: str | Path | None = None) -> ExporterConfig:
     """Return the packaged defaults overridden by the YAML file at ``path``, validated.
 
+    ``phase_targets_seconds`` is merged key by key.
+
     Raises:
-        ValueError: the file is unreadable, not YAML, or a setting is invalid; the message
+        ConfigError: the file is unreadable, not YAML, or a setting is invalid; the message
             names the file and the setting.
     """
-    defaults = _read_yaml(
-        resources.files("runledger.exporter").joinpath("defaults.yml").read_text("utf-8"),
-        "defaults.yml",
-    )
-    merged = dict(defaults)
-    source = "defaults.yml"
-    if path is not None:
-        source = str(path)
-        try:
-            text = Path(path).read_text("utf-8")
-        except OSError as exc:
-            raise ValueError(f"{source}: cannot read exporter config: {exc.strerror}") from None
-        override = _read_yaml(text, source)
-        targets = override.get("phase_targets_seconds")
-        merged.update(override)
-        if isinstance(targets, dict):
-            merged["phase_targets_seconds"] = {
-                **defaults.get("phase_targets_seconds", {}),
-                **targets,
-            }
-    try:
-        return ExporterConfig.model_validate(merged)
-    except ValidationError as exc:
-        raise ValueError(f"{source}: invalid exporter config: {_describe(exc)}") from None
+    with resources.as_file(resources.files("runledger.exporter") / "defaults.yml") as packaged:
+        defaults = load_yaml(packaged, what="exporter defaults")
+    if path is None:
+        return validation.load_config(ExporterConfig, defaults, what="exporter defaults")
+    return validation.load_config(ExporterConfig, path, what="exporter config", defaults=defaults)

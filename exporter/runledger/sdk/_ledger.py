@@ -210,7 +210,7 @@ class Ledger:
 
     @property
     def routing(self) -> RoutingTable | None:
-        """The model routing table (``Ledger(routing=...)``), or None."""
+        """The model routing table (``Ledger(costs=CostOptions(routing=...))``), or None."""
         if self._routing is None and self._routing_source is not None:
             from runledger.cost.routing import RoutingTable
 

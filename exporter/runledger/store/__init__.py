@@ -9,15 +9,22 @@ from runledger.store._database import (
     state_dir,
     stop_embedded,
 )
+from runledger.store.cap_admin import CapAdmin, CapChange, CapStatus
 from runledger.store.ingest import EventResult, IngestLimits, Ingestor
+from runledger.store.leases import LeaseState, LeaseStore
 from runledger.store.migrate import migrate
 
 __all__ = [
+    "CapAdmin",
+    "CapChange",
+    "CapStatus",
     "Database",
     "DatabaseUnavailable",
     "EventResult",
     "IngestLimits",
     "Ingestor",
+    "LeaseState",
+    "LeaseStore",
     "embedded_server",
     "ensure_database",
     "migrate",

@@ -7,9 +7,12 @@ from decimal import Decimal
 
 import psycopg
 
+from runledger.events import IDENT_PATTERN
+from runledger.money import parse_usd
+
 __all__ = ["create_tenant"]
 
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+_ID_RE = re.compile(IDENT_PATTERN)
 
 
 def create_tenant(
@@ -21,8 +24,7 @@ def create_tenant(
             f"tenant id {tenant_id!r} must be 1-128 letters, digits or . _ : - "
             "starting with a letter or digit"
         )
-    if daily_cap_usd < 0:
-        raise ValueError("daily cap must be zero or more dollars")
+    daily_cap_usd = parse_usd(daily_cap_usd, name="daily cap")
     cur = conn.execute(
         "INSERT INTO tenants (tenant_id, display_name, daily_cap_usd) VALUES (%s, %s, %s)"
         " ON CONFLICT (tenant_id) DO NOTHING",

@@ -1,8 +1,7 @@
-"""Server side of the tenant daily cap: budget leases, cap status and raises, in PostgreSQL.
+"""Cap administration: a tenant's cap status, audited raises and reverts, in PostgreSQL.
 
-Every lease operation is one call of a SQL function (migration 0002) holding the tenant's
-``caps`` row lock, so concurrent agents can never reserve more than the cap in force.
-docs/caps.md describes the design.
+A temporary raise is a ``cap_raises`` row with an expiry: the cap in force is the larger of
+the base cap and every unexpired raise, so it reverts by itself. docs/caps.md describes it.
 """
 
 from __future__ import annotations
@@ -15,26 +14,18 @@ from typing import Any
 
 import psycopg
 
-from runledger.store import Database
+from runledger.money import CENT, parse_usd, round_usd
+from runledger.store._database import Database
+from runledger.store._json import json_ready
 from runledger.store.audit import record_audit
 
 __all__ = [
-    "DEFAULT_LEASE_TTL_S",
-    "DEFAULT_SHARE_DIVISOR",
     "TEMPORARY_RAISE_HOURS",
+    "CapAdmin",
     "CapChange",
     "CapStatus",
-    "CapStore",
-    "LeaseState",
     "blocked_message",
-    "quantize_usd",
 ]
-
-DEFAULT_LEASE_TTL_S = 900.0
-"""Lease lifetime without renewal; must exceed the longest model-call timeout."""
-
-DEFAULT_SHARE_DIVISOR = 8
-"""Near the cap a grant is at most 1/8 of the free room, so late dollars stay shareable."""
 
 TEMPORARY_RAISE_HOURS = 72
 """The one-click temporary raise lasts this long, then the cap reverts by itself."""
@@ -42,55 +33,7 @@ TEMPORARY_RAISE_HOURS = 72
 ONE_CLICK_FACTOR = Decimal("1.5")
 """The one-click raise lifts the cap in force by half unless a new cap is given."""
 
-_NANO = Decimal("0.000000001")
-_CENT = Decimal("0.01")
 _SYSTEM = "runledger"
-
-
-def quantize_usd(value: Decimal | int | str | float) -> Decimal:
-    """Return ``value`` as dollars at ledger precision (1e-9), rounded up."""
-    return Decimal(str(value)).quantize(_NANO, rounding=ROUND_CEILING)
-
-
-def _json_ready(fields: dict[str, Any]) -> dict[str, Any]:
-    """Turn the decimals of a flat mapping into strings and its dates and times into ISO 8601."""
-    return {
-        key: str(value) if isinstance(value, Decimal)
-        else value.isoformat() if isinstance(value, date)
-        else value
-        for key, value in fields.items()
-    }  # fmt: skip
-
-
-@dataclass(frozen=True)
-class LeaseState:
-    """The answer to a lease operation.
-
-    ``status`` is one of granted, settled, closed (success); blocked (the cap leaves no
-    room even if every other lease gave back all it holds); contended (room exists but
-    other leases hold it: retry shortly); rollover (the lease's UTC day is over: open a new
-    one); expired; unknown; paused (the tenant is paused); invalid (spend went backwards).
-    """
-
-    status: str
-    lease_id: str | None
-    tenant_id: str | None
-    day: date | None
-    granted_usd: Decimal
-    lease_reserved_usd: Decimal
-    expires_at: datetime | None
-    cap_usd: Decimal | None
-    spend_usd: Decimal | None
-    reserved_usd: Decimal | None
-
-    @property
-    def ok(self) -> bool:
-        """Return True when the operation did what was asked."""
-        return self.status in ("granted", "settled", "closed")
-
-    def as_dict(self) -> dict[str, Any]:
-        """Return a JSON-ready mapping (decimals as strings, times in ISO 8601)."""
-        return _json_ready(asdict(self))
 
 
 @dataclass(frozen=True)
@@ -109,7 +52,7 @@ class CapChange:
 
     def as_dict(self) -> dict[str, Any]:
         """Return a JSON-ready mapping (decimals as strings, times in ISO 8601)."""
-        return _json_ready(asdict(self))
+        return json_ready(asdict(self))
 
 
 @dataclass(frozen=True)
@@ -175,128 +118,25 @@ _CHANGE_COLS = (
 )
 
 
-class CapStore:
-    """Lease, settle and raise a tenant's daily $ cap.
+class CapAdmin:
+    """Show, raise, and revert a tenant's daily $ cap; every change audited.
 
     Args:
         db: the ledger database.
-        divisor: near the cap a grant is at most ``free / divisor``.
         clock: returns the current time (tests inject it); default: the database's clock.
     """
 
-    def __init__(
-        self,
-        db: Database,
-        *,
-        divisor: int = DEFAULT_SHARE_DIVISOR,
-        clock: Callable[[], datetime] | None = None,
-    ) -> None:
+    def __init__(self, db: Database, *, clock: Callable[[], datetime] | None = None) -> None:
         self.db = db
-        self.divisor = divisor
         self.clock = clock
 
     def _now(self) -> datetime | None:
         return self.clock() if self.clock is not None else None
 
-    # -- leases -------------------------------------------------------------------------------
-
-    def open_lease(
-        self,
-        tenant_id: str,
-        *,
-        want_usd: Decimal,
-        min_usd: Decimal,
-        holder: str,
-        role: str | None = None,
-        ttl_s: float = DEFAULT_LEASE_TTL_S,
-    ) -> LeaseState:
-        """Reserve a chunk of today's cap: up to ``want_usd``, at least ``min_usd``."""
-        want, least = _amounts(want_usd, min_usd)
-        state = self._open(tenant_id, want, least, holder, role, ttl_s)
-        if state.status == "contended" and self.reclaim_expired(tenant_id):
-            state = self._open(tenant_id, want, least, holder, role, ttl_s)
-        return state
-
-    def _open(
-        self, tenant_id: str, want: Decimal, least: Decimal, holder: str, role: str | None,
-        ttl_s: float,
-    ) -> LeaseState:  # fmt: skip
+    def now(self) -> datetime:
+        """Return the current time: the injected clock's, else the database's."""
         with self.db.connection() as conn:
-            row = conn.execute(
-                "SELECT * FROM cap_lease_open(%s, %s, %s, %s, %s, %s, %s, %s)",
-                (tenant_id, want, least, holder, role, ttl_s, self.divisor, self._now()),
-            ).fetchone()
-        return _state(row)
-
-    def sync_lease(
-        self,
-        lease_id: str,
-        *,
-        spent_usd: Decimal,
-        want_usd: Decimal = Decimal(0),
-        min_usd: Decimal = Decimal(0),
-        ttl_s: float = DEFAULT_LEASE_TTL_S,
-        tenant_id: str | None = None,
-        keep_usd: Decimal | None = None,
-    ) -> LeaseState:
-        """Settle a lease's cumulative spend, renew it, and top it up by up to ``want_usd``.
-
-        ``tenant_id``, when given, must own the lease (else the answer is ``unknown``).
-        When the top-up fails the lease keeps at most ``keep_usd`` (None: all it holds).
-        """
-        keep = None if keep_usd is None else quantize_usd(keep_usd)
-        want, least = _amounts(want_usd, min_usd) if want_usd else (Decimal(0), Decimal(0))
-        spent = quantize_usd(spent_usd)
-        state = self._sync(lease_id, tenant_id, spent, want, least, ttl_s, False, keep)
-        if state.status == "contended" and state.tenant_id:
-            if self.reclaim_expired(state.tenant_id):
-                state = self._sync(lease_id, tenant_id, spent, want, least, ttl_s, False, keep)
-        return state
-
-    def close_lease(
-        self, lease_id: str, *, spent_usd: Decimal, tenant_id: str | None = None
-    ) -> LeaseState:
-        """Settle a lease's cumulative spend and give back everything it still holds."""
-        return self._sync(
-            lease_id, tenant_id, quantize_usd(spent_usd), Decimal(0), Decimal(0), 0.0, True, None
-        )
-
-    def _sync(
-        self, lease_id: str, tenant_id: str | None, spent: Decimal, want: Decimal, least: Decimal,
-        ttl_s: float, close: bool, keep: Decimal | None,
-    ) -> LeaseState:  # fmt: skip
-        with self.db.connection() as conn:
-            row = conn.execute(
-                "SELECT * FROM cap_lease_sync(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (lease_id, tenant_id, spent, want, least, ttl_s, self.divisor, close,
-                 self._now(), keep),
-            ).fetchone()  # fmt: skip
-        return _state(row)
-
-    def reclaim_expired(self, tenant_id: str | None = None) -> int:
-        """Expire leases whose holders stopped renewing them; return how many."""
-        now = self._now()
-        with self.db.connection() as conn:
-            if tenant_id is None:
-                tenants = [
-                    r[0]
-                    for r in conn.execute(
-                        "SELECT DISTINCT tenant_id FROM cap_leases"
-                        " WHERE status = 'open' AND expires_at <= COALESCE(%s, now())",
-                        (now,),
-                    )
-                ]
-            else:
-                tenants = [tenant_id]
-        total = 0
-        for tenant in tenants:
-            # One transaction per tenant keeps the lock order ingest uses (docs/caps.md).
-            with self.db.connection() as conn:
-                row = conn.execute("SELECT cap_leases_reclaim(%s, %s)", (tenant, now)).fetchone()
-                total += int(row[0]) if row else 0
-        return total
-
-    # -- status and raises --------------------------------------------------------------------
+            return _at(conn, self._now())
 
     def status(self, tenant_id: str) -> CapStatus | None:
         """Return the tenant's cap today (None for an unknown tenant)."""
@@ -382,15 +222,9 @@ class CapStore:
             raise ValueError("a reason is required: say why the cap changes")
         if not author:
             raise ValueError("an author is required")
-        new = Decimal(str(new_cap_usd))
-        if not new.is_finite() or new < 0:
-            raise ValueError("the new cap must be zero or more dollars")
-        new = new.quantize(_NANO)
-        now = self._now()
+        new = round_usd(parse_usd(new_cap_usd, name="the new cap"))
         with self.db.connection() as conn:
-            at = conn.execute("SELECT COALESCE(%s::timestamptz, now())", (now,)).fetchone()
-            assert at is not None
-            at_now: datetime = at[0]
+            at_now = _at(conn, self._now())
             row = conn.execute(
                 "SELECT daily_cap_usd, cap_effective_usd(tenant_id, %s) FROM tenants"
                 " WHERE tenant_id = %s FOR UPDATE",
@@ -463,7 +297,7 @@ class CapStore:
         if effective is None:
             raise LookupError(f"unknown tenant {tenant_id!r}")
         if new_cap_usd is None:
-            new_cap_usd = (effective * ONE_CLICK_FACTOR).quantize(_CENT, rounding=ROUND_CEILING)
+            new_cap_usd = (effective * ONE_CLICK_FACTOR).quantize(CENT, rounding=ROUND_CEILING)
             if new_cap_usd <= effective:
                 new_cap_usd = effective + Decimal(1)
         return self.change_cap(
@@ -519,34 +353,16 @@ class CapStore:
                              "new_value_usd": str(change.new_value_usd)},
                 )  # fmt: skip
             for tenant in sorted({c.tenant_id for c in expired}):
-                at = conn.execute("SELECT COALESCE(%s::timestamptz, now())", (now,)).fetchone()
-                assert at is not None
-                _refresh_today(conn, tenant, at[0])
+                _refresh_today(conn, tenant, _at(conn, now))
         return expired
 
 
-def _amounts(want_usd: Decimal, min_usd: Decimal) -> tuple[Decimal, Decimal]:
-    least = quantize_usd(min_usd)
-    want = max(quantize_usd(want_usd), least)
-    if least < 0:
-        raise ValueError("min_usd must be zero or more dollars")
-    return want, least
-
-
-def _state(row: Any) -> LeaseState:
+def _at(conn: psycopg.Connection, now: datetime | None) -> datetime:
+    """Return ``now``, or the database's clock when no clock is injected."""
+    row = conn.execute("SELECT COALESCE(%s::timestamptz, now())", (now,)).fetchone()
     assert row is not None
-    return LeaseState(
-        status=row[0],
-        lease_id=row[1],
-        tenant_id=row[2],
-        day=row[3],
-        granted_usd=Decimal(row[4] or 0),
-        lease_reserved_usd=Decimal(row[5] or 0),
-        expires_at=row[6],
-        cap_usd=row[7],
-        spend_usd=row[8],
-        reserved_usd=row[9],
-    )
+    at: datetime = row[0]
+    return at
 
 
 def _change(row: Any) -> CapChange:
