@@ -616,7 +616,8 @@ class Run:
                 return route.model
         if default is None:
             raise ValueError(
-                f"no model for role {self.role!r}: pass Ledger(costs=CostOptions(routing=...)) or a default model"
+                f"no model for role {self.role!r}: pass "
+                "Ledger(costs=CostOptions(routing=...)) or a default model"
             )
         return default
 
