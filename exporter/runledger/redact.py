@@ -162,9 +162,17 @@ def _card(match: re.Match[str]) -> str:
     return match.group(0)
 
 
+def _snake(name: str) -> str:
+    """Return ``name`` in lower case with camelCase words apart: ``SecretAccessKey`` ->
+    ``secret_access_key``."""
+    lowered = name.lower()
+    if lowered == name:
+        return lowered
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
+
+
 def _name_marker(name: str) -> str:
-    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
-    return marker(re.sub(r"[^a-z0-9]+", "_", snake).strip("_") or "secret")
+    return marker(re.sub(r"[^a-z0-9]+", "_", _snake(name)).strip("_") or "secret")
 
 
 def _secret_pair(match: re.Match[str]) -> str:
@@ -322,10 +330,18 @@ def nearest_city(lat: float, lon: float) -> City | None:
     return best
 
 
+_COUNTRY = re.compile(r"[^\W\d_][^\W\d_ .'-]*(?:[ .'-]+[^\W\d_]+)*\.?")
+
+
 def known_city(text: str) -> City | None:
-    """Return the table's city named ``text`` (any case or accents, ``"Lyon, FR"`` too)."""
+    """Return the table's city named ``text``: any case or accents, ``"Lyon, FR"`` and
+    ``"Lyon, France"`` too (a country name after the comma, nothing with digits)."""
     if len(text) > 80:
         return None
+    name, comma, country = text.partition(",")
+    city = _city_names().get(_fold(name))
+    if comma and city is not None and _fold(text) not in _city_names():
+        return city if _COUNTRY.fullmatch(country.strip()) and len(country) <= 40 else None
     return _city_names().get(_fold(text))
 
 
@@ -410,12 +426,12 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     Rule(
         "url_secret",
         re.compile(
-            rf"(?P<lead>[?&;](?:{_QUERY_SECRET_NAMES})=)(?!\[REDACTED:)[^&\s#\"'<>]+",
+            rf"(?P<lead>[?&;#](?:{_QUERY_SECRET_NAMES})=)(?!\[REDACTED:)[^&\s#\"'<>]+",
             re.IGNORECASE,
         ),
         replace=_keep_lead("url_secret"),
         description="secret query parameters (token=, key=, sig=, ...)",
-        prefilter=re.compile(r"[?&;][\w-]+="),
+        prefilter=re.compile(r"[?&;#][\w-]+="),
     ),
     Rule(
         "bearer_token",
@@ -567,7 +583,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         re.compile(
             r"[+(\d](?:"
             # international: +44 20 7946 0958
-            r"(?<=\+)(?<![\w+]\+)\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,5}(?!\w)"
+            r"(?<=\+)(?<![\w+]\+)\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,8}(?!\w)"
             # North American: (415) 555-0199, 415-555-0199, 415.555.0199
             r"|(?<![\w(][(\d])(?:(?<=\()\d{3}\)\s?|(?<=\d)\d\d[.-])\d{3}[.-]\d{4}(?![\w.-])"
             # national forms, checked by phonenumbers: 020 7946 0958, 06 12 34 56 78
@@ -725,7 +741,7 @@ class Redactor:
         Mapping keys are redacted too: a secret used as a key becomes its marker.
         """
         if key is not None:
-            lowered = key.lower()
+            lowered = _snake(key)
             if lowered in _COORD_KEYS and value is not None:
                 return marker("coordinates")
             if isinstance(value, str) and _CITY_KEY_RE.match(lowered):

@@ -26,6 +26,8 @@ CLOUD_SECRETS: list[Case] = [
      ("BKqodlVhupNKQWFcJboOm0ue7Tj/dl1upSAEhHwF",)),
     ("account_key", "DefaultEndpointsProtocol=https;AccountName=rlstore;AccountKey=mluUfEKm1rPh8wVmTefioJWUlIT6AzhKJTAwJwPRx3WWnVZ5bx3xzea3vP/ervtMzHNR0SUULcAA+gKYDyJgpF==;EndpointSuffix=core.windows.net",
      ("mluUfEKm1rPh8wVmTefioJWUlIT6AzhKJTAwJwPRx3WWnVZ5bx3xzea3vP",)),
+    ("aws_secret_key", '{"AccessKeyId": "ASIAZ6NARWCRBSZZ0EZW", "SecretAccessKey": "R2D5aveRnzw1dnu5YAMGllhzpR9QoTF9Qbe18+0M"}',
+     ("ASIAZ6NARWCRBSZZ0EZW", "R2D5aveRnzw1dnu5YAMGllhzpR9QoTF9Qbe18+0M")),
 ]  # fmt: skip
 
 URL_CREDENTIALS: list[Case] = [
@@ -57,6 +59,8 @@ WEBHOOKS: list[Case] = [
      ("Kih9YeVaMl3yGPJSDJ7nBPGL",)),
     ("url_secret", "download https://files.example.org/a.zip?X-Amz-Signature=7c757211bc0b6da7b65200f87fcdc005e9",
      ("7c757211bc0b6da7b65200f87fcdc005e9",)),
+    ("url_secret", "redirect https://app.example.com/cb#access_token=ya29.Kx8mQ2vLp0Zr&token_type=bearer",
+     ("ya29.Kx8mQ2vLp0Zr",)),
 ]  # fmt: skip
 
 NATIONAL_PHONES: list[Case] = [
@@ -69,6 +73,9 @@ NATIONAL_PHONES: list[Case] = [
     ("phone", "Sydney desk 02 9374 4000 weekdays", ("9374 4000",)),
     ("phone", "US line 415 555 0177 (voicemail)", ("555 0177",)),
     ("phone", "Tel.: 089/32168450 (Zentrale)", ("32168450",)),
+    ("phone", "mobile 06.12.34.56.78 le soir", ("12.34.56.78",)),
+    ("phone", "UK office (0)20 7946 0958", ("7946 0958",)),
+    ("phone", "appelez +33 (0)6 12 34 56 78 demain", ("34 56 78",)),
 ]  # fmt: skip
 
 BASE64_CREDENTIALS: list[Case] = [
@@ -115,6 +122,7 @@ TRUNCATED: list[tuple[str, str]] = [
 KNOWN_CITIES: list[tuple[str, str]] = [
     ("London", "London"), ("  new york ", "New York"), ("São Paulo", "Sao Paulo"),
     ("Zürich", "Zurich"), ("Lyon, FR", "Lyon"), ("tel-aviv", "Tel Aviv"),
+    ("Paris, France", "Paris"), ("São Paulo, Brasil", "Sao Paulo"),
 ]  # fmt: skip
 NOT_CITIES: list[str] = [
     "221B Baker Street, London",
@@ -124,6 +132,7 @@ NOT_CITIES: list[str] = [
     "Hauptstraße 5, 10115 Berlin",
     "the blue house next to the bakery",
     "Paris 75011",
+    "London, 221B Baker Street",
     "x" * 200,
 ]
 

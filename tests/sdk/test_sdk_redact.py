@@ -161,6 +161,16 @@ def test_a_secret_used_as_a_mapping_key_is_redacted(
             assert fragment not in shown
 
 
+def test_camel_case_secret_names_as_keys_hide_their_values() -> None:
+    value = {"SecretAccessKey": "abc", "apiKey": 7, "nested": {"sessionToken": "z"}}
+    assert redact({**value, "inputTokens": 5}) == {
+        "SecretAccessKey": "[REDACTED:secret_access_key]",
+        "apiKey": "[REDACTED:api_key]",
+        "nested": {"sessionToken": "[REDACTED:session_token]"},
+        "inputTokens": 5,
+    }
+
+
 def test_two_secret_keys_with_the_same_marker_keep_both_values() -> None:
     out = redact({"AKIAKTAI6P8PAT49CVJJ": "prod", "AKIAZ6NARWCRBSZZ0EZW": "staging", "n": 1})
     assert out == {
