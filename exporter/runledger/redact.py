@@ -335,14 +335,17 @@ _COUNTRY = re.compile(r"[^\W\d_][^\W\d_ .'-]*(?:[ .'-]+[^\W\d_]+)*\.?")
 
 def known_city(text: str) -> City | None:
     """Return the table's city named ``text``: any case or accents, ``"Lyon, FR"`` and
-    ``"Lyon, France"`` too (a country name after the comma, nothing with digits)."""
+    ``"Lyon, France"`` too (after a comma, words without digits)."""
     if len(text) > 80:
         return None
+    names = _city_names()
+    exact = names.get(_fold(text))
+    if exact is not None:
+        return exact
     name, comma, country = text.partition(",")
-    city = _city_names().get(_fold(name))
-    if comma and city is not None and _fold(text) not in _city_names():
-        return city if _COUNTRY.fullmatch(country.strip()) and len(country) <= 40 else None
-    return _city_names().get(_fold(text))
+    if comma and _COUNTRY.fullmatch(country.strip()):
+        return names.get(_fold(name))
+    return None
 
 
 def safe_city(text: str) -> str:
@@ -410,8 +413,8 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "url_credentials",
-        re.compile(r"(?P<lead>\b[A-Za-z][A-Za-z0-9+.-]{1,30}://)[^\s/?#@\"'<>]+@(?=[^\s@])"),
-        replace=lambda m: f"{m.group('lead')}{marker('url_credentials')}@",
+        re.compile(r"(?P<lead>\b[A-Za-z][A-Za-z0-9+.-]{1,30}://)[^\s/?#@\"'<>]+(?=@[^\s@])"),
+        replace=_keep_lead("url_credentials"),
         description="user and password inside URLs",
         hints=("://",),
         prefilter=re.compile(r"://[^\s/]*@"),
