@@ -651,6 +651,8 @@ _SECRET_KEY_RE = re.compile(
 )
 _TOKEN_COUNT_KEY_RE = re.compile(r"tokens?[_.-]?(?:in|out|count|used)|input_tokens|output_tokens")
 _COORD_KEYS = frozenset({"lat", "lon", "lng", "latitude", "longitude", "coordinates", "geo"})
+_MAX_CACHED_KEY = 64
+_MAX_CACHED_KEYS = 4096
 _CITY_KEY_RE = re.compile(r"^(?:.*[._-])?city$")
 
 
@@ -679,6 +681,7 @@ class Redactor:
 
     def __init__(self, rules: Iterable[Rule] = DEFAULT_RULES) -> None:
         self.rules: tuple[Rule, ...] = tuple(rules)
+        self._clean_keys: set[str] = set()
         builtin = {id(r) for r in DEFAULT_RULES}
         # Each rule's pre-checks, unrolled into a plan: redaction runs on every log line.
         self._plan = tuple(
@@ -781,10 +784,13 @@ class Redactor:
         return out
 
     def _key(self, key: Any, taken: Mapping[Any, Any]) -> Any:
-        if not isinstance(key, str):
+        if not isinstance(key, str) or key in self._clean_keys:
             return key
         clean = self.text(key)
         if clean == key:
+            # Keys repeat (attribute and payload names); only keys that hold nothing are kept.
+            if len(key) <= _MAX_CACHED_KEY and len(self._clean_keys) < _MAX_CACHED_KEYS:
+                self._clean_keys.add(key)
             return key
         unique, n = clean, 1
         while unique in taken:  # two secrets as keys must not overwrite each other

@@ -171,6 +171,15 @@ def test_camel_case_secret_names_as_keys_hide_their_values() -> None:
     }
 
 
+def test_a_secret_key_is_redacted_every_time_it_comes_back() -> None:
+    r = Redactor()
+    for _ in range(3):  # plain keys are remembered; a secret one must never be
+        assert r.value({"model": 1, "ghp_zxvRtUI0hGB56FCnZIyFe5PMKDEOrMzZd5QW": 2}) == {
+            "model": 1,
+            "[REDACTED:github_token]": 2,
+        }
+
+
 def test_two_secret_keys_with_the_same_marker_keep_both_values() -> None:
     out = redact({"AKIAKTAI6P8PAT49CVJJ": "prod", "AKIAZ6NARWCRBSZZ0EZW": "staging", "n": 1})
     assert out == {
