@@ -38,6 +38,17 @@ SECRETS: list[tuple[str, str, str]] = [
     ("coordinates", "pickup at 37.774929, -122.419416 now", "37.774929"),
     ("coordinates", "lat=51.507351 lon=-0.127758", "51.507351"),
     ("coordinates", '{"latitude": 48.856613, "longitude": 2.352222}', "48.856613"),
+    ("aws_secret_key", "aws AKIAV668CXMPKRL9NSOV V8oCBI4mJdUbUOnV6ye9P3pFIEH9FzHZfJrBniKp loaded",
+     "V8oCBI4mJdUbUOnV6ye9P3pFIEH9FzHZfJrBniKp"),
+    ("url_credentials", "connect postgres://ledger:Wq7-pLm2xZ@db.internal:5432/runledger failed", "Wq7-pLm2xZ"),
+    ("webhook_url", "alert https://hooks.slack.com/services/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 sent",
+     "5MQSqjr7mOwQgsVCbkVeM8cn"),
+    ("url_secret", "GET https://api.example.net/v2/report?token=4hXsrp6K_gaV240ElgLWdE ok", "4hXsrp6K_gaV240ElgLWdE"),
+    ("phone", "her cell is (415) 555 0134, evenings", "555 0134"),
+    ("phone", "portable 06 12 34 56 78 ou fixe", "12 34 56 78"),
+    ("basic_auth", "Authorization: Basic c3ZjLWRlcGxveTpWcTgjbUxwMiFyVA==", "c3ZjLWRlcGxveTpWcTgjbUxwMiFyVA"),
+    ("base64_credentials", "stored creds Z3JhZmFuYTpTM2NyMXQtUGE1NQ== in the map", "Z3JhZmFuYTpTM2NyMXQtUGE1NQ"),
+    ("email", "Rückfrage an jürgen.müller@beispiel.de senden", "jürgen.müller@beispiel.de"),
 ]  # fmt: skip
 
 ORDINARY = [
@@ -48,6 +59,10 @@ ORDINARY = [
     "tokens_in=1200 tokens_out=300 max_tokens=4096 temperature=0.7",
     "Version 1.2.3.4 of the model scored 98.6% on 250 cases; see section 4.1.",
     "Meet in San Francisco at 10:30 to review phase build for project proj-17.",
+    "trace 4bf92f3577b34da6a3ce929d0e0e4736 span 00f067aa0ba902b7, request 3f1c2a9e-7b4d-4c1e-9a0f-2b8d6e5c4a31",
+    "sha256 e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855 at 2025-04-14T09:30:12.345Z",
+    "model call cost $0.0042 (gpt-4.1-mini-2025-04-14, 1534 tokens), run run_8f3a",
+    "wrote /var/lib/agents/site/index.html (12 480 bytes) in 0.25 s",
 ]
 
 FORBIDDEN = [value for _, _, value in SECRETS]

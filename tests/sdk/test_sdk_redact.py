@@ -2,12 +2,50 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from pathlib import Path
 
 import pytest
+from _redact_corpus import (
+    BASE64_CREDENTIALS,
+    BENIGN,
+    CLOUD_SECRETS,
+    KNOWN_CITIES,
+    NATIONAL_PHONES,
+    NON_ASCII_EMAILS,
+    NOT_CITIES,
+    SECRETS_AS_KEYS,
+    TRUNCATED,
+    URL_CREDENTIALS,
+    WEBHOOKS,
+    Case,
+)
 from _sdk_corpus import ORDINARY, SECRETS
 
-from runledger.redact import DEFAULT_RULES, Redactor, Rule, marker, nearest_city, redact
+from runledger.redact import (
+    DEFAULT_RULES,
+    Redactor,
+    Rule,
+    known_city,
+    marker,
+    nearest_city,
+    redact,
+    safe_city,
+    truncate,
+)
+
+CLASSES: dict[str, list[Case]] = {
+    "cloud_secret": CLOUD_SECRETS,
+    "url_credentials": URL_CREDENTIALS,
+    "webhook": WEBHOOKS,
+    "national_phone": NATIONAL_PHONES,
+    "base64_basic": BASE64_CREDENTIALS,
+    "non_ascii_email": NON_ASCII_EMAILS,
+}
+CASES = [(name, *case) for name, cases in CLASSES.items() for case in cases]
+CASE_IDS = [f"{name}-{i}" for name, cases in CLASSES.items() for i in range(len(cases))]
+ALL_TEXTS = [t for _, _, t, _ in CASES] + [t for _, t, _ in SECRETS] + ORDINARY + BENIGN
 
 
 @pytest.mark.parametrize(("kind", "text", "secret"), SECRETS, ids=[s[0] for s in SECRETS])
@@ -84,10 +122,152 @@ def test_every_rule_is_documented() -> None:
         assert rule.kind in (module.__doc__ or ""), f"{rule.kind} missing from the rules table"
 
 
-def test_every_rule_is_in_the_sdk_documentation() -> None:
-    from pathlib import Path
-
-    doc = (Path(__file__).resolve().parents[2] / "docs" / "sdk.md").read_text()
+def test_every_rule_is_in_the_redaction_documentation() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "redaction.md").read_text("utf-8")
     for rule in DEFAULT_RULES:
         if rule.kind != "secret_assignment":
-            assert f"| `{rule.kind}` |" in doc, f"{rule.kind} missing from docs/sdk.md"
+            assert f"| `{rule.kind}` |" in doc, f"{rule.kind} missing from docs/redaction.md"
+
+
+def test_each_class_has_at_least_five_fresh_examples() -> None:
+    for name, cases in CLASSES.items():
+        assert len(cases) >= 5, name
+    assert len(SECRETS_AS_KEYS) >= 5 and len(TRUNCATED) >= 5 and len(NOT_CITIES) >= 5
+    assert len(BENIGN) >= 30
+
+
+@pytest.mark.parametrize(("cls", "kind", "text", "fragments"), CASES, ids=CASE_IDS)
+def test_every_class_is_redacted_in_text_values_and_attributes(
+    cls: str, kind: str, text: str, fragments: tuple[str, ...]
+) -> None:
+    r = Redactor()
+    nested = r.value({"outer": {"notes": [text, (text,)], "detail": text}})
+    attrs = r.attributes({"q": text, "seq": [text, "ok"]})
+    for out in (r.text(text), repr(nested), repr(attrs)):
+        assert f"[REDACTED:{kind}" in out, (cls, out)
+        for fragment in fragments:
+            assert fragment not in out, (cls, out)
+
+
+@pytest.mark.parametrize(("value", "fragments"), SECRETS_AS_KEYS)
+def test_a_secret_used_as_a_mapping_key_is_redacted(
+    value: dict[str, object], fragments: tuple[str, ...]
+) -> None:
+    r = Redactor()
+    for out in (r.value(value), r.attributes(value), redact([value])):
+        shown = repr(out)
+        assert "[REDACTED:" in shown
+        for fragment in fragments:
+            assert fragment not in shown
+
+
+def test_camel_case_secret_names_as_keys_hide_their_values() -> None:
+    value = {"SecretAccessKey": "abc", "apiKey": 7, "nested": {"sessionToken": "z"}}
+    assert redact({**value, "inputTokens": 5}) == {
+        "SecretAccessKey": "[REDACTED:secret_access_key]",
+        "apiKey": "[REDACTED:api_key]",
+        "nested": {"sessionToken": "[REDACTED:session_token]"},
+        "inputTokens": 5,
+    }
+
+
+def test_a_secret_key_is_redacted_every_time_it_comes_back() -> None:
+    r = Redactor()
+    for _ in range(3):  # plain keys are remembered; a secret one must never be
+        assert r.value({"model": 1, "ghp_zxvRtUI0hGB56FCnZIyFe5PMKDEOrMzZd5QW": 2}) == {
+            "model": 1,
+            "[REDACTED:github_token]": 2,
+        }
+
+
+def test_two_secret_keys_with_the_same_marker_keep_both_values() -> None:
+    out = redact({"AKIAKTAI6P8PAT49CVJJ": "prod", "AKIAZ6NARWCRBSZZ0EZW": "staging", "n": 1})
+    assert out == {
+        "[REDACTED:aws_access_key]": "prod",
+        "[REDACTED:aws_access_key]#2": "staging",
+        "n": 1,
+    }
+    assert Redactor().attributes({"sk-live-Mn6Oo8FHzdMoL7yLZ1o8piG6": 1, "model": "gpt-4.1"}) == {
+        "[REDACTED:openai_key]": 1,
+        "model": "gpt-4.1",
+    }
+
+
+@pytest.mark.parametrize("text", BENIGN)
+def test_benign_text_is_left_intact_everywhere(text: str) -> None:
+    r = Redactor()
+    assert r.text(text) == text
+    assert r.value({"k": [text], text: 1}) == {"k": [text], text: 1}
+    assert r.attributes({"note": text, "seq": (text,)}) == {"note": text, "seq": (text,)}
+
+
+def test_phone_numbers_are_found_in_national_formats_and_benign_numbers_kept() -> None:
+    assert redact("ring 020 7946 0958 or 030 901820") == "ring [REDACTED:phone] or [REDACTED:phone]"
+    for kept in (
+        "order 100200 of 1 048 576 bytes",
+        "at 1733130456 and 1733130456123 ms",
+        "ids 4005 3217 and 2024-06-30 12:45:00",
+        "uuid 08700565-bfd1-4154-99d9-c3ab40cc482d",
+        "client 172.16.254.1 value 3.14159265",
+    ):
+        assert redact(kept) == kept
+
+
+def test_hashes_and_ids_are_not_taken_for_high_entropy_secrets() -> None:
+    digest = "sha256:nThbg6kXUpJWGl7E1IGOCspRomTxdCARLviKw6E5SY8"
+    assert redact(digest) == digest
+    token = "kQ7vX2mR9pL4sT8wZ3nB6yC1dF5gH0jK"
+    assert redact(f"token {token} used") == "token [REDACTED:high_entropy] used"
+    hexed = "4bf92f3577b34da6a3ce929d0e0e4736" * 2
+    assert redact(hexed) == hexed
+
+
+@pytest.mark.parametrize(("text", "fragment"), TRUNCATED)
+def test_text_is_redacted_before_it_is_cut(text: str, fragment: str) -> None:
+    r = Redactor()
+    limit = text.index(fragment) + len(fragment) + 1
+    out = r.text(text, limit=limit)
+    assert fragment not in out
+    assert len(out) <= limit and out.endswith("…")
+    assert out.count("[REDACTED:") == out.count("]")  # no marker is cut in half
+    # Cutting first would have let the start of the secret through.
+    assert r.text(text[: limit - 1]).endswith(fragment)
+
+
+def test_truncate_never_cuts_a_marker_and_keeps_short_text() -> None:
+    assert truncate("short", 10) == "short"
+    assert truncate("ab [REDACTED:email] cd", 10) == "ab …"
+    assert truncate("ab [REDACTED:email] cd", 20) == "ab [REDACTED:email]…"
+    assert Redactor().text("x" * 600, limit=500) == "x" * 499 + "…"
+
+
+@pytest.mark.parametrize(("given", "expected"), KNOWN_CITIES)
+def test_a_known_city_is_kept_in_the_tables_spelling(given: str, expected: str) -> None:
+    assert safe_city(given) == expected
+    city = known_city(given)
+    assert city is not None and city.name == expected
+    assert redact({"demo_id": "d-1", "city": given}) == {"demo_id": "d-1", "city": expected}
+
+
+@pytest.mark.parametrize("given", NOT_CITIES)
+def test_an_address_or_unknown_place_never_passes_as_a_city(given: str) -> None:
+    assert known_city(given) is None
+    assert safe_city(given) == "[REDACTED:city]"
+    assert redact({"city": given}) == {"city": "[REDACTED:city]"}
+    assert Redactor().attributes({"demo.city": given}) == {"demo.city": "[REDACTED:city]"}
+
+
+def test_the_fast_path_for_plain_text_changes_no_result() -> None:
+    gated = Redactor()
+    ungated = Redactor([dataclasses.replace(rule) for rule in DEFAULT_RULES])
+    for text in ALL_TEXTS:
+        assert gated.text(text) == ungated.text(text), text
+    # A caller's rule that runs first can make text the built-in rules must see.
+    unmask = Rule("unmask", re.compile("MASKED"), replace=lambda m: "bob@example.com")
+    assert Redactor([unmask, *DEFAULT_RULES]).text("to MASKED now") == "to [REDACTED:email] now"
+
+
+def test_redacting_twice_changes_nothing_more() -> None:
+    for text in ALL_TEXTS:
+        once = redact(text)
+        assert redact(once) == once, text
