@@ -1,7 +1,9 @@
-"""Migrations: from empty, re-run, a failing one, and what they create."""
+"""Migrations: from empty, re-run, a failing one, a changed one, and what they create."""
 
 from __future__ import annotations
 
+import hashlib
+from importlib import resources
 from typing import Any
 
 import psycopg
@@ -70,3 +72,57 @@ def test_ingest_function_takes_the_lock_retention_takes(db_url: str) -> None:
         row = conn.execute("SELECT prosrc FROM pg_proc WHERE proname = 'ingest_batch'").fetchone()
     assert row is not None
     assert f"pg_advisory_xact_lock({INGEST_LOCK})" in row[0]
+
+
+def test_applied_migrations_record_the_checksum_of_their_text(empty_url: str) -> None:
+    migrate(empty_url)
+    with psycopg.connect(empty_url) as conn:
+        recorded = dict(conn.execute("SELECT version, checksum FROM schema_migrations"))
+    packaged = resources.files("runledger.store").joinpath("migrations")
+    assert recorded == {
+        m.version: hashlib.sha256(packaged.joinpath(f"{m.label}.sql").read_bytes()).hexdigest()
+        for m in migrations()
+    }
+
+
+def test_a_migration_changed_after_it_was_applied_is_refused(empty_url: str) -> None:
+    first = Migration(9001, "first", "CREATE TABLE first_one (x int);")
+    second = Migration(9002, "second", "CREATE TABLE second_one (x int);")
+    migrate(empty_url, [first])
+    edited = Migration(9001, "first", "CREATE TABLE first_one (x int, y int);")
+    with pytest.raises(
+        MigrationError,
+        match=r"^migration 9001_first\.sql was changed after it was applied to this database "
+        r"\(sha256 \w{12} recorded, \w{12} now\)\. Applied migrations never change: restore "
+        r"9001_first\.sql as it was and write the change as a new migration, 9003_<what>\.sql$",
+    ):
+        migrate(empty_url, [edited, second])
+    with psycopg.connect(empty_url) as conn:
+        assert applied_versions(conn) == [9001], "nothing after the changed one is applied"
+        assert conn.execute("SELECT to_regclass('second_one')").fetchone() == (None,)
+
+
+def test_the_packaged_baseline_changed_after_it_was_applied_is_refused(empty_url: str) -> None:
+    migrate(empty_url)
+    with psycopg.connect(empty_url) as conn:
+        conn.execute("UPDATE schema_migrations SET checksum = repeat('0', 64) WHERE version = 1")
+    with pytest.raises(MigrationError, match=r"^migration 0001_baseline\.sql was changed"):
+        migrate(empty_url)
+
+
+def test_bookkeeping_from_before_checksums_is_refused(empty_url: str) -> None:
+    with psycopg.connect(empty_url) as conn:
+        conn.execute(
+            "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        conn.execute("INSERT INTO schema_migrations (version, name) VALUES (1, 'ledger')")
+    with pytest.raises(
+        MigrationError,
+        match=r"^this database was migrated by a pre-release runledger \(schema_migrations has "
+        r"no checksum column\), whose migrations the baseline replaced: drop the database, "
+        r"create it empty and run `runledger migrate` again$",
+    ):
+        migrate(empty_url)
+    with psycopg.connect(empty_url) as conn:
+        assert conn.execute("SELECT to_regclass('events')").fetchone() == (None,)
