@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
 import psycopg
 import pytest
 
+from _support import event
+from runledger.events import events_to_json, validate_batch
 from runledger.store import migrate
+from runledger.store.locks import lock_ingest
 from runledger.store.migrate import Migration, MigrationError, applied_versions, migrations
+from runledger.store.partitions import PartitionCache
 
 SPEC_TABLES = {"runs", "events", "caps", "failures", "prompt_audit", "trace_spans"}
 IMPLIED_TABLES = {
@@ -63,15 +69,25 @@ def test_failing_migration_is_rolled_back_and_named(empty_url: str) -> None:
     assert [m.version for m in migrate(empty_url, [good, fixed, later])] == [9002, 9003]
 
 
-def test_ingest_function_takes_the_lock_retention_takes(db_url: str) -> None:
-    # Retention drops partitions under INGEST_LOCK from Python; ingest_batch takes it in SQL.
-    # Were the two numbers to drift apart, retention could drop a day mid-ingest.
-    from runledger.store._ingest_sql import INGEST_LOCK
-
-    with psycopg.connect(db_url) as conn:
-        row = conn.execute("SELECT prosrc FROM pg_proc WHERE proname = 'ingest_batch'").fetchone()
-    assert row is not None
-    assert f"pg_advisory_xact_lock({INGEST_LOCK})" in row[0]
+def test_retention_waits_for_the_lock_an_open_ingest_holds(
+    db_url: str, make_tenant: Callable[..., str]
+) -> None:
+    # Retention drops a day's partition under lock_ingest; ingest_batch takes the same lock
+    # in SQL. Were the two to take different keys, retention could drop a day mid-ingest.
+    make_tenant("acme")
+    batch = events_to_json(validate_batch([event("run_started")])).decode()
+    with psycopg.connect(db_url) as writer:
+        with writer.transaction():
+            PartitionCache().ensure(writer, {datetime.now(UTC).date()})
+        assert writer.execute("SELECT * FROM ingest_batch(%s::json)", (batch,)).fetchall() == []
+        with psycopg.connect(db_url) as retention:
+            retention.execute("SET lock_timeout = '200ms'")
+            with pytest.raises(psycopg.errors.LockNotAvailable):
+                lock_ingest(retention)
+        writer.rollback()
+        with psycopg.connect(db_url) as retention:
+            retention.execute("SET lock_timeout = '200ms'")
+            lock_ingest(retention)
 
 
 def test_applied_migrations_record_the_checksum_of_their_text(empty_url: str) -> None:

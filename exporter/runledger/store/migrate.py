@@ -13,9 +13,10 @@ from importlib import resources
 
 import psycopg
 
+from runledger.store.locks import lock_migrations
+
 __all__ = ["Migration", "MigrationError", "applied_versions", "migrate", "migrations"]
 
-_LOCK_KEY = 0x72756E6C_6D696772  # "runlmigr": one migrator at a time
 _NAME_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 
@@ -73,11 +74,11 @@ def migrate(url: str, pending: list[Migration] | None = None) -> list[Migration]
     candidates = migrations() if pending is None else pending
     with psycopg.connect(url) as conn:
         with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+            lock_migrations(conn)
             _ensure_bookkeeping(conn)
         for migration in candidates:
             with _named(migration), conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+                lock_migrations(conn)
                 done = conn.execute(
                     "SELECT checksum FROM schema_migrations WHERE version = %s",
                     (migration.version,),

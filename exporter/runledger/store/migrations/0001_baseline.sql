@@ -158,6 +158,12 @@ CREATE TABLE caps (
     PRIMARY KEY (tenant_id, date)
 );
 
+-- A cap row's spend, the one definition every SQL site uses. LANGUAGE sql IMMUTABLE with a
+-- single expression, so the planner inlines it (no call per row on the hot paths).
+CREATE FUNCTION cap_spend_usd(c caps) RETURNS numeric
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$ SELECT c.settled_usd + c.spent_usd - c.leased_spent_usd $$;
+
 -- Every change of a cap: who, why, from what to what, and until when.
 CREATE TABLE cap_raises (
     raise_id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -321,13 +327,11 @@ CREATE VIEW cap_usage AS
 SELECT c.tenant_id,
        c.date,
        c.daily_cap_usd,
-       c.settled_usd + c.spent_usd - c.leased_spent_usd AS spend_usd,
+       cap_spend_usd(c) AS spend_usd,
        c.reserved_usd,
-       CASE WHEN c.daily_cap_usd > 0
-            THEN (c.settled_usd + c.spent_usd - c.leased_spent_usd) / c.daily_cap_usd END
-           AS utilisation,
-       c.settled_usd + c.spent_usd - c.leased_spent_usd >= 0.8 * c.daily_cap_usd AS at_80,
-       c.settled_usd + c.spent_usd - c.leased_spent_usd >= c.daily_cap_usd AS at_100,
+       CASE WHEN c.daily_cap_usd > 0 THEN cap_spend_usd(c) / c.daily_cap_usd END AS utilisation,
+       cap_spend_usd(c) >= 0.8 * c.daily_cap_usd AS at_80,
+       cap_spend_usd(c) >= c.daily_cap_usd AS at_100,
        c.blocked,
        c.warned_at,
        c.blocked_at
@@ -366,13 +370,11 @@ CREATE TYPE cap_lease_result AS (
 CREATE FUNCTION _cap_grant(c caps, p_cap numeric, p_want numeric, p_min numeric, p_divisor integer)
     RETURNS numeric LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE
-        WHEN p_cap - (c.settled_usd + c.spent_usd - c.leased_spent_usd) - c.reserved_usd < p_min
-            THEN NULL
+        WHEN p_cap - cap_spend_usd(c) - c.reserved_usd < p_min THEN NULL
         ELSE LEAST(
             p_want,
-            GREATEST(p_min, trunc((p_cap - (c.settled_usd + c.spent_usd - c.leased_spent_usd)
-                                   - c.reserved_usd) / p_divisor, 9)),
-            p_cap - (c.settled_usd + c.spent_usd - c.leased_spent_usd) - c.reserved_usd)
+            GREATEST(p_min, trunc((p_cap - cap_spend_usd(c) - c.reserved_usd) / p_divisor, 9)),
+            p_cap - cap_spend_usd(c) - c.reserved_usd)
     END
 $$;
 
@@ -398,12 +400,10 @@ CREATE FUNCTION _cap_marks(p_tenant text, p_day date, p_cap numeric, p_now times
 DECLARE
     c caps;
 BEGIN
-    UPDATE caps SET
+    UPDATE caps u SET
         warned_at = COALESCE(warned_at, CASE
-            WHEN settled_usd + spent_usd - leased_spent_usd + reserved_usd >= 0.8 * p_cap
-            THEN p_now END),
-        blocked = CASE WHEN p_blocked THEN true
-                       ELSE settled_usd + spent_usd - leased_spent_usd >= p_cap END,
+            WHEN cap_spend_usd(u) + reserved_usd >= 0.8 * p_cap THEN p_now END),
+        blocked = CASE WHEN p_blocked THEN true ELSE cap_spend_usd(u) >= p_cap END,
         blocked_at = CASE WHEN p_blocked THEN COALESCE(blocked_at, p_now) ELSE blocked_at END,
         updated_at = now()
      WHERE tenant_id = p_tenant AND date = p_day RETURNING * INTO c;
@@ -432,18 +432,18 @@ BEGIN
     c := _cap_row(p_tenant, v_day, v_cap);
     IF v_state = 'paused' THEN
         RETURN ROW('paused', NULL, p_tenant, v_day, 0, 0, NULL, v_cap,
-                   c.settled_usd + c.spent_usd - c.leased_spent_usd, c.reserved_usd)::cap_lease_result;
+                   cap_spend_usd(c), c.reserved_usd)::cap_lease_result;
     END IF;
     g := _cap_grant(c, v_cap, p_want, p_min, p_divisor);
     IF g IS NULL THEN
         -- Blocked only when even every other lease giving back all it holds would not make
         -- room: otherwise the room exists but is held, and the caller retries (no phantom
         -- refusal).
-        v_blocked := c.settled_usd + c.spent_usd - c.leased_spent_usd + p_min > v_cap;
+        v_blocked := cap_spend_usd(c) + p_min > v_cap;
         c := _cap_marks(p_tenant, v_day, v_cap, v_now, v_blocked);
         RETURN ROW(CASE WHEN v_blocked THEN 'blocked' ELSE 'contended' END,
                    NULL, p_tenant, v_day, 0, 0, NULL, v_cap,
-                   c.settled_usd + c.spent_usd - c.leased_spent_usd, c.reserved_usd)::cap_lease_result;
+                   cap_spend_usd(c), c.reserved_usd)::cap_lease_result;
     END IF;
     UPDATE caps SET reserved_usd = reserved_usd + g
      WHERE tenant_id = p_tenant AND date = v_day;
@@ -454,7 +454,7 @@ BEGIN
         RETURNING * INTO l;
     c := _cap_marks(p_tenant, v_day, v_cap, v_now, false);
     RETURN ROW('granted', l.lease_id, p_tenant, v_day, g, l.reserved_usd, l.expires_at, v_cap,
-               c.settled_usd + c.spent_usd - c.leased_spent_usd, c.reserved_usd)::cap_lease_result;
+               cap_spend_usd(c), c.reserved_usd)::cap_lease_result;
 END $$;
 
 -- Report a lease's cumulative spend (settling it), then top it up by up to p_want, or close
@@ -521,8 +521,7 @@ BEGIN
             g := _cap_grant(c, v_cap, p_want, p_min, p_divisor);
             IF g IS NULL THEN
                 -- What this lease already holds is ours, not held by others.
-                v_blocked := c.settled_usd + c.spent_usd - c.leased_spent_usd + l.reserved_usd
-                             + p_min > v_cap;
+                v_blocked := cap_spend_usd(c) + l.reserved_usd + p_min > v_cap;
                 v_status := CASE WHEN v_blocked THEN 'blocked' ELSE 'contended' END;
                 g := 0;
                 IF p_keep IS NOT NULL AND l.reserved_usd > p_keep THEN
@@ -549,7 +548,7 @@ BEGIN
      WHERE lease_id = l.lease_id;
     c := _cap_marks(l.tenant_id, l.date, v_cap, v_now, v_status = 'blocked');
     RETURN ROW(v_status, l.lease_id, l.tenant_id, l.date, g, l.reserved_usd, l.expires_at, v_cap,
-               c.settled_usd + c.spent_usd - c.leased_spent_usd, c.reserved_usd)::cap_lease_result;
+               cap_spend_usd(c), c.reserved_usd)::cap_lease_result;
 END $$;
 
 -- Expire the open leases of one tenant whose holders stopped renewing them: give back what
@@ -619,9 +618,14 @@ END $$;
 -- raise. Ingest calls it for every (tenant, day) a batch spends on.
 CREATE FUNCTION cap_blocked(c caps) RETURNS boolean
     LANGUAGE sql STABLE AS $$
-    SELECT c.settled_usd + c.spent_usd - c.leased_spent_usd
-           >= COALESCE(cap_effective_usd(c.tenant_id, now()), c.daily_cap_usd)
+    SELECT cap_spend_usd(c) >= COALESCE(cap_effective_usd(c.tenant_id, now()), c.daily_cap_usd)
 $$;
+
+-- The ingest advisory lock ("runlings"), held from inserting a batch's events until commit
+-- so that events.seq order is commit order. This is its one definition: ingest_batch and
+-- Python (runledger.store.locks, for retention) take pg_advisory_xact_lock(ingest_lock_key()).
+CREATE FUNCTION ingest_lock_key() RETURNS bigint
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT 8247619704503297907::bigint $$;
 
 -- Ingest one validated batch in the caller's transaction: a JSON array of events as
 -- runledger.events serialises them, or the request body {"events": [...]} as received when
@@ -873,7 +877,7 @@ BEGIN
                                          approved = excluded.approved
     WHERE p.tenant_id = excluded.tenant_id;
 
-    PERFORM pg_advisory_xact_lock(8247619704503297907);
+    PERFORM pg_advisory_xact_lock(ingest_lock_key());
 
     -- No ORDER BY: the batch commits at once, so the order of seq within it carries no
     -- meaning, and sorting cost more than it gave. The exception block is one
