@@ -57,7 +57,11 @@ REWRITTEN = {
 ADDED = {
     "FUNCTION cap_spend_usd(public.caps)",
     "FUNCTION ingest_lock_key()",
-}
+    *(f"FUNCTION ingest_{step}()" for step in (
+        "drop_foreign", "drop_stored", "apply_projects", "apply_runs", "apply_failures",
+        "apply_proofs", "insert_events", "apply_caps")),
+    "FUNCTION ingest_stage_batch(json)",
+}  # fmt: skip
 
 
 def legacy_migrations() -> list[Migration]:

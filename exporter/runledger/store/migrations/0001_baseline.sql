@@ -626,12 +626,16 @@ $$;
 -- Python (runledger.store.locks, for retention) take pg_advisory_xact_lock(ingest_lock_key()).
 CREATE FUNCTION ingest_lock_key() RETURNS bigint
     LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT 8247619704503297907::bigint $$;
-
 -- Ingest one validated batch in the caller's transaction: a JSON array of events as
 -- runledger.events serialises them, or the request body {"events": [...]} as received when
 -- every event in it passed validation (names are lower-cased here as validation does).
 -- Returns one row per event that was not accepted: (ord, 'tenant' | 'project' | 'run' |
 -- 'duplicate'), ord being its position in the array.
+--
+-- The work is done by the steps below, in this order, each a function of its own so that
+-- it can be read, timed (pg_stat_user_functions) and replaced by a later migration alone.
+-- They share the session's temporary table ingest_stage, which holds the batch's events
+-- still accepted, and run in the caller's transaction.
 --
 -- Concurrency: most of the work runs in parallel with other batches. Only inserting the
 -- events (which draws their seq) and adding the tenants' day spend happen under the ingest
@@ -645,10 +649,28 @@ CREATE FUNCTION ingest_lock_key() RETURNS bigint
 CREATE FUNCTION ingest_batch(batch json, check_stored boolean DEFAULT false)
     RETURNS TABLE (ord integer, outcome text)
 LANGUAGE plpgsql AS $fn$
-#variable_conflict use_column
-DECLARE
-    staged integer;
-    written integer;
+BEGIN
+    PERFORM ingest_stage_batch(batch);
+    RETURN QUERY SELECT * FROM ingest_drop_foreign();
+    IF check_stored THEN
+        RETURN QUERY SELECT * FROM ingest_drop_stored();
+        IF NOT EXISTS (SELECT 1 FROM ingest_stage) THEN
+            RETURN;
+        END IF;
+    END IF;
+    PERFORM ingest_apply_projects();
+    PERFORM ingest_apply_runs();
+    PERFORM ingest_apply_failures();
+    PERFORM ingest_apply_proofs();
+    PERFORM ingest_insert_events();
+    PERFORM ingest_apply_leases();
+    PERFORM ingest_apply_caps();
+END
+$fn$;
+
+-- Step: stage the batch into ingest_stage. A temporary table, created once per session and
+-- emptied at commit, because every later step reads the batch set-wise, several times.
+CREATE FUNCTION ingest_stage_batch(batch json) RETURNS void LANGUAGE plpgsql AS $fn$
 BEGIN
     CREATE TEMP TABLE IF NOT EXISTS ingest_stage (
         ord integer NOT NULL, event_id uuid NOT NULL, type text NOT NULL,
@@ -672,8 +694,15 @@ BEGIN
         tokens_out integer, cost_usd numeric, model text, cached boolean, artifact_path text,
         artifact_version integer, attempt integer, trace_id text, span_id text, payload jsonb
     )) WITH ORDINALITY AS x(event_id, type, tenant_id, project_id, run_id, phase, role, playbook, occurred_at, tokens_in, tokens_out, cost_usd, model, cached, artifact_path, artifact_version, attempt, trace_id, span_id, payload, n);
-    GET DIAGNOSTICS staged = ROW_COUNT;
+END
+$fn$;
 
+-- Step: drop (and return) the events of unknown tenants, or of projects or runs that
+-- belong to another tenant: a tenant never writes into another's rows.
+CREATE FUNCTION ingest_drop_foreign() RETURNS TABLE (ord integer, outcome text)
+LANGUAGE plpgsql AS $fn$
+#variable_conflict use_column
+BEGIN
     -- Ownership, checked per distinct (tenant, project, run); rejections are rare, so the
     -- DELETE runs only when there is something to drop.
     IF EXISTS (
@@ -700,27 +729,31 @@ BEGIN
         WHERE b.why IS NOT NULL
           AND s.tenant_id = b.tenant_id AND s.project_id = b.project_id AND s.run_id = b.run_id
         RETURNING s.ord, b.why;
-        SELECT count(*) INTO staged FROM ingest_stage;
     END IF;
+END
+$fn$;
 
-    -- Events already stored (a re-send) are found when the events are inserted, under the
-    -- lock: the batch is then rolled back (RL002) and retried with check_stored, which drops
-    -- them here, before any effect can count them again. Re-sends are rare, so the common
-    -- batch does not pay for the look-up.
-    IF check_stored THEN
-        ANALYZE ingest_stage;  -- a temporary table has no statistics: plan index probes
-        RETURN QUERY
-            DELETE FROM ingest_stage s
-            WHERE EXISTS (SELECT 1 FROM events e
-                          WHERE e.event_id = s.event_id AND e.occurred_at = s.occurred_at)
-            RETURNING s.ord, 'duplicate'::text;
-        GET DIAGNOSTICS written = ROW_COUNT;
-        staged := staged - written;
-        IF staged = 0 THEN
-            RETURN;
-        END IF;
-    END IF;
+-- Step, with check_stored only: drop (and return) the events already stored. Those (a
+-- re-send) are found when the events are inserted, under the lock: the batch is then rolled
+-- back (RL002) and retried with check_stored, which drops them here, before any effect can
+-- count them again. Re-sends are rare, so the common batch does not pay for the look-up.
+CREATE FUNCTION ingest_drop_stored() RETURNS TABLE (ord integer, outcome text)
+LANGUAGE plpgsql AS $fn$
+#variable_conflict use_column
+BEGIN
+    ANALYZE ingest_stage;  -- a temporary table has no statistics: plan index probes
+    RETURN QUERY
+        DELETE FROM ingest_stage s
+        WHERE EXISTS (SELECT 1 FROM events e
+                      WHERE e.event_id = s.event_id AND e.occurred_at = s.occurred_at)
+        RETURNING s.ord, 'duplicate'::text;
+END
+$fn$;
 
+-- Step: create or advance the batch's projects (playbook, current phase, last advance);
+-- RL001 when another tenant created one of them since the ownership step.
+CREATE FUNCTION ingest_apply_projects() RETURNS void LANGUAGE plpgsql AS $fn$
+BEGIN
     INSERT INTO projects AS p (project_id, tenant_id, playbook, current_phase, phase_entered_at,
                                last_advanced_at)
     SELECT project_id, min(tenant_id), max(playbook),
@@ -756,7 +789,15 @@ BEGIN
         RAISE EXCEPTION 'a project of this batch was created by another tenant meanwhile'
             USING ERRCODE = 'RL001';
     END IF;
+END
+$fn$;
 
+-- Step: create or update one runs row per run of the batch (status, times, tokens, cost,
+-- last model and artifact); RL001 when another tenant created one of them meanwhile.
+CREATE FUNCTION ingest_apply_runs() RETURNS void LANGUAGE plpgsql AS $fn$
+DECLARE
+    written integer;
+BEGIN
     WITH agg AS (
         -- Plain aggregates only: an ordered aggregate sorts every run's events separately,
         -- which costs more than the rest of the statement; "latest" values come from the
@@ -839,7 +880,12 @@ BEGIN
         RAISE EXCEPTION 'a run of this batch was created by another tenant meanwhile'
             USING ERRCODE = 'RL001';
     END IF;
+END
+$fn$;
 
+-- Step: count failures, deduplicated by run and reason.
+CREATE FUNCTION ingest_apply_failures() RETURNS void LANGUAGE plpgsql AS $fn$
+BEGIN
     INSERT INTO failures AS f (run_id, tenant_id, project_id, phase, role, kind, reason,
                                artifact_ref, trace_id, first_seen, last_seen, count)
     SELECT run_id,
@@ -857,7 +903,12 @@ BEGIN
         count = f.count + excluded.count,
         artifact_ref = COALESCE(excluded.artifact_ref, f.artifact_ref),
         trace_id = COALESCE(f.trace_id, excluded.trace_id);
+END
+$fn$;
 
+-- Step: record proofs requested and completed.
+CREATE FUNCTION ingest_apply_proofs() RETURNS void LANGUAGE plpgsql AS $fn$
+BEGIN
     -- A completion may arrive before its request: the row is created from whichever comes
     -- first, and the request's times replace the placeholders.
     INSERT INTO proofs AS p (proof_id, tenant_id, project_id, requested_at, due_at)
@@ -876,7 +927,14 @@ BEGIN
     ON CONFLICT (proof_id) DO UPDATE SET completed_at = excluded.completed_at,
                                          approved = excluded.approved
     WHERE p.tenant_id = excluded.tenant_id;
+END
+$fn$;
 
+-- Step: take the ingest lock (held to commit, so events.seq order is commit order) and
+-- insert the events; RL002 when some are already stored. Every step after this one runs
+-- under the lock, so keep them short.
+CREATE FUNCTION ingest_insert_events() RETURNS void LANGUAGE plpgsql AS $fn$
+BEGIN
     PERFORM pg_advisory_xact_lock(ingest_lock_key());
 
     -- No ORDER BY: the batch commits at once, so the order of seq within it carries no
@@ -889,9 +947,13 @@ BEGIN
     EXCEPTION WHEN unique_violation THEN
         RAISE EXCEPTION 'some of these events are already stored' USING ERRCODE = 'RL002';
     END;
+END
+$fn$;
 
-    PERFORM ingest_apply_leases();
-
+-- Step (after ingest_apply_leases): add the batch's spend to its tenants' days and mark the
+-- days whose spend reached the cap in force. Under the ingest lock: these rows are hot.
+CREATE FUNCTION ingest_apply_caps() RETURNS void LANGUAGE plpgsql AS $fn$
+BEGIN
     INSERT INTO caps AS c (tenant_id, date, daily_cap_usd, spent_usd)
     SELECT s.tenant_id, s.day, t.daily_cap_usd, s.spent
     FROM (SELECT tenant_id, (occurred_at AT TIME ZONE 'UTC')::date AS day, sum(cost_usd) AS spent
@@ -906,6 +968,5 @@ BEGIN
     FROM (SELECT DISTINCT tenant_id, (occurred_at AT TIME ZONE 'UTC')::date AS day
           FROM ingest_stage WHERE cost_usd > 0) s
     WHERE c.tenant_id = s.tenant_id AND c.date = s.day AND c.blocked <> cap_blocked(c);
-
 END
 $fn$;
