@@ -69,6 +69,9 @@ def migrate(url: str, pending: list[Migration] | None = None) -> list[Migration]
     Args:
         url: database to migrate.
         pending: migrations to consider (default: the packaged ones).
+
+    Raises:
+        MigrationError: a migration failed, or one already applied differs from its file.
     """
     applied: list[Migration] = []
     candidates = migrations() if pending is None else pending
