@@ -1,14 +1,22 @@
-"""Migrations: from empty, re-run, a failing one, and what they create."""
+"""Migrations: from empty, re-run, a failing one, a changed one, and what they create."""
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
+from datetime import UTC, datetime
+from importlib import resources
 from typing import Any
 
 import psycopg
 import pytest
 
+from _support import event
+from runledger.events import events_to_json, validate_batch
 from runledger.store import migrate
+from runledger.store.locks import lock_ingest
 from runledger.store.migrate import Migration, MigrationError, applied_versions, migrations
+from runledger.store.partitions import PartitionCache
 
 SPEC_TABLES = {"runs", "events", "caps", "failures", "prompt_audit", "trace_spans"}
 IMPLIED_TABLES = {
@@ -61,12 +69,76 @@ def test_failing_migration_is_rolled_back_and_named(empty_url: str) -> None:
     assert [m.version for m in migrate(empty_url, [good, fixed, later])] == [9002, 9003]
 
 
-def test_ingest_function_takes_the_lock_retention_takes(db_url: str) -> None:
-    # Retention drops partitions under INGEST_LOCK from Python; ingest_batch takes it in SQL.
-    # Were the two numbers to drift apart, retention could drop a day mid-ingest.
-    from runledger.store._ingest_sql import INGEST_LOCK
+def test_retention_waits_for_the_lock_an_open_ingest_holds(
+    db_url: str, make_tenant: Callable[..., str]
+) -> None:
+    # Retention drops a day's partition under lock_ingest; ingest_batch takes the same lock
+    # in SQL. Were the two to take different keys, retention could drop a day mid-ingest.
+    make_tenant("acme")
+    batch = events_to_json(validate_batch([event("run_started")])).decode()
+    with psycopg.connect(db_url) as writer:
+        with writer.transaction():
+            PartitionCache().ensure(writer, {datetime.now(UTC).date()})
+        assert writer.execute("SELECT * FROM ingest_batch(%s::json)", (batch,)).fetchall() == []
+        with psycopg.connect(db_url) as retention:
+            retention.execute("SET lock_timeout = '200ms'")
+            with pytest.raises(psycopg.errors.LockNotAvailable):
+                lock_ingest(retention)
+        writer.rollback()
+        with psycopg.connect(db_url) as retention:
+            retention.execute("SET lock_timeout = '200ms'")
+            lock_ingest(retention)
 
-    with psycopg.connect(db_url) as conn:
-        row = conn.execute("SELECT prosrc FROM pg_proc WHERE proname = 'ingest_batch'").fetchone()
-    assert row is not None
-    assert f"pg_advisory_xact_lock({INGEST_LOCK})" in row[0]
+
+def test_applied_migrations_record_the_checksum_of_their_text(empty_url: str) -> None:
+    migrate(empty_url)
+    with psycopg.connect(empty_url) as conn:
+        recorded = dict(conn.execute("SELECT version, checksum FROM schema_migrations"))
+    packaged = resources.files("runledger.store").joinpath("migrations")
+    assert recorded == {
+        m.version: hashlib.sha256(packaged.joinpath(f"{m.label}.sql").read_bytes()).hexdigest()
+        for m in migrations()
+    }
+
+
+def test_a_migration_changed_after_it_was_applied_is_refused(empty_url: str) -> None:
+    first = Migration(9001, "first", "CREATE TABLE first_one (x int);")
+    second = Migration(9002, "second", "CREATE TABLE second_one (x int);")
+    migrate(empty_url, [first])
+    edited = Migration(9001, "first", "CREATE TABLE first_one (x int, y int);")
+    with pytest.raises(
+        MigrationError,
+        match=r"^migration 9001_first\.sql was changed after it was applied to this database "
+        r"\(sha256 \w{12} recorded, \w{12} now\)\. Applied migrations never change: restore "
+        r"9001_first\.sql as it was and write the change as a new migration, 9003_<what>\.sql$",
+    ):
+        migrate(empty_url, [edited, second])
+    with psycopg.connect(empty_url) as conn:
+        assert applied_versions(conn) == [9001], "nothing after the changed one is applied"
+        assert conn.execute("SELECT to_regclass('second_one')").fetchone() == (None,)
+
+
+def test_the_packaged_baseline_changed_after_it_was_applied_is_refused(empty_url: str) -> None:
+    migrate(empty_url)
+    with psycopg.connect(empty_url) as conn:
+        conn.execute("UPDATE schema_migrations SET checksum = repeat('0', 64) WHERE version = 1")
+    with pytest.raises(MigrationError, match=r"^migration 0001_baseline\.sql was changed"):
+        migrate(empty_url)
+
+
+def test_bookkeeping_from_before_checksums_is_refused(empty_url: str) -> None:
+    with psycopg.connect(empty_url) as conn:
+        conn.execute(
+            "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        conn.execute("INSERT INTO schema_migrations (version, name) VALUES (1, 'ledger')")
+    with pytest.raises(
+        MigrationError,
+        match=r"^this database was migrated by a pre-release runledger \(schema_migrations has "
+        r"no checksum column\), whose migrations the baseline replaced: drop the database, "
+        r"create it empty and run `runledger migrate` again$",
+    ):
+        migrate(empty_url)
+    with psycopg.connect(empty_url) as conn:
+        assert conn.execute("SELECT to_regclass('events')").fetchone() == (None,)

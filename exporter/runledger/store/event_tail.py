@@ -8,11 +8,12 @@ import psycopg
 
 __all__ = ["events_after", "last_seq"]
 
-# One query per batch. Writers hold an advisory lock while they insert and commit, so seq
-# order is commit order and "seq > last seen" never skips an event. The lateral look-ups
-# answer what a single event cannot: when the phase was entered (time-to-gate), when the
-# run was queued (queue wait), the run's totals at its end, and the phase's first failure
-# since its last success (recovery time). Each look-up runs only for its event type.
+# One query per batch. Writers hold the ingest lock (runledger.store.locks) while they
+# insert and commit, so seq order is commit order and "seq > last seen" never skips an
+# event. The lateral look-ups answer what a single event cannot: when the phase was entered
+# (time-to-gate), when the run was queued (queue wait), the run's totals at its end, and the
+# phase's first failure since its last success (recovery time). Each look-up runs only for
+# its event type.
 _BATCH_SQL = """
 WITH batch AS MATERIALIZED (
     SELECT * FROM events WHERE seq > %(after)s ORDER BY seq LIMIT %(limit)s

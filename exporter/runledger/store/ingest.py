@@ -18,13 +18,11 @@ from uuid import UUID
 import psycopg
 
 from runledger.events import EventError, events_to_json
-from runledger.store import _ingest_sql as q
 from runledger.store._database import Database
 from runledger.store.partitions import PartitionCache
 
 __all__ = ["EventResult", "IngestLimits", "Ingestor"]
 
-INGEST_LOCK = q.INGEST_LOCK
 _FUTURE_SKEW = timedelta(minutes=5)
 _RETRIES = 3
 _RETRY_SQLSTATES = frozenset({"RL001", "RL002", "40P01", "40001"})

@@ -7,7 +7,7 @@ from datetime import date, timedelta
 
 import psycopg
 
-from runledger.store._ingest_sql import PARTITION_LOCK
+from runledger.store.locks import lock_partitions
 
 __all__ = ["PartitionCache", "create_partition", "list_partitions", "partition_name"]
 
@@ -20,7 +20,7 @@ def partition_name(day: date) -> str:
 
 
 def create_partition(conn: psycopg.Connection, day: date) -> None:
-    """Create the partition of ``day`` if it does not exist (caller holds PARTITION_LOCK)."""
+    """Create the partition of ``day`` if it does not exist (caller holds ``lock_partitions``)."""
     conn.execute(
         f"CREATE TABLE IF NOT EXISTS {partition_name(day)} PARTITION OF events "
         f"FOR VALUES FROM ('{day.isoformat()} 00:00:00+00') "
@@ -54,7 +54,7 @@ class PartitionCache:
         missing = days - self._known
         if not missing:
             return
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITION_LOCK,))
+        lock_partitions(conn)
         existing = set(list_partitions(conn))
         for day in sorted(missing - existing):
             create_partition(conn, day)

@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 import psycopg
 
 from runledger import _env
-from runledger.store._ingest_sql import INGEST_LOCK, PARTITION_LOCK
+from runledger.store.locks import lock_ingest, lock_partitions
 from runledger.store.partitions import create_partition, list_partitions
 
 __all__ = [
@@ -117,7 +117,7 @@ def run_retention(
                 continue
             expired = day < cutoff
             with conn.transaction(force_rollback=dry_run):
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (INGEST_LOCK,))
+                lock_ingest(conn)
                 if _needs_rollup(conn, day, name):
                     _rollup(conn, day, name)
                     report.rolled_up_days.append(day)
@@ -126,8 +126,8 @@ def run_retention(
                     report.dropped_partitions.append(name)
         with conn.transaction(force_rollback=dry_run):
             # Same lock order as ingest: partitions first, then the ingest lock.
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITION_LOCK,))
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (INGEST_LOCK,))
+            lock_partitions(conn)
+            lock_ingest(conn)
             report.deleted_prompt_audit = conn.execute(
                 "DELETE FROM prompt_audit WHERE created_at < %s", (cutoff_ts,)
             ).rowcount
