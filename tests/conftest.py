@@ -1,4 +1,5 @@
-"""Shared fixtures: one real PostgreSQL per session, one fresh database per test."""
+"""Every fixture of the suite: one real PostgreSQL per session, one fresh database per test,
+control services, Ledgers, cost stores and exporter databases. Helpers live in _support/."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -14,12 +16,15 @@ import psycopg
 import pytest
 
 from _support import ControlService
+from _support.clock import Clock
+from _support.exporter import create_database
+from _support.sdk import OtlpReceiver, Telemetry
 from runledger.control import create_app
-from runledger.store import Database, embedded_server, migrate
+from runledger.sdk import DeliveryOptions, Ledger, TelemetryOptions
+from runledger.store import CapAdmin, Database, LeaseStore, embedded_server, migrate
 from runledger.store.tenants import create_tenant
 from runledger.store.tokens import create_token
 
-ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_DB = "rl_template"
 
 
@@ -115,3 +120,133 @@ def control_server(db_url: str) -> Iterator[str]:
         yield service.url
     finally:
         service.stop()
+
+
+# --- SDK: in-memory telemetry and Ledgers that close themselves --------------------------
+
+
+@pytest.fixture
+def telemetry() -> Iterator[Telemetry]:
+    """Real SDK tracer and logger providers whose spans and logs stay in memory."""
+    t = Telemetry()
+    yield t
+    t.tracer_provider.shutdown()
+    t.logger_provider.shutdown()
+
+
+@pytest.fixture
+def make_ledger(tmp_path: Path, telemetry: Telemetry) -> Iterator[Callable[..., Ledger]]:
+    """Build Ledgers with in-memory telemetry and a private spool each; closed at teardown."""
+    made: list[Ledger] = []
+
+    def make(url: str | None = None, token: str | None = None, **kwargs: Any) -> Ledger:
+        spool = tmp_path / f"spool-{len(made)}" / "events.db"
+        kwargs.setdefault("delivery", DeliveryOptions(spool_path=spool))
+        kwargs.setdefault(
+            "telemetry",
+            TelemetryOptions(
+                tracer_provider=telemetry.tracer_provider,
+                logger_provider=telemetry.logger_provider,
+            ),
+        )
+        kwargs.setdefault("environ", {})
+        ledger = Ledger(url, token, **kwargs)
+        made.append(ledger)
+        return ledger
+
+    yield make
+    for ledger in made:
+        ledger.close(timeout=1.0)
+
+
+@pytest.fixture
+def agent(make_tenant: Callable[..., str], make_token: Callable[..., str]) -> dict[str, str]:
+    """Tenant ``acme`` and an agent token for it."""
+    make_tenant("acme")
+    return {"tenant": "acme", "token": make_token("agent", "acme")}
+
+
+@pytest.fixture
+def agent_token(
+    make_tenant: Callable[..., str], make_token: Callable[..., str]
+) -> Callable[[str, str], str]:
+    """Create a tenant with a daily cap and return an agent token for it."""
+
+    def make(tenant: str, cap: str) -> str:
+        make_tenant(tenant, cap)
+        return make_token("agent", tenant)
+
+    return make
+
+
+@pytest.fixture
+def control_service(db_url: str) -> Iterator[ControlService]:
+    """A control service the test can stop and start again (not started yet)."""
+    service = ControlService(db_url)
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def control(db_url: str) -> Iterator[ControlService]:
+    """A started control service on a free loopback port, stopped by PID at teardown."""
+    service = ControlService(db_url)
+    service.start()
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def otlp_receiver() -> Iterator[OtlpReceiver]:
+    receiver = OtlpReceiver()
+    yield receiver
+    receiver.close()
+
+
+# --- Cost controls: lease and cap stores, an injectable clock ----------------------------
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(datetime.now(UTC).replace(microsecond=0))
+
+
+@pytest.fixture
+def leases(db: Database) -> LeaseStore:
+    """A lease store on the real database, using the database's clock."""
+    return LeaseStore(db)
+
+
+@pytest.fixture
+def clocked_leases(db: Database, clock: Clock) -> LeaseStore:
+    """A lease store whose notion of now is the injected clock."""
+    return LeaseStore(db, clock=clock)
+
+
+@pytest.fixture
+def cap_admin(db: Database) -> CapAdmin:
+    """Cap administration on the real database, using the database's clock."""
+    return CapAdmin(db)
+
+
+@pytest.fixture
+def clocked_client(db: Database, clock: Clock) -> Iterator[Any]:
+    """A Flask test client of the control app with the injected clock."""
+    app = create_app({"DATABASE": db, "TESTING": True, "CLOCK": clock})
+    yield app.test_client()
+
+
+# --- Exporter: one database and work folder per test module ------------------------------
+
+
+@pytest.fixture(scope="module")
+def module_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("exporter")
+
+
+@pytest.fixture(scope="module")
+def module_db_url(pg_server: Any, template_url: str) -> Iterator[str]:
+    """A fresh migrated database shared by the tests of one module."""
+    url, drop = create_database(pg_server)
+    yield url
+    drop()

@@ -9,12 +9,11 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from _support import ROOT
 
 
 def load(relative: str) -> Any:

@@ -6,7 +6,8 @@ import re
 from typing import Any
 
 import yaml
-from _exporter_support import PROM_DIR, run_promtool
+
+from _support.exporter import PROM_DIR, run_promtool
 
 LEVEL_RE = re.compile(r"^[a-z_]*:runledger_[a-z0-9_]+:[a-z0-9_]+$")
 ALLOWED_LABELS = {"tenant", "model", "phase", "role", "playbook", "status", "le"}

@@ -9,11 +9,15 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import requests
 
 from runledger._local import free_port, stop_process
+
+ROOT = Path(__file__).resolve().parents[2]
+"""The repository's root folder."""
 
 __all__ = ["ControlService", "caps_row", "event", "free_port", "stop_process", "wait_http"]
 

@@ -22,7 +22,10 @@ import psycopg
 import pytest
 import requests
 import yaml
-from _exporter_support import (
+from psycopg.rows import dict_row
+
+from _support import free_port, stop_process
+from _support.exporter import (
     PROM_DIR,
     ROOT,
     Prometheus,
@@ -32,7 +35,7 @@ from _exporter_support import (
     start_prometheus,
     write_prometheus_config,
 )
-from _exporter_workload import (
+from _support.workload import (
     DEFAULT_TARGET,
     PHASE_TARGETS,
     TENANT_CAPS,
@@ -42,9 +45,6 @@ from _exporter_workload import (
     trace_of,
     workload,
 )
-from psycopg.rows import dict_row
-
-from _support import free_port, stop_process
 from runledger.store.tenants import create_tenant
 from runledger.store.tokens import create_token
 

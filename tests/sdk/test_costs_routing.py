@@ -7,9 +7,10 @@ from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
-from _sdk_costs_support import Spans, Sql, run_events, run_row
 
 from _support import ControlService
+from _support.ledger_rows import Sql, run_events, run_row
+from _support.sdk import Telemetry
 from runledger.cost import (
     BreakerBoard,
     BudgetBlocked,
@@ -64,7 +65,7 @@ def flaky(run_models: list[str], failures: int) -> Callable[[str], str]:
 
 def test_validator_never_downgrades_while_an_implementer_retry_does(
     control: ControlService, agent_token: Callable[[str, str], str],
-    make_ledger: Callable[..., Ledger], spans: Spans, sql: Sql,
+    make_ledger: Callable[..., Ledger], telemetry: Telemetry, sql: Sql,
 ) -> None:  # fmt: skip
     table = RoutingTable.from_mapping(ROUTING, pricing=default_pricing())
     ledger = make_ledger(control.url, agent_token("acme", "100"), costs=CostOptions(routing=table))
@@ -97,8 +98,8 @@ def test_validator_never_downgrades_while_an_implementer_retry_does(
     assert rechecked == ["claude-sonnet-4-5"] * 3  # a retried Validator keeps its model
     assert ledger.flush(20)
 
-    assert spans.models(impl.run_id) == ["gpt-4.1", "gpt-4.1-mini"]
-    assert spans.models(val2.run_id) == ["claude-sonnet-4-5"] * 3
+    assert telemetry.models(impl.run_id) == ["gpt-4.1", "gpt-4.1-mini"]
+    assert telemetry.models(val2.run_id) == ["claude-sonnet-4-5"] * 3
     assert run_row(sql, impl.run_id)["model"] == "gpt-4.1-mini"
     assert run_row(sql, val2.run_id)["model"] == "claude-sonnet-4-5"
     stored = sql("SELECT DISTINCT model FROM events WHERE role = 'validator' AND model IS NOT NULL")
@@ -106,7 +107,7 @@ def test_validator_never_downgrades_while_an_implementer_retry_does(
 
 
 def test_budget_aware_routing_and_errors_that_are_not_retried(
-    make_ledger: Callable[..., Ledger], spans: Spans,
+    make_ledger: Callable[..., Ledger], telemetry: Telemetry,
 ) -> None:  # fmt: skip
     ledger = make_ledger(costs=CostOptions(routing=RoutingTable.from_mapping(ROUTING)))
     with ledger.run("acme", "proj-1", "build", "implementer",

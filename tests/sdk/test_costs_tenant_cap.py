@@ -8,16 +8,16 @@ from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
-from _sdk_costs_support import (
-    Spans,
+
+from _support import ControlService, caps_row
+from _support.ledger_rows import (
     Sql,
     event_cost,
     one,
     run_events,
     run_row,
 )
-
-from _support import ControlService, caps_row
+from _support.sdk import Telemetry
 from runledger.cost import LedgerUnavailable
 from runledger.sdk import CostOptions, Ledger, RunCapReached
 
@@ -26,7 +26,7 @@ D = Decimal
 
 def test_tenant_cap_refuses_the_call_that_would_cross_it(
     control: ControlService, agent_token: Callable[[str, str], str],
-    make_ledger: Callable[..., Ledger], spans: Spans, sql: Sql,
+    make_ledger: Callable[..., Ledger], telemetry: Telemetry, sql: Sql,
 ) -> None:  # fmt: skip
     ledger = make_ledger(
         control.url, agent_token("acme", "0.05"), costs=CostOptions(enforce_tenant_cap=True)
@@ -46,7 +46,7 @@ def test_tenant_cap_refuses_the_call_that_would_cross_it(
     # The lease still holds $0.0036 of the call's $0.012 bound; the ledger is asked for the rest.
     assert "$0.0080 left, and this call needs $0.0084" in message
     assert "POST /v1/caps/acme/raises" in message and "runledger cost raise acme" in message
-    assert calls == 5 and len(spans.models(run.run_id)) == 5
+    assert calls == 5 and len(telemetry.models(run.run_id)) == 5
     assert ledger.flush(20)
 
     events = run_events(sql, run.run_id)
@@ -128,7 +128,7 @@ def test_settled_cost_is_tagged_with_its_lease_and_counted_once(
 
 def test_publisher_fails_closed_while_another_role_spends_its_offline_allowance(
     db_url: str, agent_token: Callable[[str, str], str], make_ledger: Callable[..., Ledger],
-    spans: Spans, sql: Sql,
+    telemetry: Telemetry, sql: Sql,
 ) -> None:  # fmt: skip
     control = ControlService(db_url)
     control.start()
@@ -160,7 +160,7 @@ def test_publisher_fails_closed_while_another_role_spends_its_offline_allowance(
     assert [e["type"] for e in published] == ["run_started", "run_failed"]
     assert published[1]["payload"]["error_class"] == "LedgerUnavailable"
     assert run_row(sql, publisher.run_id)["cost"] == 0
-    assert spans.models(implementer.run_id) == ["gpt-4.1-mini"] * 4
+    assert telemetry.models(implementer.run_id) == ["gpt-4.1-mini"] * 4
     assert run_row(sql, implementer.run_id)["cost"] == D("0.02")
     assert all("lease_id" not in e["payload"] for e in run_events(sql, implementer.run_id))
     assert caps_row(sql, "acme")["spend"] == D("0.02")

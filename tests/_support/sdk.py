@@ -1,5 +1,5 @@
-"""Helpers of the SDK tests: in-memory telemetry, a restartable control service, and an
-OTLP/HTTP receiver that decodes what it receives with opentelemetry-proto."""
+"""Helpers of the SDK tests: in-memory telemetry and an OTLP/HTTP receiver that decodes what
+it receives with opentelemetry-proto."""
 
 from __future__ import annotations
 
@@ -40,6 +40,17 @@ class Telemetry:
 
     def log_records(self) -> list[Any]:
         return [getattr(r, "log_record", r) for r in self.logs.get_finished_logs()]
+
+    def models(self, run_id: str) -> list[str]:
+        """Return the requested model of each model-call span of ``run_id``, in order."""
+        spans = sorted(self.finished_spans(), key=lambda s: s.start_time or 0)
+        return [
+            str(s.attributes["gen_ai.request.model"])
+            for s in spans
+            if s.attributes
+            and s.attributes.get("runledger.run_id") == run_id
+            and s.attributes.get("gen_ai.operation.name") == "chat"
+        ]
 
 
 class OtlpReceiver:

@@ -10,9 +10,10 @@ from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
-from _sdk_costs_support import Spans, Sql, one, run_events, run_row
 
 from _support import ControlService
+from _support.ledger_rows import Sql, one, run_events, run_row
+from _support.sdk import Telemetry
 from runledger.cost import RunCaps
 from runledger.sdk import Ledger, RunCapReached
 
@@ -22,7 +23,7 @@ SECTIONS = ["hero", "features", "testimonials", "pricing", "faq"]
 
 def test_token_cap_ends_the_run_with_a_partial_artifact_and_summary(
     control: ControlService, agent_token: Callable[[str, str], str],
-    make_ledger: Callable[..., Ledger], spans: Spans, sql: Sql,
+    make_ledger: Callable[..., Ledger], telemetry: Telemetry, sql: Sql,
 ) -> None:  # fmt: skip
     ledger = make_ledger(control.url, agent_token("acme", "100"))
     built: list[str] = []
@@ -39,7 +40,7 @@ def test_token_cap_ends_the_run_with_a_partial_artifact_and_summary(
         )  # fmt: skip
     # 3 calls used 2,100 tokens; a 4th could use 1,000 more and would cross 3,000.
     assert built == ["hero", "features", "testimonials"]
-    assert spans.models(run.run_id) == ["gpt-4.1"] * 3  # no 4th model call was made
+    assert telemetry.models(run.run_id) == ["gpt-4.1"] * 3  # no 4th model call was made
     assert stop.value.cap == "tokens"
     assert "run token cap reached: 2100 of 3000 tokens used" in str(stop.value)
     assert ledger.flush(20)
@@ -64,7 +65,7 @@ def test_token_cap_ends_the_run_with_a_partial_artifact_and_summary(
 
 def test_wall_time_cap_stops_the_next_call_with_the_explicit_twin(
     control: ControlService, agent_token: Callable[[str, str], str],
-    make_ledger: Callable[..., Ledger], spans: Spans, sql: Sql,
+    make_ledger: Callable[..., Ledger], telemetry: Telemetry, sql: Sql,
 ) -> None:  # fmt: skip
     ledger = make_ledger(control.url, agent_token("acme", "100"))
     run = ledger.start_run("acme", "proj-1", "research", "implementer",
@@ -80,7 +81,7 @@ def test_wall_time_cap_stops_the_next_call_with_the_explicit_twin(
         assert stop.partial.cap == "time"
         run.partial("research/notes.md", 1, "summarised 1 of 2 sources", missing="source 2")
     # Once stopped, the run makes no further model calls.
-    assert spans.models(run.run_id) == ["gpt-4.1-mini"]
+    assert telemetry.models(run.run_id) == ["gpt-4.1-mini"]
     assert ledger.flush(20)
 
     events = run_events(sql, run.run_id)
@@ -95,7 +96,7 @@ def test_wall_time_cap_stops_the_next_call_with_the_explicit_twin(
 
 def test_model_dollar_cap_is_never_crossed(
     control: ControlService, agent_token: Callable[[str, str], str],
-    make_ledger: Callable[..., Ledger], spans: Spans, sql: Sql,
+    make_ledger: Callable[..., Ledger], telemetry: Telemetry, sql: Sql,
 ) -> None:  # fmt: skip
     ledger = make_ledger(control.url, agent_token("acme", "100"))
     cap = D("0.05")
@@ -154,7 +155,7 @@ def test_external_charges_cap_and_an_uncaught_stop(
 
 
 def test_concurrent_calls_of_one_run_cannot_cross_a_cap_together(
-    make_ledger: Callable[..., Ledger], spans: Spans
+    make_ledger: Callable[..., Ledger], telemetry: Telemetry
 ) -> None:
     ledger = make_ledger()
     inside = threading.Barrier(4, timeout=10)  # three calls in flight, and the test
@@ -185,5 +186,5 @@ def test_concurrent_calls_of_one_run_cannot_cross_a_cap_together(
             t.join(10)
         run.partial(summary="three calls")
     assert results == ["called"] * 3
-    assert spans.models(run.run_id) == ["gpt-4.1"] * 3
+    assert telemetry.models(run.run_id) == ["gpt-4.1"] * 3
     assert run.tokens_in + run.tokens_out == 3000

@@ -1,5 +1,4 @@
-"""Helpers of the SDK cost-control tests: a restartable control service, in-memory
-telemetry, and readers of what the ledger stored."""
+"""Readers of what the ledger stored for a run: its events and its runs row."""
 
 from __future__ import annotations
 
@@ -7,31 +6,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
 Sql = Callable[..., list[tuple[Any, ...]]]
-
-
-class Spans:
-    """An SDK tracer provider whose finished spans stay in memory."""
-
-    def __init__(self) -> None:
-        self.exporter = InMemorySpanExporter()
-        self.provider = TracerProvider()
-        self.provider.add_span_processor(SimpleSpanProcessor(self.exporter))
-
-    def models(self, run_id: str) -> list[str]:
-        """Return the requested model of each model-call span of ``run_id``, in order."""
-        spans = sorted(self.exporter.get_finished_spans(), key=lambda s: s.start_time or 0)
-        return [
-            str(s.attributes["gen_ai.request.model"])
-            for s in spans
-            if s.attributes
-            and s.attributes.get("runledger.run_id") == run_id
-            and s.attributes.get("gen_ai.operation.name") == "chat"
-        ]
 
 
 def run_events(sql: Sql, run_id: str) -> list[dict[str, Any]]:

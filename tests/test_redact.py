@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from pathlib import Path
 
 import pytest
-from _redact_corpus import (
+
+from _support import ROOT
+from _support.corpus import ORDINARY, SECRETS
+from _support.redact_corpus import (
     BASE64_CREDENTIALS,
     BENIGN,
     CLOUD_SECRETS,
@@ -21,8 +23,6 @@ from _redact_corpus import (
     WEBHOOKS,
     Case,
 )
-from _sdk_corpus import ORDINARY, SECRETS
-
 from runledger.redact import (
     DEFAULT_RULES,
     Redactor,
@@ -123,7 +123,7 @@ def test_every_rule_is_documented() -> None:
 
 
 def test_every_rule_is_in_the_redaction_documentation() -> None:
-    doc = (Path(__file__).resolve().parents[2] / "docs" / "redaction.md").read_text("utf-8")
+    doc = (ROOT / "docs" / "redaction.md").read_text("utf-8")
     for rule in DEFAULT_RULES:
         if rule.kind != "secret_assignment":
             assert f"| `{rule.kind}` |" in doc, f"{rule.kind} missing from docs/redaction.md"

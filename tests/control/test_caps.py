@@ -7,8 +7,8 @@ from decimal import Decimal
 from typing import Any
 
 import requests
-from _cost_support import Clock
 
+from _support.clock import Clock
 from runledger.cost.lease import HttpLeaseTransport, TenantBudget, TenantCapReached
 
 Sql = Callable[..., list[tuple[Any, ...]]]

@@ -7,9 +7,9 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from _cost_support import Clock
 
 from _support import caps_row, event, free_port
+from _support.clock import Clock
 from runledger.cost.lease import (
     BudgetBusy,
     HttpLeaseTransport,
