@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-import psycopg
-
 from runledger.store._database import Database
+from runledger.store.locks import lock_runs
 
 __all__ = ["PromptRow", "PromptStatus", "store_prompts"]
 
@@ -29,16 +27,6 @@ class PromptRow:
     created_at: datetime
 
 
-def _lock_key(run_id: str) -> int:
-    return int.from_bytes(hashlib.sha256(run_id.encode()).digest()[:8], "big", signed=True)
-
-
-def _lock_runs(conn: psycopg.Connection, run_ids: Sequence[str]) -> None:
-    """Serialise writers of the same runs until commit, in one order so none deadlock."""
-    for run_id in sorted(set(run_ids)):
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(run_id),))
-
-
 def store_prompts(db: Database, rows: Sequence[PromptRow]) -> list[PromptStatus]:
     """Store ``rows`` in one transaction; return each row's status, in order.
 
@@ -53,7 +41,7 @@ def store_prompts(db: Database, rows: Sequence[PromptRow]) -> list[PromptStatus]
                 (sorted({row.tenant_id for row in rows}),),
             ).fetchall()
         }
-        _lock_runs(conn, [row.run_id for row in rows])
+        lock_runs(conn, [row.run_id for row in rows])
         statuses: list[PromptStatus] = []
         for row in rows:
             if row.tenant_id not in known:
