@@ -43,6 +43,14 @@ def cost_event(tenant: str, cost: str, lease_id: str | None, **fields: Any) -> d
     return event("external_call", tenant_id=tenant, cost_usd=cost, payload=payload, **fields)
 
 
+def closed_lease(leases: LeaseStore, tenant: str, held: str, spent: str) -> str:
+    """Open a lease holding ``held`` dollars, close it having spent ``spent``; return its id."""
+    lease = leases.open_lease(tenant, want_usd=D(held), min_usd=D(held), holder="r")
+    assert lease.lease_id, lease
+    leases.close_lease(lease.lease_id, spent_usd=D(spent))
+    return lease.lease_id
+
+
 def test_calls_draw_from_the_lease_without_round_trips(
     leases: LeaseStore, make_tenant: Callable[..., str], sql: Sql
 ) -> None:
@@ -97,9 +105,7 @@ def test_80_percent_is_visible_as_data(
     leases: LeaseStore, cap_admin: CapAdmin, make_tenant: Callable[..., str], sql: Sql
 ) -> None:
     make_tenant("acme", "10")
-    lease = leases.open_lease("acme", want_usd=D("1"), min_usd=D("1"), holder="r")
-    assert lease.lease_id
-    leases.close_lease(lease.lease_id, spent_usd=D("7.9"))  # an overrun is settled as is
+    closed_lease(leases, "acme", "1", "7.9")  # an overrun is settled as is
     assert not caps_row(sql, "acme")["at_80"]
     status = cap_admin.status("acme")
     assert status is not None and not status.at_80
@@ -169,11 +175,9 @@ def test_events_of_a_closed_lease_net_out_at_most_what_it_settled(
     db: Database, leases: LeaseStore, make_tenant: Callable[..., str], sql: Sql
 ) -> None:
     make_tenant("acme", "5")
-    lease = leases.open_lease("acme", want_usd=D("1"), min_usd=D("1"), holder="r")
-    assert lease.lease_id
-    leases.close_lease(lease.lease_id, spent_usd=D("0.5"))
+    lease_id = closed_lease(leases, "acme", "1", "0.5")
     # $50 of events name the closed lease: only the $0.50 it settled was counted already.
-    ingest(db, *[cost_event("acme", "5", lease.lease_id) for _ in range(10)])
+    ingest(db, *[cost_event("acme", "5", lease_id) for _ in range(10)])
     row = caps_row(sql, "acme")
     assert (row["spent"], row["spend"]) == (D("50"), D("50"))
     assert row["at_100"] and row["blocked"]
@@ -249,9 +253,7 @@ def test_blocked_stays_until_enough_is_freed_and_metric_api_and_notice_agree(
     leases.close_lease(big.lease_id, spent_usd=D("0.05"))
     check(False)
     # Spend 90 cents more: 5 cents left, a 10-cent call is refused; a raise frees enough.
-    last = leases.open_lease("acme", want_usd=D("0.9"), min_usd=D("0.9"), holder="last")
-    assert last.lease_id
-    leases.close_lease(last.lease_id, spent_usd=D("0.9"))
+    closed_lease(leases, "acme", "0.9", "0.9")
     check(False)
     assert leases.open_lease("acme", want_usd=D("0.1"), min_usd=D("0.1"), holder="x").status == (
         "blocked"
