@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from _support import caps_row, event, free_port
 from _support.clock import Clock
@@ -20,7 +21,9 @@ from runledger.cost.lease import (
     TenantPaused,
 )
 from runledger.events import validate_batch
+from runledger.exporter import ExporterConfig, LedgerCollector
 from runledger.store import CapAdmin, Database, Ingestor, LeaseStore
+from runledger.store.cap_admin import blocked_message
 
 Sql = Callable[..., list[tuple[Any, ...]]]
 D = Decimal
@@ -38,6 +41,14 @@ def cost_event(tenant: str, cost: str, lease_id: str | None, **fields: Any) -> d
     if lease_id:
         payload["lease_id"] = lease_id
     return event("external_call", tenant_id=tenant, cost_usd=cost, payload=payload, **fields)
+
+
+def closed_lease(leases: LeaseStore, tenant: str, held: str, spent: str) -> str:
+    """Open a lease holding ``held`` dollars, close it having spent ``spent``; return its id."""
+    lease = leases.open_lease(tenant, want_usd=D(held), min_usd=D(held), holder="r")
+    assert lease.lease_id, lease
+    leases.close_lease(lease.lease_id, spent_usd=D(spent))
+    return lease.lease_id
 
 
 def test_calls_draw_from_the_lease_without_round_trips(
@@ -94,9 +105,7 @@ def test_80_percent_is_visible_as_data(
     leases: LeaseStore, cap_admin: CapAdmin, make_tenant: Callable[..., str], sql: Sql
 ) -> None:
     make_tenant("acme", "10")
-    lease = leases.open_lease("acme", want_usd=D("1"), min_usd=D("1"), holder="r")
-    assert lease.lease_id
-    leases.close_lease(lease.lease_id, spent_usd=D("7.9"))  # an overrun is settled as is
+    closed_lease(leases, "acme", "1", "7.9")  # an overrun is settled as is
     assert not caps_row(sql, "acme")["at_80"]
     status = cap_admin.status("acme")
     assert status is not None and not status.at_80
@@ -162,6 +171,102 @@ def test_settled_spend_and_its_events_are_counted_once(
     assert caps_row(sql, "acme")["spend"] == D("0.85")
 
 
+def test_events_of_a_closed_lease_net_out_at_most_what_it_settled(
+    db: Database, leases: LeaseStore, make_tenant: Callable[..., str], sql: Sql
+) -> None:
+    make_tenant("acme", "5")
+    lease_id = closed_lease(leases, "acme", "1", "0.5")
+    # $50 of events name the closed lease: only the $0.50 it settled was counted already.
+    ingest(db, *[cost_event("acme", "5", lease_id) for _ in range(10)])
+    row = caps_row(sql, "acme")
+    assert (row["spent"], row["spend"]) == (D("50"), D("50"))
+    assert row["at_100"] and row["blocked"]
+    refused = leases.open_lease("acme", want_usd=D("4"), min_usd=D("4"), holder="r2")
+    assert (refused.status, refused.granted_usd) == ("blocked", 0)
+
+
+def test_events_of_an_open_lease_net_out_at_most_what_it_holds_until_it_reports(
+    db: Database, leases: LeaseStore, make_tenant: Callable[..., str], sql: Sql
+) -> None:
+    make_tenant("acme", "10")
+    lease = leases.open_lease("acme", want_usd=D("1"), min_usd=D("1"), holder="r")
+    assert lease.lease_id
+    # An overrun: the events show $1.50 before the holder reports it; its $1 covers $1 of it.
+    ingest(db, cost_event("acme", "1.5", lease.lease_id))
+    row = caps_row(sql, "acme")
+    assert (row["reserved"], row["spend"]) == (D("1"), D("0.5"))
+    # The report settles it: counted once, not twice.
+    synced = leases.sync_lease(lease.lease_id, spent_usd=D("1.5"))
+    assert synced.status == "settled"
+    row = caps_row(sql, "acme")
+    assert (row["reserved"], row["settled"], row["spend"]) == (0, D("1.5"), D("1.5"))
+    leases.close_lease(lease.lease_id, spent_usd=D("1.5"))
+    ingest(db, cost_event("acme", "0.25", lease.lease_id))  # beyond its report: counts
+    assert caps_row(sql, "acme")["spend"] == D("1.75")
+
+
+def _blocked_views(db: Database, client: Any, token: str, tenant: str) -> tuple[bool, bool, Any]:
+    """Return blocked as the exporter's metric and the caps API say, and the API's notice."""
+    registry = CollectorRegistry()
+    LedgerCollector(db, config=ExporterConfig(), registry=registry).refresh()
+    metric = registry.get_sample_value("runledger_tenant_blocked", {"tenant": tenant})
+    resp = client.get(f"/v1/caps/{tenant}", headers={"Authorization": f"Bearer {token}"})
+    assert resp.status_code == 200, resp.get_json()
+    status = resp.get_json()
+    return metric == 1.0, status["blocked"], status
+
+
+def test_blocked_stays_until_enough_is_freed_and_metric_api_and_notice_agree(
+    db: Database, leases: LeaseStore, cap_admin: CapAdmin, client: Any,
+    make_tenant: Callable[..., str], make_token: Callable[..., str],
+) -> None:  # fmt: skip
+    make_tenant("acme", "1")
+    owner = make_token("owner", "acme")
+
+    def check(expected: bool, need: str | None = None) -> None:
+        metric, api, status = _blocked_views(db, client, owner, "acme")
+        assert (metric, api) == (expected, expected)
+        if not expected:
+            assert status["notice"] is None and status["blocked_need_usd"] is None
+            return
+        assert D(status["blocked_need_usd"]) == D(need or 0)
+        assert status["notice"] == blocked_message(
+            "acme", cap_usd=D(status["cap_usd"]), spend_usd=D(status["spend_usd"]),
+            needed_usd=D(need or 0),
+        )  # fmt: skip
+        assert f"this call needs ${D(need or 0):.4f}" in status["notice"]
+
+    small = leases.open_lease("acme", want_usd=D("0.05"), min_usd=D("0.05"), holder="small")
+    big = leases.open_lease("acme", want_usd=D("0.9"), min_usd=D("0.9"), holder="big")
+    assert (small.granted_usd, big.granted_usd) == (D("0.05"), D("0.9"))
+    assert small.lease_id and big.lease_id
+    check(False)
+    # big spent 5 cents and needs 20 more: its 85 cents and the 5 free do not make room.
+    refused = leases.sync_lease(big.lease_id, spent_usd=D("0.05"), want_usd=D("0.2"),
+                                min_usd=D("0.2"))  # fmt: skip
+    assert refused.status == "blocked"
+    check(True, "0.2")
+    # small gives back its 5 cents: 10 cents free, still too little for the call refused.
+    leases.close_lease(small.lease_id, spent_usd=D("0"))
+    check(True, "0.2")
+    # big gives back its 85 cents: the refused call fits again.
+    leases.close_lease(big.lease_id, spent_usd=D("0.05"))
+    check(False)
+    # Spend 90 cents more: 5 cents left, a 10-cent call is refused; a raise frees enough.
+    closed_lease(leases, "acme", "0.9", "0.9")
+    check(False)
+    assert leases.open_lease("acme", want_usd=D("0.1"), min_usd=D("0.1"), holder="x").status == (
+        "blocked"
+    )
+    check(True, "0.1")
+    cap_admin.change_cap("acme", new_cap_usd=D("1.04"), reason="test", author="a",
+                         author_role="admin")  # fmt: skip
+    check(True, "0.1")  # 9 cents free: still too little
+    cap_admin.change_cap("acme", new_cap_usd=D("1.05"), reason="test", author="a",
+                         author_role="admin")  # fmt: skip
+    check(False)
+
+
 def test_expired_lease_of_a_dead_worker_is_reclaimed_with_its_recorded_spend(
     db: Database, clocked_leases: LeaseStore, clock: Clock, make_tenant: Callable[..., str],
     sql: Sql,
@@ -177,10 +282,15 @@ def test_expired_lease_of_a_dead_worker_is_reclaimed_with_its_recorded_spend(
     assert (row["reserved"], row["spend"]) == (D("1"), 0)  # the lease covers it meanwhile
     assert clocked_leases.reclaim_expired() == 0  # not expired yet
     clock.advance(seconds=31)
+    assert clocked_leases.reclaim_expired() == 1  # expired: its late reports are refused
+    assert sql("SELECT status FROM cap_leases") == [("expired",)]
+    row = caps_row(sql, "acme")
+    assert (row["reserved"], row["spend"]) == (D("1"), 0)  # held through the grace
+    assert clocked_leases.reclaim_expired() == 0
+    clock.advance(seconds=30)  # one more lifetime: the grace is over
     assert clocked_leases.reclaim_expired() == 1
     row = caps_row(sql, "acme")
     assert (row["reserved"], row["spend"], row["settled"]) == (0, D("0.4"), D("0.4"))
-    assert sql("SELECT status FROM cap_leases") == [("expired",)]
     # A late event of the expired lease counts through the ledger, once.
     ingest(db, cost_event("acme", "0.1", lease.lease_id, occurred_at=clock.now.isoformat()))
     assert caps_row(sql, "acme")["spend"] == D("0.5")

@@ -139,7 +139,7 @@ def close_lease(lease_id: str) -> Response:
 @bp.post("/reclaim")
 @require("admin")
 def reclaim() -> Response:
-    """Expire leases whose holders stopped renewing them."""
+    """Expire unrenewed leases and release those whose grace is over."""
     parse_body(Reclaim)
     return json_response({"reclaimed": _service(LeaseStore).reclaim_expired()})
 

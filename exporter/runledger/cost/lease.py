@@ -17,8 +17,10 @@ Usage::
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -48,6 +50,8 @@ __all__ = [
 ]
 
 OnLedgerDown = Literal["fail_closed", "fail_open"]
+
+log = logging.getLogger("runledger.cost")
 
 
 class BudgetError(RuntimeError):
@@ -267,10 +271,13 @@ class TenantBudget:
         holder: who holds the lease (run id), for the ledger and for debugging.
         role: the agent role; the Publisher always fails closed when the ledger is down.
         chunk_usd: how much to reserve at a time; bigger means fewer round trips.
-        ttl_s: lease lifetime without renewal; longer than any model call.
+        ttl_s: lease lifetime without renewal. A background heartbeat renews the lease every
+            ``heartbeat_s`` (default a third of it), also while a long model call runs.
         on_ledger_down: ``fail_closed`` (refuse spend) or ``fail_open`` (spend up to
             ``offline_allowance_usd`` without a lease, reported later by the events).
-        contention_wait_s: how long to wait for room that other leases hold.
+        contention_wait_s: how long to wait for room that other leases hold (a dead
+            holder's lease returns what it never drew within two lifetimes).
+        heartbeat_s: how often the heartbeat renews the lease (None: ``ttl_s / 3``).
         monotonic: clock for lease expiry (tests inject it).
         utc_now: clock for the UTC day (tests inject it).
     """
@@ -286,7 +293,8 @@ class TenantBudget:
         ttl_s: float = DEFAULT_LEASE_TTL_S,
         on_ledger_down: OnLedgerDown = "fail_closed",
         offline_allowance_usd: Decimal = Decimal(0),
-        contention_wait_s: float = 30.0,
+        contention_wait_s: float = 45.0,
+        heartbeat_s: float | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         utc_now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -317,6 +325,8 @@ class TenantBudget:
         self._closed = False
         self.round_trips = 0
         self.last_state: LeaseState | None = None
+        self.heartbeat_s = ttl_s / 3 if heartbeat_s is None else heartbeat_s
+        self._stop_heartbeat: threading.Event | None = None
 
     # -- public -------------------------------------------------------------------------------
 
@@ -405,6 +415,8 @@ class TenantBudget:
             if self._closed:
                 return
             self._closed = True
+            if self._stop_heartbeat is not None:
+                self._stop_heartbeat.set()
             if self._lease_id is not None:
                 self._close_current()
 
@@ -484,6 +496,7 @@ class TenantBudget:
         self._spent = Decimal(0)
         self._reported = Decimal(0)
         self._deadline = self._monotonic() + self.ttl_s
+        self._start_heartbeat()
 
     def _close_current(self) -> None:
         assert self._lease_id is not None
@@ -506,6 +519,30 @@ class TenantBudget:
             self._deadline = self._monotonic() + self.ttl_s
         return state
 
+    # -- heartbeat: renew the lease while the holder lives (docs/caps.md, dead holders) -------
+
+    def _start_heartbeat(self) -> None:
+        if self._stop_heartbeat is not None or self.heartbeat_s <= 0:
+            return
+        self._stop_heartbeat = threading.Event()
+        threading.Thread(
+            target=_heartbeat, args=(weakref.ref(self), self._stop_heartbeat, self.heartbeat_s),
+            name=f"runledger-lease-{self.holder}", daemon=True,
+        ).start()  # fmt: skip
+
+    def _beat(self) -> None:
+        """Renew the lease and report spend and calls in flight, unless a sync just did."""
+        with self._lock:
+            last_sync = self._deadline - self.ttl_s
+            if self._closed or self._lease_id is None:
+                return
+            if self._monotonic() < last_sync + self.heartbeat_s * 0.9:
+                return
+            state = self._sync(Decimal(0), Decimal(0))
+            if state.status in ("expired", "unknown", "closed"):
+                # Reclaimed: the next call opens a new lease; the events name this one.
+                self._lease_id = None
+
     def _raise_for(self, state: LeaseState, need: Decimal) -> None:
         if state.status == "contended":
             raise _Contended(state)
@@ -522,3 +559,16 @@ class TenantBudget:
         if state.status == "unknown":
             raise BudgetError(f"unknown tenant {self.tenant_id!r}: the ledger has no such tenant")
         raise BudgetError(f"unexpected lease answer {state.status!r} for {self.tenant_id!r}")
+
+
+def _heartbeat(ref: weakref.ref[TenantBudget], stop: threading.Event, every_s: float) -> None:
+    """Renew a budget's lease every ``every_s`` until it closes or is garbage-collected."""
+    while not stop.wait(every_s):
+        budget = ref()
+        if budget is None:
+            return
+        try:
+            budget._beat()
+        except Exception as exc:  # the ledger may be down: the next beat tries again
+            log.debug("runledger: lease heartbeat of %s failed: %s", budget.holder, exc)
+        del budget

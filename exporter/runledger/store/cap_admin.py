@@ -70,7 +70,18 @@ class CapStatus:
     at_80: bool
     at_100: bool
     blocked: bool
+    blocked_need_usd: Decimal | None
     active_raises: list[CapChange]
+
+    @property
+    def notice(self) -> str | None:
+        """Return the owner notice while blocked (the refusal's message), else None."""
+        if not self.blocked:
+            return None
+        return blocked_message(
+            self.tenant_id, cap_usd=self.cap_usd, spend_usd=self.spend_usd,
+            needed_usd=self.blocked_need_usd,
+        )  # fmt: skip
 
     @property
     def utilisation(self) -> Decimal | None:
@@ -80,6 +91,7 @@ class CapStatus:
     def as_dict(self) -> dict[str, Any]:
         """Return a JSON-ready mapping."""
         util = self.utilisation
+        need = self.blocked_need_usd
         return {
             "tenant_id": self.tenant_id,
             "date": self.day.isoformat(),
@@ -93,18 +105,24 @@ class CapStatus:
             "at_80": self.at_80,
             "at_100": self.at_100,
             "blocked": self.blocked,
+            "blocked_need_usd": need if need is None else str(need),
+            "notice": self.notice,
             "active_raises": [r.as_dict() for r in self.active_raises],
         }
 
 
 def blocked_message(tenant_id: str, *, cap_usd: Any, spend_usd: Any, needed_usd: Any) -> str:
-    """Explain a refusal: the cap, the spend, and how to raise the cap."""
+    """Explain a refusal: the cap, the spend, what the call needs, and how to raise the cap.
+
+    ``needed_usd`` None (the spend reached the cap, no call refused yet) leaves the need out.
+    """
     cap = Decimal(str(cap_usd or 0))
     spend = Decimal(str(spend_usd or 0))
     left = max(cap - spend, Decimal(0))
+    need = "" if needed_usd is None else f", and this call needs ${Decimal(str(needed_usd)):.4f}"
     return (
         f"tenant {tenant_id!r} daily cap reached: spent ${spend:.4f} of its ${cap:.2f} daily cap "
-        f"today (UTC), ${left:.4f} left, and this call needs ${Decimal(str(needed_usd)):.4f}. "
+        f"today (UTC), ${left:.4f} left{need}. "
         f"To raise it, an admin or finance user can POST /v1/caps/{tenant_id}/raises (or run "
         f"`runledger cost raise {tenant_id} --cap-usd N --reason ...`), or grant the one-click "
         f"{TEMPORARY_RAISE_HOURS}-hour raise: POST /v1/caps/{tenant_id}/raises/temporary. "
@@ -148,16 +166,10 @@ class CapAdmin:
             ).fetchone()
             if base is None:
                 return None
-            row = conn.execute(
-                "WITH n AS (SELECT COALESCE(%s::timestamptz, now()) AS at)"
-                " SELECT cap_effective_usd(%s, n.at), (n.at AT TIME ZONE 'UTC')::date FROM n",
-                (now, tenant_id),
-            ).fetchone()
-            assert row is not None
-            cap, day = row
-            conn.execute("SELECT _cap_row(%s, %s, %s)", (tenant_id, day, cap))
+            at = _at(conn, now)
+            cap, day = _refresh_today(conn, tenant_id, at)
             usage = conn.execute(
-                "SELECT u.spend_usd, u.reserved_usd, c.spent_usd, u.blocked,"
+                "SELECT u.spend_usd, u.reserved_usd, c.spent_usd, c.blocked, c.blocked_need_usd,"
                 " (SELECT count(*) FROM cap_leases l WHERE l.tenant_id = u.tenant_id"
                 "   AND l.date = u.date AND l.status = 'open')"
                 " FROM cap_usage u JOIN caps c USING (tenant_id, date)"
@@ -169,12 +181,11 @@ class CapAdmin:
                 _change(r)
                 for r in conn.execute(
                     f"SELECT {_CHANGE_COLS} FROM cap_raises WHERE tenant_id = %s"
-                    " AND expires_at > COALESCE(%s, now()) AND reverted_at IS NULL"
-                    " ORDER BY created_at",
-                    (tenant_id, now),
+                    " AND expires_at > %s AND reverted_at IS NULL ORDER BY created_at",
+                    (tenant_id, at),
                 )
             ]
-        spend, reserved, ledger, blocked, leases = usage
+        spend, reserved, ledger, blocked, need, leases = usage
         return CapStatus(
             tenant_id=tenant_id,
             day=day,
@@ -186,7 +197,8 @@ class CapAdmin:
             open_leases=int(leases),
             at_80=spend >= Decimal("0.8") * cap,
             at_100=spend >= cap,
-            blocked=bool(blocked) or spend >= cap,
+            blocked=bool(blocked),
+            blocked_need_usd=need,
             active_raises=active,
         )
 
@@ -380,10 +392,18 @@ def _audit(
     )  # fmt: skip
 
 
-def _refresh_today(conn: psycopg.Connection, tenant_id: str, at: datetime) -> None:
-    # Keep today's caps row showing the cap in force, for dashboards that read caps.
-    conn.execute(
-        "SELECT _cap_row(%s, (%s::timestamptz AT TIME ZONE 'UTC')::date,"
-        " cap_effective_usd(%s, %s))",
-        (tenant_id, at, tenant_id, at),
-    )
+def _refresh_today(conn: psycopg.Connection, tenant_id: str, at: datetime) -> tuple[Decimal, date]:
+    """Make today's caps row show the cap in force at ``at`` and whether it blocks under it.
+
+    Returns the cap in force and the UTC day. A raise that frees the room a refused call
+    needed clears ``blocked`` here, as a lease close would.
+    """
+    row = conn.execute(
+        "SELECT cap_effective_usd(%s, %s), (%s::timestamptz AT TIME ZONE 'UTC')::date",
+        (tenant_id, at, at),
+    ).fetchone()
+    assert row is not None
+    cap, day = row
+    conn.execute("SELECT _cap_row(%s, %s, %s)", (tenant_id, day, cap))
+    conn.execute("SELECT _cap_marks(%s, %s, %s, %s, NULL)", (tenant_id, day, cap, at))
+    return cap, day

@@ -16,11 +16,15 @@ __all__ = [
 ]
 
 # Spend is the ledger's record of the day (every event's cost_usd); the cap is the one in
-# force now (the base cap or an unexpired temporary raise, migration 0002).
+# force now (the base cap or an unexpired temporary raise). Blocked is the cap's own
+# definition under that cap (cap_blocked_under, migration 0002): the spend reached it, or a
+# request was refused and the free room still falls short of what it needed; the same as
+# caps.blocked and GET /v1/caps/<tenant>.
 _TENANTS_SQL = """
 SELECT t.tenant_id, t.status = 'paused', cap_effective_usd(t.tenant_id, %(now)s),
-       COALESCE(c.spent_usd, 0), COALESCE(c.blocked, false), COALESCE(b.burn, 0),
-       COALESCE(o.overdue, 0)
+       COALESCE(c.spent_usd, 0),
+       COALESCE(cap_blocked_under(c, cap_effective_usd(t.tenant_id, %(now)s)), false),
+       COALESCE(b.burn, 0), COALESCE(o.overdue, 0)
 FROM tenants t
 LEFT JOIN caps c ON c.tenant_id = t.tenant_id AND c.date = %(today)s
 LEFT JOIN (

@@ -1,6 +1,6 @@
 """Budget leases on a tenant's daily cap: open, sync, close and reclaim, in PostgreSQL.
 
-Every lease operation is one call of a SQL function (migration 0002) holding the tenant's
+Every lease operation is one call of a SQL function (migrations 0001 and 0002) holding the tenant's
 ``caps`` row lock, so concurrent agents can never reserve more than the cap in force.
 docs/caps.md describes the design.
 """
@@ -19,8 +19,10 @@ from runledger.store._json import json_ready
 
 __all__ = ["DEFAULT_LEASE_TTL_S", "DEFAULT_SHARE_DIVISOR", "LeaseState", "LeaseStore"]
 
-DEFAULT_LEASE_TTL_S = 900.0
-"""Lease lifetime without renewal; must exceed the longest model-call timeout."""
+DEFAULT_LEASE_TTL_S = 15.0
+"""Lease lifetime without renewal. Holders renew by heartbeat (``TenantBudget`` every third of
+it), so a dead holder's lease expires after this long and its holding returns after as long
+again (the grace for its spooled events)."""
 
 DEFAULT_SHARE_DIVISOR = 8
 """Near the cap a grant is at most 1/8 of the free room, so late dollars stay shareable."""
@@ -117,7 +119,9 @@ class LeaseStore:
         """Settle a lease's cumulative spend, renew it, and top it up by up to ``want_usd``.
 
         ``tenant_id``, when given, must own the lease (else the answer is ``unknown``).
-        When the top-up fails the lease keeps at most ``keep_usd`` (None: all it holds).
+        ``keep_usd`` is the estimate of the holder's calls in flight: kept counted if the holder
+        dies (docs/caps.md), and, when the top-up fails, at most what the lease keeps (None:
+        all it holds).
         """
         keep = None if keep_usd is None else round_usd(keep_usd)
         want, least = _amounts(want_usd, min_usd) if want_usd else (Decimal(0), Decimal(0))
@@ -149,7 +153,7 @@ class LeaseStore:
         return _state(row)
 
     def reclaim_expired(self, tenant_id: str | None = None) -> int:
-        """Expire leases whose holders stopped renewing them; return how many."""
+        """Expire unrenewed leases and release those past their grace; return how many changed."""
         now = self._now()
         with self.db.connection() as conn:
             if tenant_id is None:
@@ -157,7 +161,8 @@ class LeaseStore:
                     r[0]
                     for r in conn.execute(
                         "SELECT DISTINCT tenant_id FROM cap_leases"
-                        " WHERE status = 'open' AND expires_at <= COALESCE(%s, now())",
+                        " WHERE expires_at <= COALESCE(%s, now()) AND (status = 'open'"
+                        "  OR (status = 'expired' AND reserved_usd > 0))",
                         (now,),
                     )
                 ]
