@@ -17,6 +17,7 @@ from runledger import _env
 from runledger._click import usd
 from runledger.cost.cli import cost_group
 from runledger.exporter.cli import exporter_command
+from runledger.sdk.cli import spool_group
 from runledger.store import resolve_database_url
 from runledger.store.audit import record_audit
 from runledger.store.tokens import ROLES
@@ -277,6 +278,7 @@ def schema(check: bool) -> None:
 
 main.add_command(exporter_command)
 main.add_command(cost_group)
+main.add_command(spool_group)
 
 if __name__ == "__main__":
     main()
