@@ -16,12 +16,16 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from werkzeug.serving import make_server
 
 from _support import event
 from runledger.cli import main
 from runledger.control import create_app
 from runledger.sdk import DeliveryOptions, Ledger
+from runledger.sdk._sender import Sender
+from runledger.sdk._spool import Spool
 
 Sql = Callable[..., list[tuple[Any, ...]]]
 SECRET = "sk-proj-4fT9qLm2Xv8RzK1wP0sYbN7c"
@@ -225,6 +229,37 @@ def test_a_failing_service_dead_letters_nothing_and_gets_everything_once_back(
     assert ledger.dead_letters() == []
     stored = _stored(sql)
     assert set(stored) == set(ids) and set(stored.values()) == {1}
+
+
+def test_a_dead_letter_is_counted_on_the_meter_provider(
+    faulty: FaultyLedger, agent: dict[str, str], tmp_path: Path
+) -> None:
+    reader = InMemoryMetricReader()
+    spool = Spool(tmp_path / "s.db", owner="test")
+    events = _queued(4, "m")
+    faulty.poison.add(events[1]["event_id"])
+    for e in events:
+        spool.append("event", json.dumps(e).encode())
+    sender = Sender(spool, faulty.url, agent["token"],
+                    meter_provider=MeterProvider(metric_readers=[reader]))  # fmt: skip
+    sender.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not spool.dead_letters():
+            assert time.monotonic() < deadline, faulty.requests
+            spool.append("event", json.dumps(_queued(1, f"n{time.monotonic_ns()}")[0]).encode())
+            sender.wake()
+            time.sleep(0.3)
+    finally:
+        sender.stop(5)
+        spool.close()
+    data = reader.get_metrics_data()
+    (metric,) = [
+        m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+        if m.name == "runledger.sdk.dead_letters"
+    ]  # fmt: skip
+    (point,) = metric.data.data_points
+    assert (point.value, dict(point.attributes)) == (1, {"kind": "event"})
 
 
 def test_the_cli_names_a_missing_spool_and_an_unknown_event(tmp_path: Path) -> None:

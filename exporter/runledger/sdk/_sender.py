@@ -98,8 +98,6 @@ class Sender(threading.Thread):
         self.max_backoff = max_backoff
         self.redactor = redactor or default_redactor()
         self.batch_limit = MAX_BATCH
-        self.dead_lettered = 0
-        """Records this sender moved to the dead-letter table."""
         self._dead_letter_counter = metrics.get_meter(
             "runledger.sdk", meter_provider=meter_provider
         ).create_counter(
@@ -356,7 +354,6 @@ class Sender(threading.Thread):
             )  # fmt: skip
         self.spool.dead_letter([(record.id, orjson.dumps(errors).decode())])
         self._marks.pop(record.id, None)
-        self.dead_lettered += 1
         self._dead_letter_counter.add(1, {"kind": record.kind})
 
 
