@@ -30,13 +30,18 @@ def tool(name: str) -> str:
     return path
 
 
-def test_compose_file_is_valid_and_pins_every_image() -> None:
+def compose_config() -> Any:
+    """Return the compose file as docker-compose resolves it (failing when it is invalid)."""
     out = subprocess.run(
         [tool("docker-compose"), "-f", "docker-compose.yml", "config"],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
-    config = yaml.safe_load(out.stdout)
+    return yaml.safe_load(out.stdout)
+
+
+def test_compose_file_is_valid_and_pins_every_image() -> None:
+    config = compose_config()
     for name, service in config["services"].items():
         image = service.get("image", "")
         assert image and not image.endswith(":latest") and ":" in image, (name, image)
@@ -98,12 +103,7 @@ def test_dockerfile_copies_only_what_exists() -> None:
 
 
 def test_the_control_service_is_reached_only_through_the_buffering_proxy() -> None:
-    out = subprocess.run(
-        [tool("docker-compose"), "-f", "docker-compose.yml", "config"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    services = yaml.safe_load(out.stdout)["services"]
+    services = compose_config()["services"]
     proxy, control = services["proxy"], services["control"]
     assert re.fullmatch(r"nginx:\d+\.\d+\.\d+-alpine", proxy["image"])
     assert "ports" not in control, "the control service must not be published past the proxy"
