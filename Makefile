@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEBIAN_PACKAGES := prometheus prometheus-alertmanager docker-compose
+DEBIAN_PACKAGES := prometheus prometheus-alertmanager docker-compose nginx
 export RUNLEDGER_HOME ?= $(CURDIR)/.runledger
 
 .PHONY: up down test bench lint deps system-deps clean
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 
 deps: $(STAMP)
 
-# Debian packages for the real Prometheus, Alertmanager and Chromium (installed when missing).
+# Debian packages for the real Prometheus, Alertmanager, nginx and Chromium (installed when missing).
 system-deps:
 	@missing=""; \
 	for pkg in $(DEBIAN_PACKAGES); do \

@@ -9,11 +9,13 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import yaml
 
-from _support import ROOT
+from _support import ROOT, local_nginx_config
+from runledger.control import DEFAULTS
 
 
 def load(relative: str) -> Any:
@@ -26,13 +28,18 @@ def tool(name: str) -> str:
     return path
 
 
-def test_compose_file_is_valid_and_pins_every_image() -> None:
+def compose_config() -> Any:
+    """Return the compose file as docker-compose resolves it (failing when it is invalid)."""
     out = subprocess.run(
         [tool("docker-compose"), "-f", "docker-compose.yml", "config"],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
-    config = yaml.safe_load(out.stdout)
+    return yaml.safe_load(out.stdout)
+
+
+def test_compose_file_is_valid_and_pins_every_image() -> None:
+    config = compose_config()
     for name, service in config["services"].items():
         image = service.get("image", "")
         assert image and not image.endswith(":latest") and ":" in image, (name, image)
@@ -91,3 +98,55 @@ def test_dockerfile_copies_only_what_exists() -> None:
         if line.startswith("COPY "):
             for source in line.split()[1:-1]:
                 assert (ROOT / source).exists(), source
+
+
+def test_the_control_service_is_reached_only_through_the_buffering_proxy() -> None:
+    services = compose_config()["services"]
+    proxy, control = services["proxy"], services["control"]
+    assert re.fullmatch(r"nginx:\d+\.\d+\.\d+-alpine", proxy["image"])
+    assert "ports" not in control, "the control service must not be published past the proxy"
+    assert [str(p).removesuffix("/tcp") for p in proxy["ports"]] == ["127.0.0.1:8480:8480"]
+    assert proxy["depends_on"]["control"]["condition"] == "service_healthy"
+    (mount,) = proxy["volumes"]  # docker-compose 1.29 prints source:target:mode
+    source, target, mode = mount.rsplit(":", 2)
+    assert (source, mode) == (str(ROOT / "nginx"), "ro")
+    assert proxy["command"][:3] == ["nginx", "-c", f"{target}/nginx.conf"]
+    assert "/healthz" in " ".join(proxy["healthcheck"]["test"])
+    demo = services["demo"]
+    assert "http://proxy:8480" in demo["entrypoint"]
+    assert demo["depends_on"]["proxy"]["condition"] == "service_healthy"
+
+
+def _directives(text: str) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line.endswith(";"):
+            name, _, value = line[:-1].partition(" ")
+            found.setdefault(name, []).append(value.strip())
+    return found
+
+
+def test_the_proxy_reads_requests_whole_within_timeouts_and_the_service_limit() -> None:
+    conf = _directives((ROOT / "nginx" / "nginx.conf").read_text())
+    assert conf["proxy_request_buffering"] == ["on"]
+    assert conf["proxy_pass"] == ["http://control"]
+    assert conf["server"] == ["control:8480"]
+    for timeout in ("client_header_timeout", "client_body_timeout", "send_timeout"):
+        (value,) = conf[timeout]
+        assert re.fullmatch(r"\d+s", value) and int(value[:-1]) <= 30, (timeout, value)
+    (size,) = conf["client_max_body_size"]
+    assert int(size.removesuffix("m")) * 1024 * 1024 == DEFAULTS["MAX_CONTENT_LENGTH"]
+    assert conf["limit_conn"] == ["per_client 256"]
+    # Idle upstream connections close on nginx's side before gunicorn's keep-alive (5 s).
+    assert int(conf["keepalive_timeout"][-1].removesuffix("s")) < 5
+
+
+def test_nginx_accepts_the_proxy_config(tmp_path: Path) -> None:
+    conf = local_nginx_config(tmp_path, listen=18480, upstream=8480)
+    out = subprocess.run(
+        [tool("nginx"), "-t", "-c", str(conf), "-e", "stderr", "-g", f"pid {tmp_path}/nginx.pid;"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "test is successful" in out.stderr

@@ -17,6 +17,7 @@ from runledger import _env
 from runledger._click import usd
 from runledger.cost.cli import cost_group
 from runledger.exporter.cli import exporter_command
+from runledger.sdk.cli import spool_group
 from runledger.store import resolve_database_url
 from runledger.store.audit import record_audit
 from runledger.store.tokens import ROLES
@@ -143,6 +144,8 @@ def token_create(role: str, tenant_id: str | None, label: str) -> None:
 # -- services ------------------------------------------------------------------------------
 
 
+_KEEPALIVE = 5
+"""Seconds an idle connection, or a request whose bytes stopped coming, is kept open."""
 _SHM = "/dev/shm"  # noqa: S108 - gunicorn's heartbeat file: mkstemp'd there and unlinked
 
 
@@ -166,6 +169,15 @@ def control(bind: str | None, workers: int, threads: int) -> None:
     """Run the control service under gunicorn."""
     from gunicorn.app.base import BaseApplication
 
+    from runledger._buffered_worker import SUPPORTED, BufferedThreadWorker
+
+    if not SUPPORTED:
+        click.echo(
+            "warning: this gunicorn cannot hand a connection back to its poller; slow clients "
+            "can hold every thread (upgrade gunicorn, or run behind nginx: docs/operations.md)",
+            err=True,
+        )
+
     os.environ[_env.DATABASE_URL] = resolve_database_url()
     bind = bind or os.environ.get(_env.CONTROL_BIND) or "127.0.0.1:8480"
     from runledger.control.metrics import use_multiprocess_dir
@@ -179,7 +191,9 @@ def control(bind: str | None, workers: int, threads: int) -> None:
             self.cfg.set("bind", [bind])
             self.cfg.set("workers", workers)
             self.cfg.set("threads", threads)
-            self.cfg.set("worker_class", "gthread" if threads > 1 else "sync")
+            # Requests reach a thread only once whole: slow clients hold no thread.
+            self.cfg.set("worker_class", BufferedThreadWorker if SUPPORTED else "gthread")
+            self.cfg.set("keepalive", _KEEPALIVE)
             self.cfg.set("accesslog", None)
             self.cfg.set("graceful_timeout", 10)
             self.cfg.set("control_socket_disable", True)
@@ -277,6 +291,7 @@ def schema(check: bool) -> None:
 
 main.add_command(exporter_command)
 main.add_command(cost_group)
+main.add_command(spool_group)
 
 if __name__ == "__main__":
     main()

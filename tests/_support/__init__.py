@@ -19,7 +19,18 @@ from runledger._local import free_port, stop_process
 ROOT = Path(__file__).resolve().parents[2]
 """The repository's root folder."""
 
-__all__ = ["ControlService", "caps_row", "event", "free_port", "stop_process", "wait_http"]
+__all__ = [
+    "ROOT",
+    "ControlService",
+    "caps_row",
+    "event",
+    "free_port",
+    "local_nginx_config",
+    "stop_process",
+    "wait_http",
+]
+
+NGINX_CONF = ROOT / "nginx" / "nginx.conf"
 
 
 def wait_http(url: str, timeout: float = 20.0, proc: subprocess.Popen | None = None) -> None:
@@ -88,3 +99,24 @@ class ControlService:
         if self.proc is not None:
             stop_process(self.proc)
             self.proc = None
+
+
+def local_nginx_config(tmp: Path, *, listen: int, upstream: int) -> Path:
+    """Write the production nginx.conf for this machine: ``listen`` on loopback, the control
+    service at ``upstream``, temporary files under ``tmp``; return its path."""
+    text = NGINX_CONF.read_text()
+    replaced = {
+        "server control:8480;": f"server 127.0.0.1:{upstream};",
+        "listen 8480;": f"listen 127.0.0.1:{listen};",
+        "http {": "http {\n"
+        + "".join(
+            f"    {kind}_temp_path {tmp / kind};\n"
+            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        ),
+    }
+    for old, new in replaced.items():
+        assert text.count(old) == 1, f"nginx.conf no longer has {old!r}"
+        text = text.replace(old, new)
+    path = tmp / "nginx.conf"
+    path.write_text(text)
+    return path

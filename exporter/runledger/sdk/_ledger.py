@@ -172,7 +172,9 @@ class Ledger:
                 self.logger_provider, self.redactor, current_run, self._services
             )
             logging.getLogger().addHandler(self._handler)
-        self._sender = Sender(self._spool, self.url, self._token, session=delivery.session)
+        self._sender = Sender(
+            self._spool, self.url, self._token, session=delivery.session, redactor=self.redactor
+        )
         self._recover()
         self._sender.start()
         atexit.register(self.close)

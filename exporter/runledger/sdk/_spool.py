@@ -10,7 +10,9 @@ Crash safety (docs/sdk.md says the same):
   ``SYNC_INTERVAL`` seconds while there are new records, and before ``flush`` returns.
   The caller's thread never waits for an fsync.
 * A record leaves ``outbox`` only when the ledger acknowledged it (accepted or
-  duplicate), or moves to ``dead_letter`` when the ledger rejected it.
+  duplicate), or moves to ``dead_letter`` when the ledger rejected it or failed on it alone
+  while accepting others (``strikes`` counts those failures; the sender sends such a
+  suspect alone). ``resend`` moves dead letters back to ``outbox``.
 * A model call's usage, which a run reports on its next event, is appended to this process's
   usage journal (``<spool>.owners/<owner>.usage.<n>``, one ``write`` of one line, about
   1 µs against about 15 µs for a SQLite transaction) and survives a kill the same way. Each
@@ -49,7 +51,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     kind      TEXT NOT NULL,
     body      BLOB NOT NULL,
     queued_at REAL NOT NULL,
-    attempts  INTEGER NOT NULL DEFAULT 0
+    attempts  INTEGER NOT NULL DEFAULT 0,
+    strikes   INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS dead_letter (
     id        INTEGER PRIMARY KEY,
@@ -103,6 +106,27 @@ class OpenRun:
     """The budget lease the usage was settled through (tags the recovery event)."""
 
 
+def describe_record(kind: str, body: bytes) -> dict[str, str]:
+    """Return a spooled record's ``record_id`` (event or audit id) and ``type``."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        data = None
+    if not isinstance(data, dict):
+        data = {}
+    return {
+        "record_id": str(data.get("event_id") or data.get("audit_id") or ""),
+        "type": str(data.get("type") or kind),
+    }
+
+
+_ADDED_COLUMNS = (
+    ("open_runs", "lease_id", "TEXT"),
+    ("open_runs", "usage_seq", "INTEGER NOT NULL DEFAULT 0"),
+    ("outbox", "strikes", "INTEGER NOT NULL DEFAULT 0"),
+)
+"""Columns added after the first release: (table, column, DDL)."""
+
 _USAGE_FIELDS = 6
 """A journal line: [seq, run_id, tokens_in, tokens_out, cost_usd, model, cached, lease_id]."""
 
@@ -141,11 +165,14 @@ class Spool:
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run in the sender
         self._conn.executescript(_SCHEMA)
-        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(open_runs)")}
-        for column, ddl in (("lease_id", "TEXT"), ("usage_seq", "INTEGER NOT NULL DEFAULT 0")):
+        for table, column, ddl in _ADDED_COLUMNS:
+            columns = {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")}
             if column not in columns:  # a spool written by an older SDK
                 with contextlib.suppress(sqlite3.OperationalError):  # another process added it
-                    self._conn.execute(f"ALTER TABLE open_runs ADD COLUMN {column} {ddl}")
+                    self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}")
+        self._conn.execute(
+            "CREATE INDEX IF NOT EXISTS outbox_suspects ON outbox (id) WHERE strikes > 0"
+        )
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)
         self._count = int(self._conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
@@ -297,10 +324,14 @@ class Spool:
     # -- the sender's side ------------------------------------------------------------------
 
     def batch(self, limit: int, max_bytes: int) -> list[Record]:
-        """Return the oldest records of one kind, at most ``limit`` and about ``max_bytes``."""
+        """Return the oldest records of one kind, at most ``limit`` and about ``max_bytes``.
+
+        Suspects (records with strikes) are left out: the sender sends them alone.
+        """
         with self._lock:
             rows = self._conn.execute(
-                "SELECT id, kind, body FROM outbox ORDER BY id LIMIT ?", (limit,)
+                "SELECT id, kind, body FROM outbox WHERE strikes = 0 ORDER BY id LIMIT ?",
+                (limit,),
             ).fetchall()
         out: list[Record] = []
         size = 0
@@ -338,6 +369,23 @@ class Spool:
                     conn.execute("DELETE FROM outbox WHERE id = ?", (row_id,))
             self._count = max(0, self._count - len(items))
             self._room.notify_all()
+
+    def suspects(self) -> list[tuple[Record, int]]:
+        """Return the records the ledger failed on alone, oldest first, with their strikes."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT id, kind, body, strikes FROM outbox WHERE strikes > 0 ORDER BY id"
+            ).fetchall()
+        return [(Record(int(r[0]), str(r[1]), bytes(r[2])), int(r[3])) for r in rows]
+
+    def strike(self, row_id: int) -> int:
+        """Count one more failure of the ledger on record ``row_id`` alone; return the count."""
+        with self._lock, self._transaction() as conn:
+            row = conn.execute(
+                "UPDATE outbox SET strikes = strikes + 1 WHERE id = ? RETURNING strikes",
+                (row_id,),
+            ).fetchone()
+        return int(row[0]) if row else 0
 
     def note_attempt(self, ids: Sequence[int]) -> None:
         """Count a failed delivery attempt of ``ids``."""
@@ -390,15 +438,38 @@ class Spool:
         return int(row[0] or 0)
 
     def dead_letters(self) -> list[dict[str, Any]]:
-        """Return the dead-lettered records, oldest first."""
+        """Return the dead-lettered records, oldest first.
+
+        Each: ``id`` (in the spool), ``kind``, ``body``, ``failed_at`` (Unix time), ``errors``
+        (JSON list of ``{"field", "message"}``, with ``"status"`` for a server error), and
+        from the body ``record_id`` (the ``event_id``, a prompt record's ``audit_id``) and
+        ``type`` (the event type; a prompt record's kind).
+        """
         with self._lock:
             rows = self._conn.execute(
                 "SELECT id, kind, body, failed_at, errors FROM dead_letter ORDER BY id"
             ).fetchall()
         return [
-            {"id": r[0], "kind": r[1], "body": bytes(r[2]), "failed_at": r[3], "errors": r[4]}
+            {"id": r[0], "kind": r[1], "body": bytes(r[2]), "failed_at": r[3], "errors": r[4],
+             **describe_record(str(r[1]), bytes(r[2]))}
             for r in rows
-        ]
+        ]  # fmt: skip
+
+    def resend(self, ids: Sequence[int]) -> int:
+        """Queue dead letters ``ids`` again (behind the records waiting); return how many."""
+        moved = 0
+        with self._room:
+            with self._transaction() as conn:
+                for row_id in ids:
+                    cur = conn.execute(
+                        "INSERT INTO outbox (kind, body, queued_at) SELECT kind, body, queued_at"
+                        " FROM dead_letter WHERE id = ?",
+                        (row_id,),
+                    )
+                    conn.execute("DELETE FROM dead_letter WHERE id = ?", (row_id,))
+                    moved += cur.rowcount
+            self._count += moved
+        return moved
 
     def orphaned_runs(self) -> list[OpenRun]:
         """Return open runs whose owning process is gone, with their latest usage."""
