@@ -27,6 +27,15 @@ def test_migrate_reports_an_up_to_date_schema(db_url: str) -> None:
     assert out.stdout.strip() == "schema is up to date"
 
 
+def test_migrate_refuses_a_changed_migration_without_a_traceback(db_url: str, sql: SQL) -> None:
+    sql("UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1")
+    out = cli(db_url, "migrate")
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr
+    assert out.stderr.startswith("Error: migration 0001_baseline.sql was changed after it was")
+    assert "write the change as a new migration" in out.stderr
+
+
 def test_tenant_and_token_creation(db_url: str, sql: SQL) -> None:
     out = cli(db_url, "tenant", "create", "acme", "--daily-cap-usd", "12.50")
     assert (out.returncode, out.stdout.strip()) == (0, "tenant acme created")

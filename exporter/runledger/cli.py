@@ -71,8 +71,12 @@ def db_stop() -> None:
 def migrate() -> None:
     """Apply pending schema migrations (idempotent)."""
     from runledger.store import migrate as run_migrations
+    from runledger.store.migrate import MigrationError
 
-    applied = run_migrations(resolve_database_url())
+    try:
+        applied = run_migrations(resolve_database_url())
+    except MigrationError as exc:
+        raise click.ClickException(str(exc)) from None
     if applied:
         for m in applied:
             click.echo(f"applied {m.version:04d}_{m.name}")
