@@ -94,7 +94,7 @@ def test_settled_cost_is_tagged_with_its_lease_and_counted_once(
         )  # fmt: skip
         run = ledger.start_run("acme", "proj-1", "build", "implementer")
         priced = D("0.2")
-        with run.model_call("gpt-4.1", cost_usd=priced) as call:  # opens a $0.50 lease
+        with run.model_call("gpt-4.1", cost_usd=priced) as call:  # from the run's $0.50 lease
             call.record(tokens_in=1000, tokens_out=100)
         control.stop()
         with run.model_call("gpt-4.1", cost_usd=priced) as call:  # the lease still has room

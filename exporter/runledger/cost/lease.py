@@ -291,6 +291,8 @@ class LeaseSize:
         self.max_usd = self.chunk_usd * 16 if max_usd is None else round_usd(max_usd)
         self.usd = self.chunk_usd
         """The current ask."""
+        self.refused = False
+        """The tenant's cap refused the last call that needed room: take no lease ahead."""
 
     def next(self, fast: bool) -> Decimal:
         """Return the ask of a refill that came ``fast`` after the previous one (or not)."""
@@ -415,6 +417,20 @@ class TenantBudget:
                 raise
             self._outstanding += est
             return Reservation(est, self._lease_id, _budget=self)
+
+    def prepare(self) -> None:
+        """Open the lease now, so that the first call finds it ready.
+
+        Nothing is refused here: when the ledger cannot grant a lease (the cap is reached,
+        the ledger is down or missing), the first call that needs one asks again and raises.
+        After the cap refused a call, runs of the tenant wait for their first call instead.
+        """
+        if self.size.refused:
+            return
+        try:
+            self.reserve(Decimal(0)).release()
+        except BudgetError as exc:
+            log.debug("lease of %s not opened ahead of its first call: %s", self.holder, exc)
 
     def settle(self, reservation: Reservation, actual_usd: Decimal) -> str | None:
         """Record a call's actual cost; return the lease id its events should name."""
@@ -572,6 +588,8 @@ class TenantBudget:
                 want = max(self._ask(self._monotonic()), need) if need else Decimal(0)
                 state = self._sync(want, need)
                 if state.status in ("granted", "settled"):
+                    if need:
+                        self.size.refused = False
                     return
                 if state.status not in ("rollover", "expired", "unknown", "closed"):
                     self._raise_for(state, need)
@@ -602,6 +620,8 @@ class TenantBudget:
         self._deadline = sent + self.ttl_s
         self._last_refill = sent
         self._low = want * 2 / 5
+        if need:
+            self.size.refused = False
 
     def _close_current(self) -> None:
         assert self._lease_id is not None
@@ -626,6 +646,7 @@ class TenantBudget:
         if state.status == "contended":
             raise _Contended(state)
         if state.status == "blocked":
+            self.size.refused = True
             raise TenantCapReached(
                 self.tenant_id, cap_usd=state.cap_usd or Decimal(0),
                 spend_usd=state.spend_usd or Decimal(0), needed_usd=need,

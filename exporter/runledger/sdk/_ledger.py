@@ -318,12 +318,15 @@ class Ledger:
         if size is None:
             size = self._lease_sizes.setdefault(tenant_id, LeaseSize())
         publisher = role.lower() == "publisher"
-        return TenantBudget(
+        budget = TenantBudget(
             self._lease_transport, tenant_id, holder=run_id, role=role.lower(),
             on_ledger_down="fail_closed" if publisher else self.on_ledger_down,  # type: ignore[arg-type]
             offline_allowance_usd=Decimal(0) if publisher else self.offline_allowance_usd,
             size=size,
         )  # fmt: skip
+        # The run takes its lease as it starts: its calls then never wait for the opening.
+        budget.prepare()
+        return budget
 
     def _check_priced(self, model: str, tenant_id: str) -> None:
         key = (model, tenant_id)
