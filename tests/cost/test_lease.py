@@ -96,10 +96,12 @@ def test_a_failed_top_up_loses_no_room_and_the_empty_lease_reports_the_ledger_do
     assert len(gate.wants) == 2  # one background top-up, then the call that found it empty
 
 
-def test_asks_double_for_fast_runs_and_fall_back_for_slow_ones() -> None:
+def test_asks_double_for_fast_runs_within_the_free_room_and_fall_back_for_slow_ones() -> None:
     size = LeaseSize(D("0.5"))
     assert [size.next(fast=True) for _ in range(6)] == [D(1), D(2), D(4), D(8), D(8), D(8)]
     assert size.next(fast=False) == D("0.5")
+    assert size.next(fast=True, free=D("16")) == D("1")  # at most 1/16 of the free room
+    assert size.next(fast=True, free=D("8")) == D("0.5")  # but never below the chunk
     assert LeaseSize(D("0.5"), max_usd=D("1.5")).next(fast=True) == D("1.0")
 
 

@@ -1,4 +1,4 @@
-"""Model routing, retries and projection gates through the SDK; and cost controls are opt-in."""
+"""Model routing, retries and projection gates through the SDK."""
 
 from __future__ import annotations
 

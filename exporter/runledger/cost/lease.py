@@ -294,10 +294,17 @@ class LeaseSize:
         self.refused = False
         """The tenant's cap refused the last call that needed room: take no lease ahead."""
 
-    def next(self, fast: bool) -> Decimal:
-        """Return the ask of a refill that came ``fast`` after the previous one (or not)."""
-        self.usd = min(self.usd * 2, self.max_usd) if fast else self.chunk_usd
-        return self.usd
+    def next(self, fast: bool, free: Decimal | None = None) -> Decimal:
+        """Return the ask of a refill that came ``fast`` after the previous one (or not).
+
+        ``free`` is the room the tenant had at the last answer: a grown ask stays within
+        1/16 of it, so the tenant's other runs find room too.
+        """
+        usd = min(self.usd * 2, self.max_usd) if fast else self.chunk_usd
+        if free is not None:
+            usd = max(self.chunk_usd, min(usd, round_usd(free / 16)))
+        self.usd = usd
+        return usd
 
 
 class TenantBudget:
@@ -360,7 +367,7 @@ class TenantBudget:
         self._lock = threading.RLock()
         self._lease_id: str | None = None
         self._day: date | None = None
-        self._deadline = 0.0
+        self._renew_at = 0.0
         self._held = Decimal(0)
         self._spent = Decimal(0)
         self._reported = Decimal(0)
@@ -492,7 +499,7 @@ class TenantBudget:
 
     def _fresh(self) -> bool:
         # Renew at half-life so a live run never loses its lease to reclaim.
-        if self._monotonic() > self._deadline - self.ttl_s / 2:
+        if self._monotonic() > self._renew_at:
             return False
         return self._day == self._utc_now().date()
 
@@ -530,7 +537,7 @@ class TenantBudget:
                     if state.status in _APPLIED:
                         self._applied(state, spent, sent)
                     else:
-                        self._deadline = 0.0  # expired or gone: the next call asks the ledger
+                        self._renew_at = 0.0  # expired or gone: the next call asks the ledger
                     if state.status != "granted" or not state.granted_usd:
                         self._low = Decimal(0)  # no more top-ups until a call refills
         except Exception as exc:
@@ -544,7 +551,10 @@ class TenantBudget:
     def _ask(self, now: float) -> Decimal:
         fast = now - self._last_refill < _FAST_REFILL_S
         self._last_refill = now
-        want = self.size.next(fast)
+        last, free = self.last_state, None
+        if last and last.cap_usd is not None and last.spend_usd is not None:
+            free = last.cap_usd - last.spend_usd - (last.reserved_usd or 0)
+        want = self.size.next(fast, free)
         self._low = want * 2 / 5
         return want
 
@@ -552,7 +562,7 @@ class TenantBudget:
         # Spend after ``spent`` was reported stays unreported; the lease holds the rest.
         self._reported = spent
         self._held = state.lease_reserved_usd
-        self._deadline = sent + self.ttl_s
+        self._renew_at = sent + self.ttl_s / 2
 
     def _finish(self, reservation: Reservation) -> None:
         if reservation.done:
@@ -617,7 +627,7 @@ class TenantBudget:
         self._held = state.lease_reserved_usd
         self._spent = Decimal(0)
         self._reported = Decimal(0)
-        self._deadline = sent + self.ttl_s
+        self._renew_at = sent + self.ttl_s / 2
         self._last_refill = sent
         self._low = want * 2 / 5
         if need:

@@ -310,16 +310,15 @@ class CostGuard:
     def _reserve(self, ticket: Ticket, estimate: Decimal) -> None:
         if self.budget is None:
             return
-        from runledger.cost.lease import TenantCapReached
-
         try:
             ticket.reservation = self.budget.reserve(estimate)
-        except TenantCapReached as exc:
+        except BaseException as exc:
             self._landed(ticket)
-            stop = CapStop("tenant_daily", exc.cap_usd, exc.spend_usd, exc.needed_usd, str(exc))
-            self._stop(stop, exc)
-        except BaseException:
-            self._landed(ticket)
+            from runledger.cost.lease import TenantCapReached  # only on a refusal: calls are hot
+
+            if isinstance(exc, TenantCapReached):
+                stop = CapStop("tenant_daily", exc.cap_usd, exc.spend_usd, exc.needed_usd, str(exc))
+                self._stop(stop, exc)
             raise
 
     def _stop(self, stop: CapStop, cause: BaseException) -> NoReturn:
