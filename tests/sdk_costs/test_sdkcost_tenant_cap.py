@@ -318,3 +318,21 @@ def test_turning_the_cap_off_is_warned_once_per_process(tmp_path: Path) -> None:
     warnings = [line for line in done.stderr.splitlines() if "tenant daily cap" in line]
     assert warnings == [UNCAPPED_WARNING]
     assert done.stdout == "--- turned off ---\n"
+
+
+def test_a_run_takes_its_lease_as_it_starts_and_gives_it_back_if_it_cannot_start(
+    control: ControlService, agent_token: Callable[[str, str], str],
+    make_ledger: Callable[..., Ledger], sql: Sql,
+) -> None:  # fmt: skip
+    ledger = make_ledger(control.url, agent_token("acme", "100"))
+    run = ledger.start_run("acme", "proj-1", "build", "implementer")
+    assert sql("SELECT holder, status, reserved_usd FROM cap_leases") == [
+        (run.run_id, "open", D("0.5"))
+    ]
+    run.finish()
+    with pytest.raises(ValueError, match="invalid run_started event: project_id"):
+        ledger.start_run("acme", "not a project id!", "build", "implementer", run_id="run-bad")
+    assert sql("SELECT status, reserved_usd FROM cap_leases WHERE holder = 'run-bad'") == [
+        ("closed", 0)
+    ]
+    assert caps_row(sql, "acme")["reserved"] == 0

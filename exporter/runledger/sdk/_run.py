@@ -192,6 +192,8 @@ class Run:
             )
         except BaseException:
             self.services.closed(self)
+            if self.costs is not None:
+                self.costs.close()  # give the lease taken for this run back
             self._span.end()
             raise
         self.status = "running"
