@@ -22,8 +22,7 @@ from _sdk_costs_support import (
 from prometheus_client import CollectorRegistry
 
 from _support import ControlService, caps_row
-from runledger.cost import LedgerUnavailable
-from runledger.cost.lease import LedgerNotConfigured
+from runledger.cost import LedgerNotConfigured, LedgerUnavailable
 from runledger.exporter import EventTailer, ExporterConfig
 from runledger.sdk import CostOptions, Ledger, RunCapReached
 from runledger.store import Database
