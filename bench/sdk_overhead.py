@@ -10,16 +10,16 @@ Batches of the two alternate so drift (CPU frequency, other load) hits both alik
 A second SDK measurement points the ledger at a loopback port where nothing listens: the
 sender keeps failing and backing off, and the call latency must not change.
 
-A separate phase, after those, enforces the tenant's daily cap
-(``Ledger(costs=CostOptions(enforce_tenant_cap=True))``) and alternates with bare spans again:
-each call is checked against the run's budget lease and settled on it (an upper-bound estimate from
-``prompt_tokens`` and ``max_tokens``), with the round trips to the real control service that
-drawing from a lease needs (a refill every ~90 calls with the default $0.50 chunk, and one
-lease per run of ``CAPPED_CALLS_PER_RUN`` calls).
+The first two ledgers turn the tenant cap off (``CostOptions(enforce_tenant_cap=False)``).
+A separate phase, after those, runs with the default, the tenant's daily cap enforced, and
+alternates with bare spans again: each call is checked against the run's budget lease and
+settled on it (an upper-bound estimate from ``prompt_tokens`` and ``max_tokens``), with the
+round trips to the real control service that drawing from a lease needs (one lease per run
+of ``CAPPED_CALLS_PER_RUN`` calls, opened at its first call, topped up in the background).
 
 Writes bench/results/sdk_overhead.json with sdk_call_us, bare_span_us, ratio,
 sdk_call_unreachable_us and sdk_call_capped_us (medians of per-batch means, microseconds per
-call). The ratio target applies with caps disabled.
+call). Both ``ratio`` (cap off) and ``capped_ratio`` (cap on) must stay within the target.
 """
 
 from __future__ import annotations
@@ -129,11 +129,15 @@ def main() -> int:
                 "telemetry": TelemetryOptions(tracer_provider=provider),
                 "environ": {},
             }
-            live = Ledger(base, token, delivery=DeliveryOptions(tmp / "live.db"), **common)
+            uncapped = CostOptions(enforce_tenant_cap=False)
+            live = Ledger(
+                base, token, delivery=DeliveryOptions(tmp / "live.db"), costs=uncapped, **common
+            )
             dead = Ledger(
                 f"http://127.0.0.1:{free_port()}",
                 token,
                 delivery=DeliveryOptions(tmp / "dead.db"),
+                costs=uncapped,
                 **common,
             )
             live_state: dict[str, Any] = {}
@@ -150,13 +154,7 @@ def main() -> int:
             delivered = live.flush(30)
             live.close()
             dead.close(timeout=0.5)
-            capped = Ledger(
-                base,
-                token,
-                delivery=DeliveryOptions(tmp / "capped.db"),
-                costs=CostOptions(enforce_tenant_cap=True),
-                **common,
-            )
+            capped = Ledger(base, token, delivery=DeliveryOptions(tmp / "capped.db"), **common)
             capped_state: dict[str, Any] = {}
             result.update(
                 _measure(
@@ -194,11 +192,12 @@ def main() -> int:
     print(f"sdk model_call {figures['sdk_call_us']} us, bare span {figures['bare_span_us']} us, "
           f"ratio {figures['ratio']} (target <= {TARGET_RATIO}); ledger unreachable "
           f"{figures['sdk_call_unreachable_us']} us; tenant cap enforced "
-          f"{figures['sdk_call_capped_us']} us -> {path}")  # fmt: skip
+          f"{figures['sdk_call_capped_us']} us, capped_ratio {figures['capped_ratio']} "
+          f"(target <= {TARGET_RATIO}) -> {path}")  # fmt: skip
     if not delivered:
         print("events were not all delivered to the live ledger", file=sys.stderr)
         return 1
-    return 0 if figures["ratio"] <= TARGET_RATIO else 1
+    return 0 if max(figures["ratio"], figures["capped_ratio"]) <= TARGET_RATIO else 1
 
 
 if __name__ == "__main__":

@@ -40,7 +40,9 @@ SHUTDOWN_TIMEOUT = "RUNLEDGER_SHUTDOWN_TIMEOUT"
 """Seconds the SDK spends delivering spooled events at exit (default 5)."""
 
 ENFORCE_CAPS = "RUNLEDGER_ENFORCE_CAPS"
-"""1/true: SDK runs draw model and external spend from a tenant budget lease (default off)."""
+"""SDK runs draw model and external spend from a tenant budget lease (default 1, on); 0 turns
+that off for tenants without a cap (warned once per process, counted by
+runledger_sdk_uncapped_runs_total)."""
 
 ON_LEDGER_DOWN = "RUNLEDGER_ON_LEDGER_DOWN"
 """fail_closed (default) or fail_open: SDK spend when the ledger cannot be reached (the

@@ -217,10 +217,16 @@ def _walk(value: Any, path: str, key: str | None = None) -> Iterator[tuple[str, 
 # --- spec events ---------------------------------------------------------------------------
 
 
+class RunStartedPayload(_Payload):
+    uncapped: bool | None = None
+    """True when the SDK did not enforce the tenant daily cap on the run's spend."""
+
+
 class RunStarted(_Envelope):
     """A run began work (after any queueing)."""
 
     type: Literal["run_started"]
+    payload: RunStartedPayload = Field(default_factory=RunStartedPayload)  # type: ignore[assignment]
     attempt: Annotated[int, Field(ge=1, le=1000)] = Field(
         1, description="1 for the first try of this phase's step, 2 for the first retry, ..."
     )

@@ -127,7 +127,9 @@ def project_events(
     add("phase_advanced", 240, "publish", "publisher", "run6")
     add("run_queued", 241, "publish", "publisher", "run7")
     add("run_queued", 242, "build", "implementer", "run8")
-    add("run_started", 245, "build", "implementer", "run8")
+    # An agent of globex runs with the tenant cap turned off (RUNLEDGER_ENFORCE_CAPS=0).
+    add("run_started", 245, "build", "implementer", "run8",
+        payload={"uncapped": True} if tenant == "globex" else {})  # fmt: skip
     return out
 
 
@@ -204,6 +206,8 @@ def expected_metrics(rows: list[dict[str, Any]], *, after_seq: int = 0) -> Serie
         tpp = {"tenant": tenant, "phase": phase, "playbook": playbook}
         if kind == "run_started":
             _add(series, "runledger_runs_started_total", 1, **tpr)
+            uncapped = 1 if payload.get("uncapped") else 0
+            _add(series, "runledger_sdk_uncapped_runs_total", uncapped, **tpr)
             _add(series, "runledger_run_retries_total", 1 if (e["attempt"] or 1) > 1 else 0, **tpr)
             queued = [q["occurred_at"] for q in by_run[e["run_id"]]
                       if q["type"] == "run_queued" and q["occurred_at"] <= at]  # fmt: skip

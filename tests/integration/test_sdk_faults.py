@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from _support import ControlService
-from runledger.sdk import DeliveryOptions, Ledger
+from runledger.sdk import CostOptions, DeliveryOptions, Ledger
 
 Sql = Callable[..., list[tuple[Any, ...]]]
 AGENT = Path(__file__).with_name("sdk_agent.py")
@@ -38,7 +38,10 @@ def test_service_down_for_a_while_then_back_every_event_arrives_exactly_once(
     make_ledger: Callable[..., Ledger],
     sql: Sql,
 ) -> None:
-    ledger = make_ledger(control_service.url, agent["token"])
+    # Delivery, not the tenant cap: without the ledger, capped spend would be refused.
+    ledger = make_ledger(
+        control_service.url, agent["token"], costs=CostOptions(enforce_tenant_cap=False)
+    )
     # Down from the start: the agent is never blocked, everything waits in the spool.
     t0 = time.perf_counter()
     first, cost_a = _work(ledger, 5, "a")
@@ -134,9 +137,9 @@ def test_a_new_ledger_on_the_spool_of_a_dead_process_recovers_its_open_run(
     spool = tmp_path / "shared.db"
     script = (
         "import os, sys\n"
-        "from runledger.sdk import DeliveryOptions, Ledger\n"
+        "from runledger.sdk import CostOptions, DeliveryOptions, Ledger\n"
         f"ledger = Ledger(None, delivery=DeliveryOptions(spool_path={str(spool)!r}),"
-        " environ={'OTEL_SDK_DISABLED': '1'})\n"
+        " environ={'OTEL_SDK_DISABLED': '1'}, costs=CostOptions(enforce_tenant_cap=False))\n"
         "run = ledger.start_run('acme', 'proj-1', 'build', 'implementer', run_id='run-orphan')\n"
         "with run.model_call('gpt-4.1', cost_usd='0.5') as call:\n"
         "    call.record(tokens_in=7, tokens_out=3)\n"

@@ -1,4 +1,4 @@
-"""Model routing, retries and projection gates through the SDK; and cost controls are opt-in."""
+"""Model routing, retries and projection gates through the SDK."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 
 from _support import ControlService
-from _support.ledger_rows import Sql, run_events, run_row
+from _support.ledger_rows import Sql, run_row
 from _support.sdk import Telemetry
 from runledger.cost import (
     BreakerBoard,
@@ -109,7 +109,9 @@ def test_validator_never_downgrades_while_an_implementer_retry_does(
 def test_budget_aware_routing_and_errors_that_are_not_retried(
     make_ledger: Callable[..., Ledger], telemetry: Telemetry,
 ) -> None:  # fmt: skip
-    ledger = make_ledger(costs=CostOptions(routing=RoutingTable.from_mapping(ROUTING)))
+    ledger = make_ledger(
+        costs=CostOptions(routing=RoutingTable.from_mapping(ROUTING), enforce_tenant_cap=False)
+    )
     with ledger.run("acme", "proj-1", "build", "implementer",
                     caps=RunCaps(max_usd=D("0.01"))) as run:  # fmt: skip
         assert run.choose_model() == "gpt-4.1"
@@ -135,7 +137,8 @@ def test_budget_aware_routing_and_errors_that_are_not_retried(
 def test_a_model_with_an_open_circuit_is_skipped(make_ledger: Callable[..., Ledger]) -> None:
     ledger = make_ledger(
         costs=CostOptions(
-            routing=RoutingTable.from_mapping({**ROUTING, "downgrade_on_retry": False})
+            routing=RoutingTable.from_mapping({**ROUTING, "downgrade_on_retry": False}),
+            enforce_tenant_cap=False,
         )
     )
     ledger.breakers = BreakerBoard(fail_max=2, reset_s=60)
@@ -177,27 +180,3 @@ def test_projection_warns_at_90_and_blocks_at_100_percent(
         "Budget exceeded: projected tokens 5,400 tokens reaches 108% of the budget 5,000 "
         "tokens; run blocked to prevent a budget overrun"
     )
-
-
-def test_tenant_cap_is_opt_in(
-    control: ControlService, agent_token: Callable[[str, str], str],
-    make_ledger: Callable[..., Ledger], sql: Sql,
-) -> None:  # fmt: skip
-    token = agent_token("acme", "100")
-    with pytest.raises(ValueError, match="enforce_tenant_cap needs the control service"):
-        make_ledger(costs=CostOptions(enforce_tenant_cap=True))
-    plain = make_ledger(control.url, token)
-    with plain.run("acme", "proj-1", "build", "implementer") as run:
-        with run.model_call("gpt-4.1") as call:
-            call.record(tokens_in=1000, tokens_out=100)
-    assert plain.flush(20)
-    assert sql("SELECT count(*) FROM cap_leases") == [(0,)]  # no lease without opting in
-    assert "lease_id" not in run_events(sql, run.run_id)[-1]["payload"]
-
-    from_env = make_ledger(control.url, token, environ={"RUNLEDGER_ENFORCE_CAPS": "1"})
-    with from_env.run("acme", "proj-1", "build", "implementer") as run:
-        with run.model_call("gpt-4.1") as call:
-            call.record(tokens_in=1000, tokens_out=100)
-    assert from_env.flush(20)
-    (lease,) = sql("SELECT lease_id FROM cap_leases WHERE holder = %s", run.run_id)[0]
-    assert run_events(sql, run.run_id)[-1]["payload"]["lease_id"] == lease

@@ -15,7 +15,7 @@ from _support import ControlService
 from _support.ledger_rows import Sql, one, run_events, run_row
 from _support.sdk import Telemetry
 from runledger.cost import RunCaps
-from runledger.sdk import Ledger, RunCapReached
+from runledger.sdk import CostOptions, Ledger, RunCapReached
 
 D = Decimal
 SECTIONS = ["hero", "features", "testimonials", "pricing", "faq"]
@@ -25,7 +25,10 @@ def test_token_cap_ends_the_run_with_a_partial_artifact_and_summary(
     control: ControlService, agent_token: Callable[[str, str], str],
     make_ledger: Callable[..., Ledger], telemetry: Telemetry, sql: Sql,
 ) -> None:  # fmt: skip
-    ledger = make_ledger(control.url, agent_token("acme", "100"))
+    # The run's own caps: the tenant cap's lease would tag the events it carries usage on.
+    ledger = make_ledger(
+        control.url, agent_token("acme", "100"), costs=CostOptions(enforce_tenant_cap=False)
+    )
     built: list[str] = []
     with ledger.run("acme", "proj-1", "build", "implementer", playbook="landing",
                     caps=RunCaps(max_tokens=3000)) as run:  # fmt: skip
@@ -157,7 +160,7 @@ def test_external_charges_cap_and_an_uncaught_stop(
 def test_concurrent_calls_of_one_run_cannot_cross_a_cap_together(
     make_ledger: Callable[..., Ledger], telemetry: Telemetry
 ) -> None:
-    ledger = make_ledger()
+    ledger = make_ledger(costs=CostOptions(enforce_tenant_cap=False))  # no ledger to cap
     inside = threading.Barrier(4, timeout=10)  # three calls in flight, and the test
     results: list[str] = []
 

@@ -4,10 +4,14 @@ with the lease, and the ledger's cap never counts a dollar twice or goes over th
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from _support import ControlService, caps_row
 from _support.ledger_rows import (
@@ -18,8 +22,10 @@ from _support.ledger_rows import (
     run_row,
 )
 from _support.sdk import Telemetry
-from runledger.cost import LedgerUnavailable
+from runledger.cost import LedgerNotConfigured, LedgerUnavailable
+from runledger.exporter import EventTailer, ExporterConfig
 from runledger.sdk import CostOptions, Ledger, RunCapReached
+from runledger.store import Database
 
 D = Decimal
 
@@ -28,9 +34,7 @@ def test_tenant_cap_refuses_the_call_that_would_cross_it(
     control: ControlService, agent_token: Callable[[str, str], str],
     make_ledger: Callable[..., Ledger], telemetry: Telemetry, sql: Sql,
 ) -> None:  # fmt: skip
-    ledger = make_ledger(
-        control.url, agent_token("acme", "0.05"), costs=CostOptions(enforce_tenant_cap=True)
-    )
+    ledger = make_ledger(control.url, agent_token("acme", "0.05"))  # capped by default
     calls = 0
     with ledger.run("acme", "proj-1", "build", "implementer") as run:
         with pytest.raises(RunCapReached) as stop:
@@ -84,17 +88,18 @@ def test_settled_cost_is_tagged_with_its_lease_and_counted_once(
     try:
         ledger = make_ledger(
             control.url, agent_token("acme", "5"),
-            costs=CostOptions(enforce_tenant_cap=True, on_ledger_down="fail_open",
+            costs=CostOptions(on_ledger_down="fail_open",
                               offline_allowance_usd="0.40"),
         )  # fmt: skip
         run = ledger.start_run("acme", "proj-1", "build", "implementer")
         priced = D("0.2")
-        for _ in range(2):  # the first lease holds $0.50: two calls, no round trip
-            with run.model_call("gpt-4.1", cost_usd=priced) as call:
-                call.record(tokens_in=1000, tokens_out=100)
+        with run.model_call("gpt-4.1", cost_usd=priced) as call:  # from the run's $0.50 lease
+            call.record(tokens_in=1000, tokens_out=100)
+        control.stop()
+        with run.model_call("gpt-4.1", cost_usd=priced) as call:  # the lease still has room
+            call.record(tokens_in=1000, tokens_out=100)
         lease = run.costs.budget.lease_id  # type: ignore[union-attr]
         assert lease is not None
-        control.stop()
         for _ in range(2):  # the lease is low and the ledger is down: offline allowance
             with run.model_call("gpt-4.1", cost_usd=priced) as call:
                 call.record(tokens_in=1000, tokens_out=100)
@@ -135,7 +140,7 @@ def test_publisher_fails_closed_while_another_role_spends_its_offline_allowance(
     try:
         ledger = make_ledger(
             control.url, agent_token("acme", "100"),
-            costs=CostOptions(enforce_tenant_cap=True, on_ledger_down="fail_open",
+            costs=CostOptions(on_ledger_down="fail_open",
                               offline_allowance_usd="0.02"),
         )  # fmt: skip
         control.stop()
@@ -171,9 +176,7 @@ def test_publish_partial_instead_of_spending_over_the_cap(
     control: ControlService, agent_token: Callable[[str, str], str],
     make_ledger: Callable[..., Ledger], sql: Sql,
 ) -> None:  # fmt: skip
-    ledger = make_ledger(
-        control.url, agent_token("acme", "0.10"), costs=CostOptions(enforce_tenant_cap=True)
-    )
+    ledger = make_ledger(control.url, agent_token("acme", "0.10"))
     with ledger.run("acme", "proj-1", "build", "implementer") as run:
         with run.external_call("render.farm", cost_usd=D("0.06")):
             pass
@@ -203,3 +206,132 @@ def test_publish_partial_instead_of_spending_over_the_cap(
     assert run_row(sql, publisher.run_id)["status"] == "partial"
     row = caps_row(sql, "acme")
     assert row["spend"] == event_cost(sql, "acme") == D("0.07") <= row["cap"]
+
+
+NO_CONTROL_SERVICE = (
+    "the tenant daily cap is enforced by default and this Ledger has no control service to "
+    "draw its budget leases from: set RUNLEDGER_URL and RUNLEDGER_TOKEN (or pass url= and "
+    "token=, or CostOptions(lease_transport=)); for a tenant without a cap, turn enforcement "
+    "off with RUNLEDGER_ENFORCE_CAPS=0 or CostOptions(enforce_tenant_cap=False)"
+)
+
+UNCAPPED_WARNING = (
+    "runledger: the tenant daily cap is not enforced in this process "
+    "(RUNLEDGER_ENFORCE_CAPS=0 or CostOptions(enforce_tenant_cap=False)): its runs can "
+    "spend past their tenant's daily cap; the ledger still records what they spend and "
+    "counts them in runledger_sdk_uncapped_runs_total. To enforce the cap again, unset "
+    "RUNLEDGER_ENFORCE_CAPS (or set it to 1) and drop enforce_tenant_cap=False."
+)
+
+
+def test_the_tenant_cap_is_on_unless_turned_off_and_uncapped_runs_are_counted(
+    control: ControlService, agent_token: Callable[[str, str], str], db: Database,
+    make_ledger: Callable[..., Ledger], sql: Sql,
+) -> None:  # fmt: skip
+    token = agent_token("acme", "100")
+    off_by_env = {"RUNLEDGER_ENFORCE_CAPS": "0"}
+    ledgers = {
+        "implementer": make_ledger(control.url, token),
+        "validator": make_ledger(control.url, token, environ=off_by_env),
+        "coordinator": make_ledger(
+            control.url,
+            token,
+            environ={"RUNLEDGER_ENFORCE_CAPS": "1"},
+            costs=CostOptions(enforce_tenant_cap=False),
+        ),
+    }
+    runs = {}
+    for role, ledger in ledgers.items():
+        with ledger.run("acme", "proj-1", "build", role) as run:
+            with run.model_call("gpt-4.1") as call:
+                call.record(tokens_in=1000, tokens_out=100)
+        assert ledger.flush(20)
+        runs[role] = run.run_id
+
+    capped = run_events(sql, runs["implementer"])
+    (lease,) = sql("SELECT lease_id FROM cap_leases WHERE holder = %s", runs["implementer"])[0]
+    assert capped[-1]["payload"]["lease_id"] == lease  # drawn from the tenant's cap
+    assert one(capped, "run_started")["payload"] == {}
+    for role in ("validator", "coordinator"):
+        events = run_events(sql, runs[role])
+        assert one(events, "run_started")["payload"] == {"uncapped": True}
+        assert "lease_id" not in events[-1]["payload"]
+    assert sql("SELECT count(*) FROM cap_leases") == [(1,)]  # only the capped run took one
+
+    registry = CollectorRegistry()
+    EventTailer(db, config=ExporterConfig(start_at="beginning"), registry=registry).poll()
+    counted = {
+        role: registry.get_sample_value(
+            "runledger_sdk_uncapped_runs_total", {"tenant": "acme", "phase": "build", "role": role}
+        )
+        for role in ledgers
+    }
+    assert counted == {"implementer": 0.0, "validator": 1.0, "coordinator": 1.0}
+
+
+def test_an_unclear_enforce_caps_value_is_refused(make_ledger: Callable[..., Ledger]) -> None:
+    with pytest.raises(ValueError) as bad:
+        make_ledger(environ={"RUNLEDGER_ENFORCE_CAPS": "maybe"})
+    assert str(bad.value) == (
+        "RUNLEDGER_ENFORCE_CAPS='maybe' must be 1 (enforce the tenant daily cap, the default) "
+        "or 0 (do not enforce it)"
+    )
+
+
+def test_without_a_control_service_spending_is_refused_naming_the_opt_out(
+    make_ledger: Callable[..., Ledger],
+) -> None:
+    ledger = make_ledger()  # no RUNLEDGER_URL: events wait in the spool
+    with ledger.run("acme", "proj-1", "build", "implementer") as run:
+        run.artifact_written("notes.md", 1)  # a run that spends nothing works
+        with run.model_call("gpt-4.1", cost_usd=0) as call:  # so does a call known to be free
+            call.record(tokens_in=10, tokens_out=1)
+        with pytest.raises(LedgerNotConfigured) as refused:
+            with run.model_call("gpt-4.1", max_tokens=100):
+                raise AssertionError("a model call spent without a cap to draw from")
+        assert str(refused.value) == NO_CONTROL_SERVICE
+        with pytest.raises(LedgerNotConfigured, match="RUNLEDGER_ENFORCE_CAPS=0"):
+            with run.external_call("maps.geocode", cost_usd="0.005"):
+                raise AssertionError("an external charge was made without a cap to draw from")
+    assert (run.status, run.model_calls, run.cost_usd) == ("succeeded", 1, 0)
+    assert ledger.pending() == 3  # run_started, artifact_written, run_finished
+
+
+def test_turning_the_cap_off_is_warned_once_per_process(tmp_path: Path) -> None:
+    script = (
+        "import logging\n"
+        "from runledger.sdk import CostOptions, DeliveryOptions, Ledger\n"
+        "logging.basicConfig(level=logging.WARNING, format='%(message)s')\n"
+        "def make(name, **kw):\n"
+        f"    spool = DeliveryOptions(spool_path={str(tmp_path)!r} + f'/{{name}}.db')\n"
+        "    env = {'OTEL_SDK_DISABLED': '1', **kw.pop('environ', {})}\n"
+        "    Ledger(None, delivery=spool, environ=env, **kw).close(timeout=0)\n"
+        "make('capped')\n"
+        "print('--- turned off ---', flush=True)\n"
+        "make('env', environ={'RUNLEDGER_ENFORCE_CAPS': 'off'})\n"
+        "make('options', costs=CostOptions(enforce_tenant_cap=False))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    warnings = [line for line in done.stderr.splitlines() if "tenant daily cap" in line]
+    assert warnings == [UNCAPPED_WARNING]
+    assert done.stdout == "--- turned off ---\n"
+
+
+def test_a_run_takes_its_lease_as_it_starts_and_gives_it_back_if_it_cannot_start(
+    control: ControlService, agent_token: Callable[[str, str], str],
+    make_ledger: Callable[..., Ledger], sql: Sql,
+) -> None:  # fmt: skip
+    ledger = make_ledger(control.url, agent_token("acme", "100"))
+    run = ledger.start_run("acme", "proj-1", "build", "implementer")
+    assert sql("SELECT holder, status, reserved_usd FROM cap_leases") == [
+        (run.run_id, "open", D("0.5"))
+    ]
+    run.finish()
+    with pytest.raises(ValueError, match="invalid run_started event: project_id"):
+        ledger.start_run("acme", "not a project id!", "build", "implementer", run_id="run-bad")
+    assert sql("SELECT status, reserved_usd FROM cap_leases WHERE holder = 'run-bad'") == [
+        ("closed", 0)
+    ]
+    assert caps_row(sql, "acme")["reserved"] == 0

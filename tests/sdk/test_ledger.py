@@ -238,7 +238,7 @@ def test_dollar_amounts_are_checked_where_they_are_given(
         ValueError, match=r"^offline_allowance_usd must be a number of dollars, not 'lots'$"
     ):
         make_ledger(None, costs=CostOptions(offline_allowance_usd="lots"))
-    ledger = make_ledger(None)
+    ledger = make_ledger(None, costs=CostOptions(enforce_tenant_cap=False))  # no ledger to cap
     with ledger.run("acme", "proj-1", "build", "implementer") as run:
         with pytest.raises(ValueError, match=r"^cost_usd must be zero or more dollars$"):
             run.model_call("gpt-4.1", cost_usd=-1)

@@ -11,7 +11,10 @@ import pytest
 
 from _support.corpus import FORBIDDEN, ORDINARY, SECRETS
 from _support.sdk import OtlpReceiver, Telemetry
-from runledger.sdk import Ledger, RateLimitingSampler, TelemetryOptions
+from runledger.sdk import CostOptions, Ledger, RateLimitingSampler, TelemetryOptions
+
+UNCAPPED = CostOptions(enforce_tenant_cap=False)
+"""Telemetry without a control service: no ledger to draw the tenant cap's leases from."""
 
 Sql = Callable[..., list[tuple[Any, ...]]]
 
@@ -40,6 +43,7 @@ def test_spans_and_logs_of_a_run_reach_an_otlp_receiver(
     ledger = make_ledger(
         None,
         telemetry=TelemetryOptions(),
+        costs=UNCAPPED,
         environ={
             "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.url,
             "OTEL_SERVICE_NAME": "implementer-agent",
@@ -132,6 +136,7 @@ def test_traces_are_rate_limited_but_events_never_sampled(
     ledger = make_ledger(
         None,
         telemetry=TelemetryOptions(),
+        costs=UNCAPPED,
         environ={"OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.url,
                  "RUNLEDGER_TRACES_PER_SECOND": "2"},
     )  # fmt: skip

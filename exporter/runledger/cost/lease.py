@@ -40,7 +40,9 @@ __all__ = [
     "BudgetBusy",
     "BudgetError",
     "HttpLeaseTransport",
+    "LeaseSize",
     "LeaseTransport",
+    "LedgerNotConfigured",
     "LedgerUnavailable",
     "PgLeaseTransport",
     "Reservation",
@@ -87,6 +89,10 @@ class TenantPaused(BudgetError):
 
 class LedgerUnavailable(BudgetError):
     """The ledger (control service or database) cannot be reached."""
+
+
+class LedgerNotConfigured(BudgetError):
+    """The tenant cap is enforced but there is no ledger to draw budget leases from."""
 
 
 class LeaseTransport(Protocol):
@@ -235,7 +241,7 @@ def _state_from_json(data: dict[str, Any]) -> LeaseState:
     )
 
 
-@dataclass
+@dataclass(slots=True)
 class Reservation:
     """The estimated cost of one model call, held until the call settles or fails."""
 
@@ -262,8 +268,54 @@ class _Contended(Exception):
         self.state = state
 
 
+_FAST_REFILL_S = 1.0
+"""A run that needs more within this many seconds of its last refill asks for twice as much."""
+
+_APPLIED = frozenset({"granted", "settled", "blocked", "contended", "rollover"})
+"""Sync answers in which the ledger settled the reported spend and renewed the lease."""
+
+log = logging.getLogger(__name__)
+
+
+class LeaseSize:
+    """How much a tenant's budgets ask for at a time, shared by the runs of one process.
+
+    It starts at ``chunk_usd``, doubles (up to ``max_usd``) each time a budget refills
+    within ``_FAST_REFILL_S`` of its previous refill, and returns to ``chunk_usd`` when a
+    refill comes later: a run that spends fast makes few round trips, and the next run of
+    the tenant starts at the size the last one reached. The ledger bounds every grant by
+    the free room (``free / 8`` near the cap), so a big ask never takes the last dollars.
+    """
+
+    def __init__(
+        self, chunk_usd: Decimal = Decimal("0.50"), max_usd: Decimal | None = None
+    ) -> None:
+        self.chunk_usd = round_usd(chunk_usd)
+        self.max_usd = self.chunk_usd * 16 if max_usd is None else round_usd(max_usd)
+        self.usd = self.chunk_usd
+        """The current ask."""
+        self.refused = False
+        """The tenant's cap refused the last call that needed room: take no lease ahead."""
+
+    def next(self, fast: bool, free: Decimal | None = None) -> Decimal:
+        """Return the ask of a refill that came ``fast`` after the previous one (or not).
+
+        ``free`` is the room the tenant had at the last answer: a grown ask stays within
+        1/16 of it, so the tenant's other runs find room too.
+        """
+        usd = min(self.usd * 2, self.max_usd) if fast else self.chunk_usd
+        if free is not None:
+            usd = max(self.chunk_usd, min(usd, round_usd(free / 16)))
+        self.usd = usd
+        return usd
+
+
 class TenantBudget:
     """Draw a run's model calls from a tenant budget lease, locally.
+
+    When what the lease holds falls below 40% of the last ask, one background round trip
+    reports the spend and tops the lease up while calls go on drawing from what is left;
+    a call waits for the ledger only when the lease is empty (or stale, or the day ended).
 
     Args:
         transport: ``HttpLeaseTransport`` (agents) or ``PgLeaseTransport`` (in-process).
@@ -280,6 +332,8 @@ class TenantBudget:
         heartbeat_s: how often the heartbeat renews the lease (None: ``ttl_s / 3``).
         monotonic: clock for lease expiry (tests inject it).
         utc_now: clock for the UTC day (tests inject it).
+        size: the ask shared with other budgets of the tenant (default: this budget's own,
+            starting at ``chunk_usd``).
     """
 
     def __init__(
@@ -297,6 +351,7 @@ class TenantBudget:
         heartbeat_s: float | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         utc_now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        size: LeaseSize | None = None,
     ) -> None:
         if on_ledger_down not in ("fail_closed", "fail_open"):
             raise ValueError("on_ledger_down must be 'fail_closed' or 'fail_open'")
@@ -306,23 +361,29 @@ class TenantBudget:
         self.tenant_id = tenant_id
         self.holder = holder
         self.role = role
-        self.chunk_usd = round_usd(chunk_usd)
+        self.size = size or LeaseSize(chunk_usd)
+        self.chunk_usd = self.size.chunk_usd
         self.ttl_s = ttl_s
         self.on_ledger_down = on_ledger_down
         self.offline_allowance_usd = round_usd(offline_allowance_usd)
         self.contention_wait_s = contention_wait_s
         self._monotonic = monotonic
         self._utc_now = utc_now
+        # Lock order: _io (one round trip at a time, in order) before _lock (the counters).
+        self._io = threading.Lock()
         self._lock = threading.RLock()
         self._lease_id: str | None = None
         self._day: date | None = None
-        self._deadline = 0.0
+        self._renew_at = 0.0
         self._held = Decimal(0)
         self._spent = Decimal(0)
         self._reported = Decimal(0)
         self._outstanding = Decimal(0)
         self._offline_used = Decimal(0)
         self._closed = False
+        self._low = Decimal(0)
+        self._topping_up = False
+        self._last_refill = -_FAST_REFILL_S
         self.round_trips = 0
         self.last_state: LeaseState | None = None
         self.heartbeat_s = ttl_s / 3 if heartbeat_s is None else heartbeat_s
@@ -354,11 +415,13 @@ class TenantBudget:
         if est < 0:
             raise ValueError("estimate_usd must be zero or more dollars")
         with self._lock:
-            if self._closed:
-                raise BudgetError("this budget is closed; open a new TenantBudget")
-            if self._lease_id is not None and self._fresh() and self._available() >= est:
-                self._outstanding += est
-                return Reservation(est, self._lease_id, _budget=self)
+            taken = self._take(est)
+        if taken is not None:
+            return taken
+        with self._io, self._lock:
+            taken = self._take(est)
+            if taken is not None:
+                return taken
             try:
                 self._refill(est)
             except LedgerUnavailable:
@@ -370,6 +433,20 @@ class TenantBudget:
                 raise
             self._outstanding += est
             return Reservation(est, self._lease_id, _budget=self)
+
+    def prepare(self) -> None:
+        """Open the lease now, so that the first call finds it ready.
+
+        Nothing is refused here: when the ledger cannot grant a lease (the cap is reached,
+        the ledger is down or missing), the first call that needs one asks again and raises.
+        After the cap refused a call, runs of the tenant wait for their first call instead.
+        """
+        if self.size.refused:
+            return
+        try:
+            self.reserve(Decimal(0)).release()
+        except BudgetError as exc:
+            log.debug("lease of %s not opened ahead of its first call: %s", self.holder, exc)
 
     def settle(self, reservation: Reservation, actual_usd: Decimal) -> str | None:
         """Record a call's actual cost; return the lease id its events should name."""
@@ -405,13 +482,13 @@ class TenantBudget:
 
     def flush(self) -> None:
         """Report spend so far to the ledger and renew the lease (one round trip)."""
-        with self._lock:
+        with self._io, self._lock:
             if self._lease_id is not None:
                 self._sync(Decimal(0), Decimal(0))
 
     def close(self) -> None:
         """Settle everything and give the unused part of the lease back."""
-        with self._lock:
+        with self._io, self._lock:
             if self._closed:
                 return
             self._closed = True
@@ -433,9 +510,72 @@ class TenantBudget:
 
     def _fresh(self) -> bool:
         # Renew at half-life so a live run never loses its lease to reclaim.
-        if self._monotonic() > self._deadline - self.ttl_s / 2:
+        if self._monotonic() > self._renew_at:
             return False
         return self._day == self._utc_now().date()
+
+    def _take(self, est: Decimal) -> Reservation | None:
+        """Reserve ``est`` from the lease in memory; None when that needs the ledger."""
+        if self._closed:
+            raise BudgetError("this budget is closed; open a new TenantBudget")
+        if self._lease_id is None or not self._fresh():
+            return None
+        left = self._available() - est
+        if left < 0:
+            return None
+        self._outstanding += est
+        if left < self._low and not self._topping_up:
+            self._topping_up = True
+            threading.Thread(target=self._top_up, name="runledger-lease", daemon=True).start()
+        return Reservation(est, self._lease_id, _budget=self)
+
+    def _top_up(self) -> None:
+        """Report spend and ask for more in the background (a failure only stops top-ups:
+        the call that finds the lease empty refills it and raises what the ledger says)."""
+        try:
+            with self._io:
+                with self._lock:
+                    if self._closed or self._lease_id is None or self._available() >= self._low:
+                        return
+                    lease, spent, sent = self._lease_id, self._spent, self._monotonic()
+                    keep = self._outstanding
+                    want = self._ask(sent)
+                    self.round_trips += 1
+                state = self.transport.sync(
+                    lease, spent_usd=spent, want_usd=want, min_usd=Decimal(0), ttl_s=self.ttl_s,
+                    keep_usd=keep,
+                )  # fmt: skip
+                with self._lock:
+                    self.last_state = state
+                    if state.status in _APPLIED:
+                        self._applied(state, spent, sent)
+                    else:
+                        self._renew_at = 0.0  # expired or gone: the next call asks the ledger
+                    if state.status != "granted" or not state.granted_usd:
+                        self._low = Decimal(0)  # no more top-ups until a call refills
+        except Exception as exc:
+            log.debug("background top-up of lease %s failed: %s", self._lease_id, exc)
+            with self._lock:
+                self._low = Decimal(0)
+        finally:
+            with self._lock:
+                self._topping_up = False
+
+    def _ask(self, now: float) -> Decimal:
+        fast = now - self._last_refill < _FAST_REFILL_S
+        self._last_refill = now
+        last, free = self.last_state, None
+        if last and last.cap_usd is not None and last.spend_usd is not None:
+            free = last.cap_usd - last.spend_usd - (last.reserved_usd or 0)
+        want = self.size.next(fast, free)
+        self._low = want * 2 / 5
+        return want
+
+    def _applied(self, state: LeaseState, spent: Decimal, sent: float) -> None:
+        # Spend after ``spent`` was reported stays unreported; the lease holds the rest.
+        self._reported = spent
+        self._held = state.lease_reserved_usd
+        self._renew_at = sent + self.ttl_s / 2
 
     def _finish(self, reservation: Reservation) -> None:
         if reservation.done:
@@ -468,8 +608,11 @@ class TenantBudget:
             after_settle = self._held - (self._spent - self._reported)
             need = max(self._outstanding + est - max(after_settle, Decimal(0)), Decimal(0))
             if self._day == self._utc_now().date():
-                state = self._sync(max(self.chunk_usd, need) if need else Decimal(0), need)
+                want = max(self._ask(self._monotonic()), need) if need else Decimal(0)
+                state = self._sync(want, need)
                 if state.status in ("granted", "settled"):
+                    if need:
+                        self.size.refused = False
                     return
                 if state.status not in ("rollover", "expired", "unknown", "closed"):
                     self._raise_for(state, need)
@@ -483,9 +626,11 @@ class TenantBudget:
                 self._close_current()
         need = self._outstanding + est
         self.round_trips += 1
+        sent = self._monotonic()
+        want = max(self.size.usd, need)
         state = self.transport.open(
-            self.tenant_id, want_usd=max(self.chunk_usd, need), min_usd=need, holder=self.holder,
-            role=self.role, ttl_s=self.ttl_s,
+            self.tenant_id, want_usd=want, min_usd=need, holder=self.holder, role=self.role,
+            ttl_s=self.ttl_s,
         )  # fmt: skip
         self.last_state = state
         if state.status != "granted":
@@ -495,7 +640,11 @@ class TenantBudget:
         self._held = state.lease_reserved_usd
         self._spent = Decimal(0)
         self._reported = Decimal(0)
-        self._deadline = self._monotonic() + self.ttl_s
+        self._renew_at = sent + self.ttl_s / 2
+        self._last_refill = sent
+        self._low = want * 2 / 5
+        if need:
+            self.size.refused = False
         self._start_heartbeat()
 
     def _close_current(self) -> None:
@@ -507,16 +656,14 @@ class TenantBudget:
     def _sync(self, want: Decimal, need: Decimal) -> LeaseState:
         assert self._lease_id is not None
         self.round_trips += 1
+        sent = self._monotonic()
         state = self.transport.sync(
             self._lease_id, spent_usd=self._spent, want_usd=want, min_usd=need, ttl_s=self.ttl_s,
             keep_usd=self._outstanding,
         )  # fmt: skip
         self.last_state = state
-        if state.status in ("granted", "settled", "blocked", "contended", "rollover"):
-            # The ledger settled our spend in every one of these answers.
-            self._reported = self._spent
-            self._held = state.lease_reserved_usd
-            self._deadline = self._monotonic() + self.ttl_s
+        if state.status in _APPLIED:
+            self._applied(state, self._spent, sent)
         return state
 
     # -- heartbeat: renew the lease while the holder lives (docs/caps.md, dead holders) -------
@@ -532,8 +679,8 @@ class TenantBudget:
 
     def _beat(self) -> None:
         """Renew the lease and report spend and calls in flight, unless a sync just did."""
-        with self._lock:
-            last_sync = self._deadline - self.ttl_s
+        with self._io, self._lock:
+            last_sync = self._renew_at - self.ttl_s / 2
             if self._closed or self._lease_id is None:
                 return
             if self._monotonic() < last_sync + self.heartbeat_s * 0.9:
@@ -547,6 +694,7 @@ class TenantBudget:
         if state.status == "contended":
             raise _Contended(state)
         if state.status == "blocked":
+            self.size.refused = True
             raise TenantCapReached(
                 self.tenant_id, cap_usd=state.cap_usd or Decimal(0),
                 spend_usd=state.spend_usd or Decimal(0), needed_usd=need,

@@ -173,13 +173,12 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    # The tenant daily cap is enforced through budget leases; the demo keeps working when the
-    # control service is briefly away, within a small offline allowance (Publishers never).
+    # The tenant daily cap is enforced (the default) through budget leases; the demo keeps
+    # working when the control service is briefly away, within a small offline allowance
+    # (Publishers never).
     ledger = Ledger(
         url=args.url,
-        costs=CostOptions(
-            enforce_tenant_cap=True, on_ledger_down="fail_open", offline_allowance_usd="0.05"
-        ),
+        costs=CostOptions(on_ledger_down="fail_open", offline_allowance_usd="0.05"),
     )
     pipeline = Pipeline(ledger, random.Random(args.seed))
     steps = 0

@@ -49,6 +49,12 @@ class TailMetrics:
         self.runs_started = counter(
             "runledger_runs_started", "Runs started (run_started events), in runs.", _TPR
         )
+        self.uncapped_runs = counter(
+            "runledger_sdk_uncapped_runs",
+            "Runs started by an SDK that did not enforce the tenant daily cap "
+            "(RUNLEDGER_ENFORCE_CAPS=0), in runs.",
+            _TPR,
+        )
         self.run_retries = counter(
             "runledger_run_retries",
             "Runs started as a retry (run_started with attempt above 1), in runs.",

@@ -93,6 +93,9 @@ class EventTailer:
         trace = ev["trace_id"]
         if kind == "run_started":
             m.runs_started.labels(tenant, phase, role).inc()
+            uncapped = m.uncapped_runs.labels(tenant, phase, role)
+            if ev["uncapped"] == "true":
+                uncapped.inc()
             retries = m.run_retries.labels(tenant, phase, role)
             if (ev["attempt"] or 1) > 1:
                 retries.inc()

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["CostOptions", "DeliveryOptions", "Settings", "TelemetryOptions"]
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
@@ -40,6 +41,18 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     if value < 0:
         raise ValueError(f"{name}={raw!r} must be >= 0")
     return value
+
+
+def _enforce_caps(env: Mapping[str, str]) -> bool:
+    raw = (env.get(_env.ENFORCE_CAPS) or "").strip().lower()
+    if raw in _FALSE:
+        return False
+    if raw and raw not in _TRUE:
+        raise ValueError(
+            f"{_env.ENFORCE_CAPS}={raw!r} must be 1 (enforce the tenant daily cap, the default) "
+            "or 0 (do not enforce it)"
+        )
+    return True
 
 
 def _usd(env: Mapping[str, str], name: str) -> Decimal:
@@ -93,7 +106,9 @@ class CostOptions:
     Args:
         pricing: the pricing table (default ``runledger.cost.pricing.default_pricing()``).
         enforce_tenant_cap: draw every run's model and external spend from a budget lease
-            on its tenant's daily cap (default ``RUNLEDGER_ENFORCE_CAPS``, off).
+            on its tenant's daily cap (default ``RUNLEDGER_ENFORCE_CAPS``, on). ``False``
+            is for tenants without a cap: runs may then spend past it (warned once per
+            process, and counted by ``runledger_sdk_uncapped_runs_total``).
         on_ledger_down: ``fail_closed`` (refuse spend) or ``fail_open`` (spend up to
             ``offline_allowance_usd`` per run without a lease) when the ledger cannot be
             reached (default ``RUNLEDGER_ON_LEDGER_DOWN``, fail_closed). The Publisher
@@ -137,7 +152,7 @@ class Settings:
     traces_exporter: str = "otlp"
     logs_exporter: str = "otlp"
     sampler_from_env: bool = False
-    enforce_caps: bool = False
+    enforce_caps: bool = True
     on_ledger_down: str = "fail_closed"
     offline_allowance_usd: Decimal = Decimal(0)
 
@@ -171,7 +186,7 @@ class Settings:
             traces_exporter=(env.get(_env.OTEL_TRACES_EXPORTER) or "otlp").strip().lower(),
             logs_exporter=(env.get(_env.OTEL_LOGS_EXPORTER) or "otlp").strip().lower(),
             sampler_from_env=bool(env.get(_env.OTEL_TRACES_SAMPLER)),
-            enforce_caps=(env.get(_env.ENFORCE_CAPS) or "").strip().lower() in _TRUE,
+            enforce_caps=_enforce_caps(env),
             on_ledger_down=on_down,
             offline_allowance_usd=_usd(env, _env.OFFLINE_ALLOWANCE_USD),
         )

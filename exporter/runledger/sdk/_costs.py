@@ -189,7 +189,7 @@ class GuardedRun(Protocol):
     def log(self, message: str, *, level: int = logging.INFO, **attributes: Any) -> None: ...
 
 
-@dataclass
+@dataclass(slots=True)
 class Ticket:
     """One call's estimate, counted against the run's caps while the call is in flight."""
 
@@ -215,11 +215,14 @@ class CostGuard:
         self.meter: RunMeter = RunMeter(caps or RunCaps())
         self.budget = budget
         self.reached: PartialResult | None = None
+        # Without a per-run limit there is nothing to check or meter: only the lease counts.
+        self._limited = caps is not None and caps != RunCaps()
         self._lock = threading.Lock()
         # Estimates of calls in flight: concurrent calls of one run cannot cross a cap together.
         self._tokens = 0
         self._usd = _ZERO
         self._external_usd = _ZERO
+        self._estimates: dict[tuple[str, int, int], Decimal] = {}
 
     # -- before a call ------------------------------------------------------------------------
 
@@ -235,20 +238,32 @@ class CostGuard:
         """Check the caps for a model call and reserve its upper-bound cost from the lease."""
         if self.reached is not None:
             raise RunCapReached(self.reached)
-        tokens = (prompt_tokens or 0) + (max_tokens or 0)
+        prompt, out = prompt_tokens or 0, max_tokens or 0
         if cost_usd is not None:
             estimate = cost_usd
         elif cached:
             estimate = _ZERO
         else:
-            estimate = self.run.services.pricing().cost(
-                model, tokens_in=prompt_tokens or 0, tokens_out=max_tokens or 0,
-                tenant_id=self.run.tenant_id,
-            )  # fmt: skip
-        ticket = self._check(Ticket(None, tokens=tokens, usd=estimate))
-        if not (cached and cost_usd is None):  # a cache hit costs nothing
+            estimate = self._estimate(model, prompt, out)
+        ticket = Ticket(None, tokens=prompt + out, usd=estimate)
+        if self._limited:
+            self._check(ticket)
+        free = cached if cost_usd is None else cost_usd == 0
+        if not free:  # a call known to cost nothing needs no room under the cap
             self._reserve(ticket, estimate)
         return ticket
+
+    def _estimate(self, model: str, prompt: int, out: int) -> Decimal:
+        # A run repeats a few (model, prompt, max_tokens) shapes: price each once.
+        key = (model, prompt, out)
+        cost = self._estimates.get(key)
+        if cost is None:
+            if len(self._estimates) >= 64:
+                self._estimates.clear()
+            cost = self._estimates[key] = self.run.services.pricing().cost(
+                model, tokens_in=prompt, tokens_out=out, tenant_id=self.run.tenant_id
+            )
+        return cost
 
     def before_external(self, name: str, cost_usd: Decimal | None) -> Ticket:
         """Check the caps for an external call and reserve its announced charge."""
@@ -257,11 +272,13 @@ class CostGuard:
         if self.reached is not None:
             raise RunCapReached(self.reached)
         estimate = cost_usd or _ZERO
-        ticket = self._check(Ticket(None, external_usd=estimate))
+        ticket = Ticket(None, external_usd=estimate)
+        if self._limited:
+            self._check(ticket)
         self._reserve(ticket, estimate)
         return ticket
 
-    def _check(self, ticket: Ticket) -> Ticket:
+    def _check(self, ticket: Ticket) -> None:
         from runledger.cost.policy import RunCapHit
 
         with self._lock:
@@ -280,9 +297,10 @@ class CostGuard:
         if refused is not None:
             stop = CapStop(refused.cap, refused.limit, refused.spent, refused.needed, str(refused))
             self._stop(stop, refused)
-        return ticket
 
     def _landed(self, ticket: Ticket) -> None:
+        if not self._limited:
+            return
         with self._lock:
             self._tokens -= ticket.tokens
             self._usd -= ticket.usd
@@ -292,16 +310,15 @@ class CostGuard:
     def _reserve(self, ticket: Ticket, estimate: Decimal) -> None:
         if self.budget is None:
             return
-        from runledger.cost.lease import TenantCapReached
-
         try:
             ticket.reservation = self.budget.reserve(estimate)
-        except TenantCapReached as exc:
+        except BaseException as exc:
             self._landed(ticket)
-            stop = CapStop("tenant_daily", exc.cap_usd, exc.spend_usd, exc.needed_usd, str(exc))
-            self._stop(stop, exc)
-        except BaseException:
-            self._landed(ticket)
+            from runledger.cost.lease import TenantCapReached  # only on a refusal: calls are hot
+
+            if isinstance(exc, TenantCapReached):
+                stop = CapStop("tenant_daily", exc.cap_usd, exc.spend_usd, exc.needed_usd, str(exc))
+                self._stop(stop, exc)
             raise
 
     def _stop(self, stop: CapStop, cause: BaseException) -> NoReturn:
@@ -327,8 +344,9 @@ class CostGuard:
         external_usd: Decimal = _ZERO,
     ) -> str | None:
         """Record what a call used and settle it; return the lease id its event must name."""
-        self._landed(ticket)
-        self.meter.record(tokens=tokens, usd=usd, external_usd=external_usd)
+        if self._limited:
+            self._landed(ticket)
+            self.meter.record(tokens=tokens, usd=usd, external_usd=external_usd)
         cost = usd + external_usd
         reservation = ticket.reservation
         if reservation is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import os
 import threading
@@ -11,7 +12,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 from opentelemetry import trace
@@ -39,12 +40,13 @@ from runledger.sdk._telemetry import (
 )
 
 if TYPE_CHECKING:
-    from runledger.cost.lease import TenantBudget
+    from runledger.cost.lease import LeaseSize, TenantBudget
     from runledger.cost.policy import RunCaps
     from runledger.cost.pricing import PricingTable
     from runledger.cost.projection import BudgetVerdict, Plan, Projection
     from runledger.cost.retry import BreakerBoard
     from runledger.cost.routing import RoutingTable
+    from runledger.store.leases import LeaseState
 
 __all__ = ["Ledger"]
 
@@ -52,6 +54,45 @@ log = logging.getLogger("runledger.sdk")
 
 _RECOVERY_NS = uuid.UUID("5b0c6f3e-8d0a-4e59-9a43-6b1f0c7d2e11")
 _FREE_TEXT = ("artifact_path",)
+
+
+@functools.cache
+def _warn_uncapped() -> None:
+    """Say, once per process, that runs here may spend past their tenant's daily cap."""
+    log.warning(
+        "runledger: the tenant daily cap is not enforced in this process "
+        "(RUNLEDGER_ENFORCE_CAPS=0 or CostOptions(enforce_tenant_cap=False)): its runs can "
+        "spend past their tenant's daily cap; the ledger still records what they spend and "
+        "counts them in runledger_sdk_uncapped_runs_total. To enforce the cap again, unset "
+        "RUNLEDGER_ENFORCE_CAPS (or set it to 1) and drop enforce_tenant_cap=False."
+    )
+
+
+_NO_CONTROL_SERVICE = (
+    "the tenant daily cap is enforced by default and this Ledger has no control service to "
+    "draw its budget leases from: set RUNLEDGER_URL and RUNLEDGER_TOKEN (or pass url= and "
+    "token=, or CostOptions(lease_transport=)); for a tenant without a cap, turn enforcement "
+    "off with RUNLEDGER_ENFORCE_CAPS=0 or CostOptions(enforce_tenant_cap=False)"
+)
+
+
+class _NoControlService:
+    """The lease transport of a Ledger without a control service: every spend is refused."""
+
+    def open(self, tenant_id: str, **_: Any) -> LeaseState:
+        return self._refuse()
+
+    def sync(self, lease_id: str, **_: Any) -> LeaseState:
+        return self._refuse()
+
+    def close(self, lease_id: str, **_: Any) -> LeaseState:
+        return self._refuse()
+
+    @staticmethod
+    def _refuse() -> NoReturn:
+        from runledger.cost.lease import LedgerNotConfigured
+
+        raise LedgerNotConfigured(_NO_CONTROL_SERVICE)
 
 
 def _json_default(value: Any) -> Any:
@@ -65,7 +106,8 @@ class Ledger:
 
     Args:
         url: control service base URL (default ``RUNLEDGER_URL``; unset keeps events in the
-            spool until a process that has it opens the spool).
+            spool until a process that has it opens the spool, and, while the tenant cap is
+            enforced, makes each spending call raise ``LedgerNotConfigured``).
         token: bearer token (default ``RUNLEDGER_TOKEN``).
         redactor: redaction rules (default ``runledger.redact.DEFAULT_RULES``).
         prompt_audit: store redacted prompts (default ``RUNLEDGER_PROMPT_AUDIT``).
@@ -85,7 +127,7 @@ class Ledger:
             run.artifact_written("site/index.html", 3)
         ledger.flush(timeout=5)
 
-        ledger = Ledger(costs=CostOptions(enforce_tenant_cap=True, run_caps={"landing": caps}))
+        ledger = Ledger(costs=CostOptions(run_caps={"landing": caps}))
     """
 
     def __init__(
@@ -119,15 +161,9 @@ class Ledger:
             else parse_usd(costs.offline_allowance_usd, name="offline_allowance_usd")
         )
         self._lease_transport = costs.lease_transport
-        if (
-            self.enforce_tenant_cap
-            and self._lease_transport is None
-            and not (self.url and self._token)
-        ):
-            raise ValueError(
-                "enforce_tenant_cap needs the control service: set RUNLEDGER_URL and "
-                "RUNLEDGER_TOKEN (or pass url=, token= or CostOptions(lease_transport=))"
-            )
+        self._lease_sizes: dict[str, LeaseSize] = {}
+        if not self.enforce_tenant_cap:
+            _warn_uncapped()
         self.run_caps: dict[str, RunCaps] = dict(costs.run_caps or {})
         self._routing_source = costs.routing
         self._routing: RoutingTable | None = None
@@ -272,17 +308,27 @@ class Ledger:
 
     def _tenant_budget(self, tenant_id: str, run_id: str, role: str) -> TenantBudget:
         """Return the budget lease a run draws from on its tenant's daily cap."""
-        from runledger.cost.lease import HttpLeaseTransport, TenantBudget
+        from runledger.cost.lease import HttpLeaseTransport, LeaseSize, TenantBudget
 
         if self._lease_transport is None:
-            assert self.url is not None and self._token is not None
-            self._lease_transport = HttpLeaseTransport(self.url, self._token)
+            self._lease_transport = (
+                HttpLeaseTransport(self.url, self._token)
+                if self.url and self._token
+                else _NoControlService()
+            )
+        size = self._lease_sizes.get(tenant_id)
+        if size is None:
+            size = self._lease_sizes.setdefault(tenant_id, LeaseSize())
         publisher = role.lower() == "publisher"
-        return TenantBudget(
+        budget = TenantBudget(
             self._lease_transport, tenant_id, holder=run_id, role=role.lower(),
             on_ledger_down="fail_closed" if publisher else self.on_ledger_down,  # type: ignore[arg-type]
             offline_allowance_usd=Decimal(0) if publisher else self.offline_allowance_usd,
+            size=size,
         )  # fmt: skip
+        # The run takes its lease as it starts: its calls then never wait for the opening.
+        budget.prepare()
+        return budget
 
     def _check_priced(self, model: str, tenant_id: str) -> None:
         key = (model, tenant_id)

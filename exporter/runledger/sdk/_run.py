@@ -185,9 +185,15 @@ class Run:
             self.costs = CostGuard(self, self.caps, budget)
         self.services.opened(self)
         try:
-            self._emit("run_started", fields={"attempt": self.attempt}, open_run=True)
+            # A run that does not draw from its tenant's cap says so, for the exporter's count.
+            uncapped = {"uncapped": True} if lease is None else None
+            self._emit(
+                "run_started", payload=uncapped, fields={"attempt": self.attempt}, open_run=True
+            )
         except BaseException:
             self.services.closed(self)
+            if self.costs is not None:
+                self.costs.close()  # give the lease taken for this run back
             self._span.end()
             raise
         self.status = "running"
