@@ -135,6 +135,8 @@ def check_answer(resp: Any) -> Any:
     """Assert the answer is below 500 and a 4xx is the one JSON error shape; return its JSON."""
     text = resp.get_data(as_text=True)
     assert resp.status_code < 500, f"{resp.status_code}: {text[:500]}"
+    if resp.status_code in (308, 301) and resp.location:
+        return {}  # routing merges "//" (a "/" sent as %2F) and redirects: no body to check
     assert resp.mimetype == "application/json", text[:200]
     body = resp.get_json()
     if resp.status_code >= 400:
