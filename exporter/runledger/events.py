@@ -126,7 +126,7 @@ one rule for every path: pydantic's parser truncates, and ingest never lets Post
 refuses, and times outside the years 1-9999 in UTC, are refused here.
 """
 
-_SUBMICROSECOND_RE = re.compile(rb"[0-9]:[0-9][0-9]\.[0-9]{7}")
+_SUBMICROSECOND_RE = re.compile(rb":[0-9][0-9]\.[0-9]{7}")  # a literal first: a fast scan
 
 
 def has_submicrosecond_times(body: bytes) -> bool:

@@ -122,10 +122,16 @@ def _costly(run: str, minutes_ago: float = 5, **fields: Any) -> dict[str, Any]:
                  payload={"service": "bulk", "summary": "a large charge"}, **fields)  # fmt: skip
 
 
-def _rejection(client: Any, headers: dict[str, str], events: list[dict[str, Any]]) -> Any:
+def _answer(client: Any, headers: dict[str, str], events: list[dict[str, Any]]) -> Any:
     resp = client.post("/v1/events", json={"events": events}, headers=headers)
     assert resp.status_code == 200, resp.get_data(as_text=True)
     return resp.json
+
+
+def _past_max(what: str) -> list[dict[str, str]]:
+    """The errors of the second event of a batch, refused for taking ``what`` past the max."""
+    message = f"would take {what} past ${MAX_USD:,}, the largest amount the ledger holds"
+    return [{"field": "events[1].cost_usd", "message": message}]
 
 
 @pytest.mark.parametrize("path", ["fast", "slow"])
@@ -133,20 +139,16 @@ def test_a_run_total_past_the_ledger_maximum_rejects_only_the_event_that_crosses
     client: Any, agent: dict[str, str], sql: SQL, path: str
 ) -> None:
     events = [_costly("run-big"), _costly("run-big"), {**_costly("run-other"), "cost_usd": "0.5"}]
-    body = _rejection(client, agent, events if path == "fast" else [*events, INVALID])
+    body = _answer(client, agent, events if path == "fast" else [*events, INVALID])
 
     assert [r["status"] for r in body["results"][:3]] == ["accepted", "rejected", "accepted"]
-    assert body["results"][1]["errors"] == [{
-        "field": "events[1].cost_usd",
-        "message": f"would take run 'run-big''s total cost past ${MAX_USD:,}, the largest"
-                   " amount the ledger holds",
-    }]  # fmt: skip
+    assert body["results"][1]["errors"] == _past_max("run 'run-big''s total cost")
     assert sql("SELECT run_id, cost_usd FROM runs ORDER BY 1") == [
         ("run-big", Decimal("99999999999")), ("run-other", Decimal("0.5"))
     ]  # fmt: skip
     assert sql("SELECT count(*), sum(cost_usd) FROM events") == [(2, Decimal("99999999999.5"))]
     # The next batch finds the run full as well.
-    later = _rejection(client, agent, [_costly("run-big", minutes_ago=1)])
+    later = _answer(client, agent, [_costly("run-big", minutes_ago=1)])
     assert later["results"][0]["errors"][0]["field"] == "events[0].cost_usd"
     assert sql("SELECT count(*) FROM events") == [(2,)]
 
@@ -156,13 +158,9 @@ def test_a_tenant_day_past_the_ledger_maximum_is_rejected_naming_the_day(
 ) -> None:
     first = _costly("run-1")
     day = datetime.fromisoformat(first["occurred_at"]).astimezone(UTC).date()
-    body = _rejection(client, agent, [first, _costly("run-2")])
+    body = _answer(client, agent, [first, _costly("run-2")])
     assert [r["status"] for r in body["results"]] == ["accepted", "rejected"]
-    assert body["results"][1]["errors"] == [{
-        "field": "events[1].cost_usd",
-        "message": f"would take tenant 'acme''s spend on {day.isoformat()} past ${MAX_USD:,},"
-                   " the largest amount the ledger holds",
-    }]  # fmt: skip
+    assert body["results"][1]["errors"] == _past_max(f"tenant 'acme''s spend on {day}")
     assert sql("SELECT spent_usd FROM caps") == [(Decimal("99999999999"),)]
     assert sql("SELECT run_id FROM runs") == [("run-1",)], "the rejected event made no run"
 
@@ -177,11 +175,7 @@ def test_a_lease_spend_past_the_ledger_maximum_is_rejected(
                        "lease_id": opened.json["lease_id"]}}  # fmt: skip
     # Two days and two runs: only the lease's sum crosses the limit.
     events = [{**_costly("run-1", minutes_ago=60 * 24), **tag}, {**_costly("run-2"), **tag}]
-    body = _rejection(client, agent, events)
+    body = _answer(client, agent, events)
     assert [r["status"] for r in body["results"]] == ["accepted", "rejected"]
-    assert body["results"][1]["errors"] == [{
-        "field": "events[1].cost_usd",
-        "message": f"would take the spend of its lease (payload.lease_id) past ${MAX_USD:,},"
-                   " the largest amount the ledger holds",
-    }]  # fmt: skip
+    assert body["results"][1]["errors"] == _past_max("the spend of its lease (payload.lease_id)")
     assert sql("SELECT ledger_spent_usd FROM cap_leases") == [(Decimal("99999999999"),)]

@@ -3,8 +3,8 @@
 -- events is partitioned by UTC day of occurred_at, so a unique index on it must include
 -- occurred_at: the same event_id re-sent with another time (re-stamped by a client, or a
 -- time PostgreSQL rounded where validation truncated) was stored twice. event_ids holds the
--- id of every stored event once. Ingest inserts into it with the events, under the ingest
--- lock, and retention deletes the ids of each day partition it drops, in the same
+-- id of every stored event once. Ingest inserts into it in the transaction that inserts the
+-- events, and retention deletes the ids of each day partition it drops, in the same
 -- transaction, so an id is in event_ids exactly while its event is in events.
 CREATE TABLE event_ids (
     event_id    uuid PRIMARY KEY,
@@ -105,21 +105,25 @@ BEGIN
 END
 $fn$;
 
--- Step: take the ingest lock (held to commit, so events.seq order is commit order), record
--- the events' ids and insert the events; RL002 when an id is already stored.
+-- Step: record the events' ids (RL002 when one is already stored), then take the ingest
+-- lock (held to commit, so events.seq order is commit order) and insert the events.
+-- The ids go in before the lock, so that batches do not queue for it while they do: a
+-- batch holding one of the ids uncommitted makes the other wait for its commit and then
+-- fail the primary key, as it would under the lock (two re-sent batches crossing each
+-- other's ids deadlock instead, which is retried the same way).
 CREATE OR REPLACE FUNCTION ingest_insert_events() RETURNS void LANGUAGE plpgsql AS $fn$
 BEGIN
-    PERFORM pg_advisory_xact_lock(ingest_lock_key());
-
-    -- No ORDER BY: the batch commits at once, so the order of seq within it carries no
-    -- meaning, and sorting cost more than it gave. The exception block is one
-    -- subtransaction per batch.
+    -- The exception block is one subtransaction per batch.
     BEGIN
         INSERT INTO event_ids (event_id, occurred_at)
         SELECT event_id, occurred_at FROM ingest_stage;
     EXCEPTION WHEN unique_violation THEN
         RAISE EXCEPTION 'some of these events are already stored' USING ERRCODE = 'RL002';
     END;
+
+    PERFORM pg_advisory_xact_lock(ingest_lock_key());
+    -- No ORDER BY: the batch commits at once, so the order of seq within it carries no
+    -- meaning, and sorting cost more than it gave.
     INSERT INTO events (event_id, type, tenant_id, project_id, run_id, phase, role, playbook, occurred_at, tokens_in, tokens_out, cost_usd, model, cached, artifact_path, artifact_version, attempt, trace_id, span_id, payload)
     SELECT event_id, type, tenant_id, project_id, run_id, phase, role, playbook, occurred_at, tokens_in, tokens_out, cost_usd, model, cached, artifact_path, artifact_version, attempt, trace_id, span_id, payload
     FROM ingest_stage;
