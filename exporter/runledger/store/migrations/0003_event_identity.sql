@@ -21,32 +21,10 @@ SELECT DISTINCT ON (event_id) event_id, occurred_at FROM events ORDER BY event_i
 -- event_ids' primary key now refuses a stored event: this index would only cost ingest.
 DROP INDEX events_event_id;
 
--- As in the baseline, plus the checked retry's ingest_drop_overflow step.
-CREATE OR REPLACE FUNCTION ingest_batch(batch json, check_stored boolean DEFAULT false)
-    RETURNS TABLE (ord integer, outcome text)
-LANGUAGE plpgsql AS $fn$
-BEGIN
-    PERFORM ingest_stage_batch(batch);
-    RETURN QUERY SELECT * FROM ingest_drop_foreign();
-    IF check_stored THEN
-        RETURN QUERY SELECT * FROM ingest_drop_stored();
-        RETURN QUERY SELECT * FROM ingest_drop_overflow();
-        IF NOT EXISTS (SELECT 1 FROM ingest_stage) THEN
-            RETURN;
-        END IF;
-    END IF;
-    PERFORM ingest_apply_projects();
-    PERFORM ingest_apply_runs();
-    PERFORM ingest_apply_failures();
-    PERFORM ingest_apply_proofs();
-    PERFORM ingest_insert_events();
-    PERFORM ingest_apply_leases();
-    PERFORM ingest_apply_caps();
-END
-$fn$;
-
--- Step, with check_stored only: drop (and return) the events whose id is already stored,
--- whatever the time they were stored with.
+-- Step, with check_stored only (the retry): drop (and return) the events whose id is
+-- already stored, whatever the time they were stored with; then those whose cost the
+-- ledger cannot add up (ingest_drop_overflow). Called from here rather than from
+-- ingest_batch, which this migration leaves as the baseline wrote it.
 CREATE OR REPLACE FUNCTION ingest_drop_stored() RETURNS TABLE (ord integer, outcome text)
 LANGUAGE plpgsql AS $fn$
 #variable_conflict use_column
@@ -56,12 +34,14 @@ BEGIN
         DELETE FROM ingest_stage s
         WHERE EXISTS (SELECT 1 FROM event_ids e WHERE e.event_id = s.event_id)
         RETURNING s.ord, 'duplicate'::text;
+    RETURN QUERY SELECT * FROM ingest_drop_overflow();
 END
 $fn$;
 
--- Step, with check_stored only: drop (and return) the events whose cost would take a sum
--- past what numeric(20, 9) holds: their run's cost_usd ('run_cost'), their tenant's day
--- spend in caps ('day_cost'), or the ledger spend of the lease they name ('lease_cost').
+-- Step, with check_stored only (called by ingest_drop_stored): drop (and return) the
+-- events whose cost would take a sum past what numeric(20, 9) holds: their run's cost_usd
+-- ('run_cost'), their tenant's day spend in caps ('day_cost'), or the ledger spend of the
+-- lease they name ('lease_cost').
 -- The first attempt of a batch skips this step; a sum that overflows there raises 22003,
 -- and the Ingestor retries the batch with check_stored. Within a run, day or lease the
 -- events count in batch order: the one that crosses the limit and every later one with a
