@@ -10,12 +10,14 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal, Union
 from uuid import UUID
 
 import orjson
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -33,12 +35,15 @@ __all__ = [
     "EVENT_TYPES",
     "MAX_BATCH_EVENTS",
     "MAX_PAYLOAD_BYTES",
+    "MAX_PAYLOAD_DEPTH",
     "PII_KEYS",
     "SPEC_EVENT_TYPES",
     "Event",
     "EventError",
+    "Timestamp",
     "event_json_schema",
     "events_to_json",
+    "has_submicrosecond_times",
     "parse_batch_json",
     "validate_batch",
 ]
@@ -48,6 +53,9 @@ MAX_BATCH_EVENTS = 1000
 
 MAX_PAYLOAD_BYTES = 16 * 1024
 """Largest serialised ``payload`` object, in bytes."""
+
+MAX_PAYLOAD_DEPTH = 32
+"""Deepest nesting of objects and arrays in a ``payload`` (the payload itself is level 1)."""
 
 PII_KEYS = frozenset(
     {
@@ -88,7 +96,47 @@ OneLine = Annotated[str, StringConstraints(min_length=1, max_length=500, pattern
 ArtifactPath = Annotated[
     str, StringConstraints(min_length=1, max_length=512, pattern=r"^[^\x00]+$")
 ]
-ArtifactVersion = Annotated[int, Field(ge=1)]
+ArtifactVersion = Annotated[int, Field(ge=1, le=2**31 - 1)]
+
+
+# --- times: one rule for every time the ledger stores -------------------------------------
+
+_MAX_UTC_OFFSET = timedelta(hours=16)
+"""PostgreSQL refuses a UTC offset of 16 hours or more (``+16:00``), so runledger does too."""
+
+
+def _ledger_time(value: datetime) -> datetime:
+    offset = value.utcoffset()
+    if offset is not None and not -_MAX_UTC_OFFSET < offset < _MAX_UTC_OFFSET:
+        raise ValueError("must have a UTC offset between -15:59 and +15:59")
+    if value.year in (1, 9999):  # only these years can leave Python's range once in UTC
+        try:
+            value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("must be between the years 1 and 9999 in UTC") from None
+    return value
+
+
+Timestamp = Annotated[AwareDatetime, AfterValidator(_ledger_time)]
+"""A time with a UTC offset, as the ledger stores it.
+
+Fractions of a second beyond the microsecond (Go's RFC 3339 nanoseconds) are truncated, the
+one rule for every path: pydantic's parser truncates, and ingest never lets PostgreSQL read
+(and round) such a time itself (see :func:`has_submicrosecond_times`). Offsets PostgreSQL
+refuses, and times outside the years 1-9999 in UTC, are refused here.
+"""
+
+_SUBMICROSECOND_RE = re.compile(rb":[0-9][0-9]\.[0-9]{7}")  # a literal first: a fast scan
+
+
+def has_submicrosecond_times(body: bytes) -> bool:
+    """Return True when ``body`` (JSON) may hold a time with more than 6 fractional digits.
+
+    PostgreSQL rounds such a time to the microsecond where :data:`Timestamp` truncates it, so
+    a body for which this is True is never handed to PostgreSQL to read: ingest sends the
+    validated models instead.
+    """
+    return _SUBMICROSECOND_RE.search(body) is not None
 
 
 def _required_payload() -> Any:
@@ -115,7 +163,10 @@ class _Envelope(BaseModel):
     role: Slug = Field(
         description="Agent role, e.g. coordinator, implementer, validator, publisher."
     )
-    occurred_at: AwareDatetime = Field(description="When it happened, with a UTC offset.")
+    occurred_at: Timestamp = Field(
+        description="When it happened, with a UTC offset (-15:59 to +15:59); fractions"
+        " of a second beyond the microsecond are truncated."
+    )
     tokens_in: Tokens = 0
     tokens_out: Tokens = 0
     cost_usd: Usd = Decimal(0)
@@ -133,7 +184,7 @@ class _Envelope(BaseModel):
     def _payload_clean(cls, value: Any) -> Any:
         if not isinstance(value, dict) or not value:
             return value
-        text = orjson.dumps(value)
+        text = _storable_json(value)
         if len(text) > MAX_PAYLOAD_BYTES:
             raise ValueError(f"payload is {len(text)} bytes; the limit is {MAX_PAYLOAD_BYTES}")
         if b"\\u0000" in text:
@@ -149,6 +200,35 @@ class _Envelope(BaseModel):
             )
             raise ValueError(f"{path} contains an email address; events must not carry PII")
         return value
+
+
+def _storable_json(value: dict[Any, Any]) -> bytes:
+    """Return ``value`` as JSON, or raise ValueError when the ledger could not store it."""
+    try:
+        text = orjson.dumps(value)
+    except orjson.JSONEncodeError as exc:
+        _check_depth(value)  # orjson stops at 255 levels
+        if "64-bit" in str(exc):
+            raise ValueError("payload holds an integer outside the 64-bit range") from None
+        raise ValueError(f"payload cannot be stored as JSON: {exc}") from None
+    # Only a payload with more brackets than the limit can nest deeper than it.
+    if text.count(b"{") + text.count(b"[") > MAX_PAYLOAD_DEPTH:
+        _check_depth(value)
+    return text
+
+
+def _check_depth(value: Any) -> None:
+    """Refuse a payload whose objects and arrays nest deeper than MAX_PAYLOAD_DEPTH."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((c, level + 1) for c in children if isinstance(c, (dict, list)))
+    if deepest > MAX_PAYLOAD_DEPTH:
+        raise ValueError(
+            f"payload is nested {deepest} levels deep; the limit is {MAX_PAYLOAD_DEPTH}"
+        )
 
 
 _CACHED_KEY_LEN = 64
@@ -365,7 +445,7 @@ class RunQueued(_Envelope):
 
 class ProofRequestedPayload(_Payload):
     proof_id: Ident
-    due_at: AwareDatetime
+    due_at: Timestamp
 
 
 class ProofRequested(_Envelope):

@@ -75,6 +75,7 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
         if isinstance(part, int) or (isinstance(part, str) and part.isdigit()):
             out += f"[{part}]"
         elif part != "__root__":
+            part = part or '""'  # an empty key is named, never an empty field
             out += f".{part}" if out else str(part)
     return out
 

@@ -1,18 +1,28 @@
-"""JSON errors that name the problem: ``{"error": sentence, "fields": [...]}`` for every 4xx."""
+"""JSON errors that name the problem: ``{"error": sentence, "fields": [...]}`` for every 4xx.
+
+Every error is JSON: an unexpected exception is logged with its traceback and answered as a
+JSON 500, never as an HTML page.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from runledger.store import DatabaseUnavailable
 from runledger.validation import FieldError, describe, field_errors
 
-__all__ = ["ApiError", "invalid_request", "register_error_handlers"]
+__all__ = ["INTERNAL_ERROR", "ApiError", "invalid_request", "register_error_handlers"]
+
+INTERNAL_ERROR = (
+    "internal error: the request failed on the server and was logged; retry it, and report it"
+    " if it fails again"
+)
+"""The body's ``error`` for an unexpected exception (a bug; the traceback is logged)."""
 
 
 class ApiError(Exception):
@@ -43,7 +53,14 @@ def invalid_request(exc: ValidationError, *, prefix: str = "") -> ApiError:
 
 
 def register_error_handlers(app: Flask) -> None:
-    """Answer every error as JSON."""
+    """Answer every error as JSON, and refuse URL values the ledger could not store."""
+
+    @app.url_value_preprocessor
+    def _storable_path(endpoint: str | None, values: dict[str, Any] | None) -> None:
+        for name, value in (values or {}).items():
+            if isinstance(value, str) and "\x00" in value:
+                problem = FieldError(name, "must not contain NUL characters")
+                raise ApiError(400, f"{name} in the URL {problem.message}", fields=[problem])
 
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> tuple[Response, int]:
@@ -64,3 +81,10 @@ def register_error_handlers(app: Flask) -> None:
         }
         code = exc.code or 500
         return jsonify(ApiError(code, messages.get(code, exc.description or exc.name)).body()), code
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> tuple[Response, int]:
+        app.logger.error(
+            "unexpected error answering %s %s", request.method, request.path, exc_info=exc
+        )
+        return jsonify({"error": INTERNAL_ERROR}), 500

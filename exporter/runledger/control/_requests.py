@@ -1,9 +1,10 @@
 """Request bodies of the control service's JSON APIs, one pydantic model per endpoint.
 
 Ingest's events are modelled in ``runledger.events``. Dollar fields are
-``runledger.money.Usd``; strings have bounded lengths and refuse NUL characters; times
-carry a UTC offset. ``_batch.parse_body`` validates a body against its model and answers
-400 naming every invalid field.
+``runledger.money.Usd``; strings have bounded lengths and refuse NUL characters; times are
+``runledger.events.Timestamp`` (an offset and a range PostgreSQL accepts).
+``_batch.parse_body`` validates a body against its model and answers 400 naming every
+invalid field.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from runledger.events import Ident, ModelName
+from runledger.events import Ident, ModelName, Timestamp
 from runledger.money import Usd
 from runledger.store.leases import DEFAULT_LEASE_TTL_S
 
@@ -108,7 +109,7 @@ class CapRaise(_Request):
 
     new_cap_usd: Usd
     reason: Reason
-    expires_at: AwareDatetime | None = None
+    expires_at: Timestamp | None = None
 
 
 class TemporaryRaise(_Request):
@@ -133,4 +134,4 @@ class PromptAuditRecord(_Request):
     model: ModelName | None = None
     prompt: Prompt
     response: Prompt | None = None
-    created_at: AwareDatetime = Field(description="When the prompt was sent, with a UTC offset.")
+    created_at: Timestamp = Field(description="When the prompt was sent, with a UTC offset.")

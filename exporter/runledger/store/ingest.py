@@ -17,7 +17,8 @@ from uuid import UUID
 
 import psycopg
 
-from runledger.events import EventError, events_to_json
+from runledger.events import EventError, events_to_json, has_submicrosecond_times
+from runledger.money import MAX_USD
 from runledger.store._database import Database
 from runledger.store.partitions import PartitionCache
 
@@ -26,11 +27,17 @@ __all__ = ["EventResult", "IngestLimits", "Ingestor"]
 _FUTURE_SKEW = timedelta(minutes=5)
 _RETRIES = 3
 _RETRY_SQLSTATES = frozenset({"RL001", "RL002", "40P01", "40001"})
-_FOREIGN = {
+_NUMERIC_OVERFLOW = "22003"
+_PAST_MAX = f"past ${MAX_USD:,}, the largest amount the ledger holds"
+_REFUSED = {
     "tenant": ("tenant_id", "unknown tenant {tenant!r}"),
     "project": ("project_id", "project belongs to another tenant"),
     "run": ("run_id", "run belongs to another tenant"),
+    "run_cost": ("cost_usd", "would take run {run!r}'s total cost " + _PAST_MAX),
+    "day_cost": ("cost_usd", "would take tenant {tenant!r}'s spend on {day} " + _PAST_MAX),
+    "lease_cost": ("cost_usd", "would take the spend of its lease (payload.lease_id) " + _PAST_MAX),
 }
+"""Why ``ingest_batch`` refused an event: the field it names and the message."""
 
 
 @dataclass(slots=True)
@@ -89,7 +96,13 @@ class Ingestor:
         ``body``, when given, is the request ``{"events": [...]}`` these events were
         validated from, all of them, in order: it is sent to PostgreSQL as is, which saves
         serialising the models again. Should PostgreSQL read a value of it differently from
-        validation (it raises a data error), the batch is sent again from the models.
+        validation (it raises a data error), the batch is sent again from the models; a body
+        with times finer than the microsecond, which PostgreSQL would round where validation
+        truncated them, is never sent.
+
+        An event whose id is already stored, with any ``occurred_at``, is a duplicate. An
+        event whose cost would take its run's, its tenant's day's or its lease's sum past
+        what the ledger holds is rejected (found by a second, checked attempt).
 
         Raises:
             DatabaseUnavailable: PostgreSQL could not be reached or failed mid-batch; nothing
@@ -113,8 +126,8 @@ class Ingestor:
                     kept.append((idx, ev))
             candidates = kept
             times = [ev.occurred_at for _, ev in candidates]
-        if len(candidates) < len(events):
-            body = None  # some events were refused: the body no longer matches the batch
+        if len(candidates) < len(events) or (body is not None and has_submicrosecond_times(body)):
+            body = None  # the body no longer matches the batch, or PostgreSQL would round it
         if candidates:
             # Every day the batch may land on (computed once; retries reuse it).
             first, last = min(times).astimezone(UTC).date(), max(times).astimezone(UTC).date()
@@ -125,8 +138,11 @@ class Ingestor:
                         self._store(candidates, days, check_stored=attempt > 0, body=body)
                     )
                     break
-                except psycopg.errors.DataError:
-                    if body is None or attempt == _RETRIES:
+                except psycopg.errors.DataError as exc:
+                    # PostgreSQL read the body differently from validation: send the models.
+                    # A sum past numeric(20, 9): the checked retry rejects the events that
+                    # cause it.
+                    if attempt == _RETRIES or (body is None and exc.sqlstate != _NUMERIC_OVERFLOW):
                         raise
                     body = None
                 except psycopg.errors.CheckViolation as exc:
@@ -179,10 +195,10 @@ class Ingestor:
             if outcome == "duplicate":
                 results[idx] = EventResult(idx, "duplicate", ev.event_id)
             else:
-                field_name, message = _FOREIGN[outcome]
-                results[idx] = _reject(
-                    idx, ev.event_id, field_name, message.format(tenant=ev.tenant_id)
-                )
+                field_name, message = _REFUSED[outcome]
+                day = ev.occurred_at.astimezone(UTC).date().isoformat()
+                message = message.format(tenant=ev.tenant_id, run=ev.run_id, day=day)
+                results[idx] = _reject(idx, ev.event_id, field_name, message)
         for idx, ev in staged:
             if idx not in results:
                 results[idx] = EventResult(idx, "accepted", ev.event_id)
@@ -200,14 +216,14 @@ class Ingestor:
         for idx, ev in candidates:
             eid = ev.event_id
             if ev.tenant_id not in tenants:
-                field_name, message = _FOREIGN["tenant"]
+                field_name, message = _REFUSED["tenant"]
                 results[idx] = _reject(idx, eid, field_name, message.format(tenant=ev.tenant_id))
             elif ev.event_id in seen:
                 results[idx] = EventResult(idx, "duplicate", eid)
             elif projects.setdefault(ev.project_id, ev.tenant_id) != ev.tenant_id:
-                results[idx] = _reject(idx, eid, *_FOREIGN["project"])
+                results[idx] = _reject(idx, eid, *_REFUSED["project"])
             elif runs.setdefault(ev.run_id, ev.tenant_id) != ev.tenant_id:
-                results[idx] = _reject(idx, eid, *_FOREIGN["run"])
+                results[idx] = _reject(idx, eid, *_REFUSED["run"])
             else:
                 seen.add(ev.event_id)
                 staged.append((idx, ev))

@@ -91,6 +91,15 @@ def _rollup(conn: psycopg.Connection, day: date, partition: str) -> None:
     conn.execute(_ROLLUP_SQL.format(partition=partition).encode(), {"day": day})
 
 
+def _forget_event_ids(conn: psycopg.Connection, day: date) -> None:
+    """Delete the ids of ``day``'s events (its partition was just dropped) from event_ids."""
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    conn.execute(
+        "DELETE FROM event_ids WHERE occurred_at >= %s AND occurred_at < %s",
+        (start, start + timedelta(days=1)),
+    )
+
+
 def run_retention(
     url: str,
     *,
@@ -101,7 +110,7 @@ def run_retention(
     """Roll up closed days, drop partitions older than ``days``, prune dependants.
 
     Safe to run repeatedly and concurrently with ingest: each partition is rolled up and
-    dropped in one transaction holding the ingest lock.
+    dropped, with its events' ids, in one transaction holding the ingest lock.
     """
     days = validate_retention_days(days)
     now = now or datetime.now(UTC)
@@ -123,6 +132,7 @@ def run_retention(
                     report.rolled_up_days.append(day)
                 if expired:
                     conn.execute(f"DROP TABLE {name}")
+                    _forget_event_ids(conn, day)
                     report.dropped_partitions.append(name)
         with conn.transaction(force_rollback=dry_run):
             # Same lock order as ingest: partitions first, then the ingest lock.
