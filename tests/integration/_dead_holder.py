@@ -36,9 +36,10 @@ def main() -> None:
     url, tenant, ttl = sys.argv[1], sys.argv[2], float(sys.argv[3])
     db = Database(url, max_size=2).open(wait=True)
     budget = TenantBudget(
-        # Whole chunks (divisor 1), so that the holder holds 60 cents.
+        # Whole chunks (divisor 1): the holder holds the whole $1 cap, and its five 10-cent
+        # calls never take the lease below the background top-up's threshold (40% of it).
         PgLeaseTransport(LeaseStore(db, divisor=1)), tenant, holder="doomed",
-        chunk_usd=Decimal("0.6"), ttl_s=ttl,
+        chunk_usd=Decimal("1"), ttl_s=ttl,
     )  # fmt: skip
     events = [event(tenant, budget.reserve(CALL).settle(CALL)) for _ in range(3)]
     Ingestor(db).ingest(validate_batch(events[:2]))

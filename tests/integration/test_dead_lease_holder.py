@@ -40,12 +40,12 @@ def test_a_killed_holder_gives_back_only_what_it_never_drew(
         assert line, proc.communicate(timeout=10)[1]
         holder = json.loads(line)
         # Idle for 2.5 lifetimes, the lease was kept alive by the heartbeat alone, which
-        # reported the call in flight; 30 cents of its 60 are drawn (20 delivered, 10 spooled).
+        # reported the call in flight; 30 cents of its $1 are drawn (20 delivered, 10 spooled).
         lease = sql(
             "SELECT status, expires_at > now(), spent_usd, inflight_usd, reserved_usd"
             " FROM cap_leases WHERE lease_id = %s", holder["lease_id"],
         )  # fmt: skip
-        assert lease == [("open", True, D("0.3"), D("0.1"), D("0.3"))]
+        assert lease == [("open", True, D("0.3"), D("0.1"), D("0.7"))]
         proc.kill()
         proc.wait(10)
     finally:
@@ -67,8 +67,8 @@ def test_a_killed_holder_gives_back_only_what_it_never_drew(
             spent += D("0.05")
     waited = time.monotonic() - killed_at
     survivor.close()
-    # The 40 cents nobody held at once, then the 10 the holder never drew, after at most two
-    # lifetimes of its lease (expired, then the grace for its spool).
+    # The 50 cents the holder never drew, after at most two lifetimes of its lease (expired,
+    # then the grace for its spool); nothing before, since the holder held the whole cap.
     assert spent == D("0.5")
     assert drawn_by_holder + spent <= D("1")
     assert waited <= 2 * TTL_S + 2.0, waited

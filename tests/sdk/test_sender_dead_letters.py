@@ -129,7 +129,7 @@ def test_one_failing_event_is_isolated_dead_lettered_listed_and_resent_once_fixe
     faulty.poison.add(poison)
     started = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="runledger.sdk"):
-        ledger = make_ledger(faulty.url, agent["token"])
+        ledger = make_ledger(faulty.url, agent["token"], delivery=DeliveryOptions(spool_path=spool))
         # Everything else lands, and the batch was split at most about 2*log2(n) times.
         _wait(lambda: len(_stored(sql)) == n - 1, 30, "delivery of the other events")
         assert poison not in _stored(sql)
@@ -192,7 +192,7 @@ def test_an_event_stored_before_the_failure_is_dead_lettered_then_resent_as_a_du
     ids = _spool_offline(spool, [event("run_started", **run), finished, *_queued(6, "c")])
     faulty.poison.add(finished["event_id"])
     faulty.after = True  # the ledger stores the batch, then fails answering
-    ledger = make_ledger(faulty.url, agent["token"])
+    ledger = make_ledger(faulty.url, agent["token"], delivery=DeliveryOptions(spool_path=spool))
     _emit_until_dead_lettered(ledger, faulty, "d")
     assert ledger.dead_letters()[0]["record_id"] == finished["event_id"]
 
@@ -222,7 +222,7 @@ def test_a_failing_service_dead_letters_nothing_and_once_back_only_the_culprit_w
     poison = ids[5]
     faulty.poison.add(poison)
     faulty.status = status  # the whole service fails, on every event
-    ledger = make_ledger(faulty.url, agent["token"])
+    ledger = make_ledger(faulty.url, agent["token"], delivery=DeliveryOptions(spool_path=spool))
     time.sleep(4)
     assert ledger.dead_letters() == []
     assert ledger.pending() == 16
