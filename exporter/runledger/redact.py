@@ -653,7 +653,31 @@ _TOKEN_COUNT_KEY_RE = re.compile(r"tokens?[_.-]?(?:in|out|count|used)|input_toke
 _COORD_KEYS = frozenset({"lat", "lon", "lng", "latitude", "longitude", "coordinates", "geo"})
 _MAX_CACHED_KEY = 64
 _MAX_CACHED_KEYS = 4096
+_MAX_CACHED_TEXT = 256
 _CITY_KEY_RE = re.compile(r"^(?:.*[._-])?city$")
+
+
+@dataclass(frozen=True, slots=True)
+class _KeyKind:
+    """What a mapping key says of its value."""
+
+    coordinates: bool
+    city: bool
+    secret: bool
+
+
+@functools.lru_cache(maxsize=_MAX_CACHED_KEYS)
+def _key_kind(key: str) -> _KeyKind:
+    lowered = _snake(key)
+    return _KeyKind(
+        coordinates=lowered in _COORD_KEYS,
+        city=_CITY_KEY_RE.match(lowered) is not None,
+        secret=_SECRET_KEY_RE.match(lowered) is not None
+        and not _TOKEN_COUNT_KEY_RE.search(lowered),
+    )
+
+
+_SCALARS = frozenset({int, float, bool})
 
 
 def truncate(text: str, limit: int) -> str:
@@ -682,6 +706,7 @@ class Redactor:
     def __init__(self, rules: Iterable[Rule] = DEFAULT_RULES) -> None:
         self.rules: tuple[Rule, ...] = tuple(rules)
         self._clean_keys: set[str] = set()
+        self._clean_texts: set[str] = set()
         builtin = {id(r) for r in DEFAULT_RULES}
         # Each rule's pre-checks, unrolled into a plan: redaction runs on every log line.
         self._plan = tuple(
@@ -707,8 +732,14 @@ class Redactor:
             limit: cut the redacted text to this many characters (``…`` last). The cut
                 comes after redaction, so a secret is never cut in half and missed.
         """
-        if len(text) >= _SHORTEST_MATCH:
-            text = self._redact(text)
+        if len(text) >= _SHORTEST_MATCH and text not in self._clean_texts:
+            clean = self._redact(text)
+            if clean == text:
+                # Texts repeat (artifact paths, reasons, summaries); only texts that hold
+                # nothing are remembered, so a remembered text is one the rules leave alone.
+                if len(text) <= _MAX_CACHED_TEXT and len(self._clean_texts) < _MAX_CACHED_KEYS:
+                    self._clean_texts.add(text)
+            text = clean
         return text if limit is None else truncate(text, limit)
 
     def _redact(self, text: str) -> str:
@@ -747,21 +778,22 @@ class Redactor:
         Mapping keys are redacted too: a secret used as a key becomes its marker.
         """
         if key is not None:
-            lowered = _snake(key)
-            if lowered in _COORD_KEYS and value is not None:
+            kind = _key_kind(key) if len(key) <= _MAX_CACHED_KEY else _key_kind.__wrapped__(key)
+            if kind.coordinates and value is not None:
                 return marker("coordinates")
-            if isinstance(value, str) and _CITY_KEY_RE.match(lowered):
+            if kind.city and isinstance(value, str):
                 return safe_city(value)
             if (
-                isinstance(value, (str, bytes, int, float))
+                kind.secret
+                and isinstance(value, (str, bytes, int, float))
                 and not isinstance(value, bool)
-                and _SECRET_KEY_RE.match(lowered)
-                and not _TOKEN_COUNT_KEY_RE.search(lowered)
                 and not (isinstance(value, str) and value.startswith(_MARKER_OPEN))
             ):
-                return _name_marker(lowered)
+                return _name_marker(key)
         if isinstance(value, str):
             return self.text(value)
+        if value is None or type(value) in _SCALARS:
+            return value
         if isinstance(value, Mapping):
             out: dict[Any, Any] = {}
             for k, v in value.items():

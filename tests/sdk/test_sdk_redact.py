@@ -271,3 +271,16 @@ def test_redacting_twice_changes_nothing_more() -> None:
     for text in ALL_TEXTS:
         once = redact(text)
         assert redact(once) == once, text
+
+
+def test_remembered_plain_texts_change_no_result() -> None:
+    # A redactor remembers texts that held nothing (they repeat: paths, reasons); a text
+    # with a secret must be redacted every time, and another redactor's rules still apply.
+    r = Redactor()
+    for _ in range(2):
+        for text in ALL_TEXTS:
+            assert r.text(text) == Redactor().text(text), text
+    ticket = Rule("ticket_secret", re.compile(r"\bTCK-[0-9A-F]{12}\b"), hints=("TCK-",))
+    assert r.text("see TCK-0123456789AB") == "see TCK-0123456789AB"
+    assert r.with_rules(ticket).text("see TCK-0123456789AB") == "see [REDACTED:ticket_secret]"
+    assert r.text("x" * 600, limit=10) == "x" * 9 + "…"
