@@ -284,3 +284,11 @@ def test_remembered_plain_texts_change_no_result() -> None:
     assert r.text("see TCK-0123456789AB") == "see TCK-0123456789AB"
     assert r.with_rules(ticket).text("see TCK-0123456789AB") == "see [REDACTED:ticket_secret]"
     assert r.text("x" * 600, limit=10) == "x" * 9 + "…"
+
+
+def test_keys_after_an_escaped_newline_are_redacted() -> None:
+    # str(KeyError(text)) and JSON strings escape newlines: "\\nAKIA..." has no word boundary.
+    for key in ("AKIAAZM3TLY8HHE8UK89", "sk-proj-Qw3rTy9UiOp4AsDfGhJkL1ZxCvBnM0qW",
+                "ghp_1A2b3C4d5E6f7G8h9I0j1K2l3M4n5O6p7Q8r"):  # fmt: skip
+        out = redact(repr(f"keys\n{key}\tnext"))
+        assert key not in out and "[REDACTED:" in out, out
