@@ -11,7 +11,7 @@ import functools
 import re
 from collections.abc import Iterator
 from decimal import Decimal
-from typing import Annotated, Any, Literal, NamedTuple, Self, Union
+from typing import Annotated, Any, ClassVar, Literal, NamedTuple, Self, Union, get_origin
 from uuid import UUID
 
 import orjson
@@ -205,9 +205,12 @@ class _Envelope(BaseModel):
     span_id: SpanId | None = None
     payload: dict[str, Any] = Field(default_factory=dict)
 
+    _free_payload: ClassVar[bool] = True
+    """True when ``payload`` is a plain mapping (redacted whole on arrival)."""
+
     @field_validator("payload", mode="before")
     @classmethod
-    def _payload_clean(cls, value: Any) -> Any:
+    def _payload_clean(cls, value: Any, info: ValidationInfo) -> Any:
         if not isinstance(value, dict) or not value:
             return value
         text = orjson.dumps(value)
@@ -225,18 +228,17 @@ class _Envelope(BaseModel):
                 if isinstance(v, str) and _EMAIL_RE.search(v)
             )
             raise ValueError(f"{path} contains an email address; events must not carry PII")
-        return value
-
-    @field_validator("payload", mode="after")
-    @classmethod
-    def _payload_redacted(cls, value: Any, info: ValidationInfo) -> Any:
-        # A typed payload (a _Payload model) redacts its own fields.
-        if type(value) is dict and value:
+        if cls._free_payload:  # a typed payload (a _Payload model) redacts its own fields
             clean = _REDACTOR.value(value)
             if clean != value:
                 _note_redacted(info)
                 return clean
         return value
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        cls._free_payload = get_origin(cls.model_fields["payload"].annotation) is dict
 
 
 _CACHED_KEY_LEN = 64
