@@ -271,3 +271,24 @@ def test_redacting_twice_changes_nothing_more() -> None:
     for text in ALL_TEXTS:
         once = redact(text)
         assert redact(once) == once, text
+
+
+def test_remembered_plain_texts_change_no_result() -> None:
+    # A redactor remembers texts that held nothing (they repeat: paths, reasons); a text
+    # with a secret must be redacted every time, and another redactor's rules still apply.
+    r = Redactor()
+    for _ in range(2):
+        for text in ALL_TEXTS:
+            assert r.text(text) == Redactor().text(text), text
+    ticket = Rule("ticket_secret", re.compile(r"\bTCK-[0-9A-F]{12}\b"), hints=("TCK-",))
+    assert r.text("see TCK-0123456789AB") == "see TCK-0123456789AB"
+    assert r.with_rules(ticket).text("see TCK-0123456789AB") == "see [REDACTED:ticket_secret]"
+    assert r.text("x" * 600, limit=10) == "x" * 9 + "…"
+
+
+def test_keys_after_an_escaped_newline_are_redacted() -> None:
+    # str(KeyError(text)) and JSON strings escape newlines: "\\nAKIA..." has no word boundary.
+    for key in ("AKIAAZM3TLY8HHE8UK89", "sk-proj-Qw3rTy9UiOp4AsDfGhJkL1ZxCvBnM0qW",
+                "ghp_1A2b3C4d5E6f7G8h9I0j1K2l3M4n5O6p7Q8r"):  # fmt: skip
+        out = redact(repr(f"keys\n{key}\tnext"))
+        assert key not in out and "[REDACTED:" in out, out

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, NamedTuple, Self, Union, get_origin
 from uuid import UUID
 
 import orjson
@@ -25,10 +25,13 @@ from pydantic import (
     StringConstraints,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from runledger.money import Usd
+from runledger.redact import default_redactor, safe_city
 from runledger.validation import FieldError, field_errors
 
 __all__ = [
@@ -40,6 +43,7 @@ __all__ = [
     "SPEC_EVENT_TYPES",
     "Event",
     "EventError",
+    "ParsedBatch",
     "Timestamp",
     "event_json_schema",
     "events_to_json",
@@ -78,6 +82,45 @@ _KEY_STRIP_RE = re.compile(r"[^a-z0-9]")
 _PII_COMPACT = frozenset(k.replace("_", "") for k in PII_KEYS)
 
 
+_REDACTOR = default_redactor()
+_REDACTED = "redacted"
+"""Key of the validation context set when redaction changed a text of the events."""
+
+
+def _note_redacted(info: ValidationInfo) -> None:
+    if info.context is not None:
+        info.context[_REDACTED] = True
+
+
+def _redacted(limit: int) -> AfterValidator:
+    """Redact a free-text field after its other checks, cut to ``limit`` after redaction."""
+
+    def clean(text: str, info: ValidationInfo) -> str:
+        out = _REDACTOR.text(text, limit=limit)
+        if out != text:
+            _note_redacted(info)
+        return out
+
+    return AfterValidator(clean)
+
+
+def _city(text: str, info: ValidationInfo) -> str:
+    out = safe_city(text)
+    if out != text:
+        _note_redacted(info)
+    return out
+
+
+def _not_zero(value: str) -> str:
+    if not value.strip("0"):
+        raise ValueError(
+            "is all zeros, which is not a valid W3C id; send the real id or leave the field out"
+        )
+    return value
+
+
+_NOT_ZERO_SCHEMA = {"not": {"pattern": "^0+$"}}
+
 IDENT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 Ident = Annotated[str, StringConstraints(pattern=IDENT_PATTERN)]
 """Tenant, project and run identifiers: 1-128 of letters, digits and ``. _ : -``."""
@@ -89,12 +132,31 @@ Slug = Annotated[
 """Phase, role and playbook names; stored lower-case because they become metric labels."""
 
 ModelName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}$")]
-TraceId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
-SpanId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
+TraceId = Annotated[
+    str,
+    StringConstraints(pattern=r"^[0-9a-f]{32}$"),
+    AfterValidator(_not_zero),
+    Field(json_schema_extra=_NOT_ZERO_SCHEMA),
+]
+"""A W3C trace id: 32 lower-case hex digits, not all zeros."""
+SpanId = Annotated[
+    str,
+    StringConstraints(pattern=r"^[0-9a-f]{16}$"),
+    AfterValidator(_not_zero),
+    Field(json_schema_extra=_NOT_ZERO_SCHEMA),
+]
+"""A W3C span id: 16 lower-case hex digits, not all zeros."""
 Tokens = Annotated[int, Field(ge=0, le=2**31 - 1)]
-OneLine = Annotated[str, StringConstraints(min_length=1, max_length=500, pattern=r"^[^\r\n\x00]*$")]
+OneLine = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=500, pattern=r"^[^\r\n\x00]*$"),
+    _redacted(500),
+]
+"""Free text on one line, redacted on arrival (docs/redaction.md)."""
+ShortText = Annotated[str, StringConstraints(max_length=128), _redacted(128)]
+"""Free text of up to 128 characters, redacted on arrival."""
 ArtifactPath = Annotated[
-    str, StringConstraints(min_length=1, max_length=512, pattern=r"^[^\x00]+$")
+    str, StringConstraints(min_length=1, max_length=512, pattern=r"^[^\x00]+$"), _redacted(512)
 ]
 ArtifactVersion = Annotated[int, Field(ge=1, le=2**31 - 1)]
 
@@ -145,9 +207,23 @@ def _required_payload() -> Any:
 
 
 class _Payload(BaseModel):
-    """Payload base: typed keys where a type needs them, any other keys allowed."""
+    """Payload base: typed keys where a type needs them, any other keys allowed.
+
+    The other keys are redacted on arrival like the typed free text: every string, every
+    key, and values under keys that name a secret (``Redactor.value``).
+    """
 
     model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="after")
+    def _redact_extra(self, info: ValidationInfo) -> Self:
+        extra = self.__pydantic_extra__
+        if extra:
+            clean = _REDACTOR.value(extra)
+            if clean != extra:
+                self.__pydantic_extra__ = clean
+                _note_redacted(info)
+        return self
 
 
 class _Envelope(BaseModel):
@@ -179,9 +255,12 @@ class _Envelope(BaseModel):
     span_id: SpanId | None = None
     payload: dict[str, Any] = Field(default_factory=dict)
 
+    _free_payload: ClassVar[bool] = True
+    """True when ``payload`` is a plain mapping (redacted whole on arrival)."""
+
     @field_validator("payload", mode="before")
     @classmethod
-    def _payload_clean(cls, value: Any) -> Any:
+    def _payload_clean(cls, value: Any, info: ValidationInfo) -> Any:
         if not isinstance(value, dict) or not value:
             return value
         text = _storable_json(value)
@@ -199,7 +278,17 @@ class _Envelope(BaseModel):
                 if isinstance(v, str) and _EMAIL_RE.search(v)
             )
             raise ValueError(f"{path} contains an email address; events must not carry PII")
+        if cls._free_payload:  # a typed payload (a _Payload model) redacts its own fields
+            clean = _REDACTOR.value(value)
+            if clean != value:
+                _note_redacted(info)
+                return clean
         return value
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        cls._free_payload = get_origin(cls.model_fields["payload"].annotation) is dict
 
 
 def _storable_json(value: dict[Any, Any]) -> bytes:
@@ -326,7 +415,7 @@ class RunFinished(_Envelope):
 
 class RunFailedPayload(_Payload):
     reason: OneLine
-    error_class: Annotated[str, StringConstraints(max_length=128)] | None = None
+    error_class: ShortText | None = None
     retryable: bool | None = None
 
 
@@ -364,7 +453,7 @@ class ArtifactWritten(_Envelope):
 
 class ValidationFailedPayload(_Payload):
     reason: OneLine
-    rule: Annotated[str, StringConstraints(max_length=128)] | None = None
+    rule: ShortText | None = None
     strict: bool = False
 
 
@@ -490,8 +579,13 @@ class MicrositeConversion(_Envelope):
 
 class DemoPayload(_Payload):
     demo_id: Ident
-    city: Annotated[str, StringConstraints(min_length=1, max_length=80)] | None = Field(
-        None, description="Uber Mode location, aggregated to the city; never coordinates."
+    city: (
+        Annotated[str, StringConstraints(min_length=1, max_length=80), AfterValidator(_city)] | None
+    ) = Field(
+        None,
+        description="Uber Mode location, aggregated to the city; never coordinates. A city "
+        "missing from runledger/data/cities.csv (an address, a venue) is stored as "
+        "[REDACTED:city].",
     )
 
 
@@ -565,16 +659,28 @@ class _Body(BaseModel):
     events: list[Event] = Field(min_length=1, max_length=MAX_BATCH_EVENTS)
 
 
-def parse_batch_json(body: bytes) -> list[Any] | None:
+class ParsedBatch(NamedTuple):
+    """The events of a valid ``POST /v1/events`` body."""
+
+    events: list[Any]
+    as_sent: bool
+    """True when the body holds the events as validated: redaction changed no text, so
+    the body may be stored as it is."""
+
+
+def parse_batch_json(body: bytes) -> ParsedBatch | None:
     """Return the events of a well-formed body whose every event is valid, else None.
 
-    pydantic-core parses the JSON straight into models (no intermediate dictionaries). Any
-    problem returns None: the caller then takes the slow path, which names each problem.
+    pydantic-core parses the JSON straight into models (no intermediate dictionaries), and
+    free-text fields are redacted on the way. Any problem returns None: the caller then takes
+    the slow path, which names each problem.
     """
+    context: dict[str, bool] = {}
     try:
-        return _Body.model_validate_json(body).events
+        events = _Body.model_validate_json(body, context=context).events
     except ValidationError:
         return None
+    return ParsedBatch(events, not context)
 
 
 EventError = FieldError
@@ -595,7 +701,10 @@ def _event_errors(exc: ValidationError, tag: str | None) -> list[FieldError]:
 
 
 def validate_batch(raw: list[Any]) -> list[_Envelope | list[FieldError]]:
-    """Validate a list of decoded events; each slot holds the model or that event's errors."""
+    """Validate a list of decoded events; each slot holds the model or that event's errors.
+
+    Free-text fields of the models are redacted.
+    """
     try:
         return list(_BATCH_ADAPTER.validate_python(raw))
     except ValidationError:

@@ -392,6 +392,9 @@ _WEBHOOK_HOSTS = (
     r"|hooks\.zapier\.com/hooks/catch"
     r"|[^\s/\"'<>]+/(?:[^\s/?#\"'<>]+/)*?(?:web)?hooks?(?=/[\w-]{16,})"
 )
+# Where a key may start: at a word boundary, or right after an escaped newline or tab
+# (``...\\nAKIA...`` in a repr or a JSON string), where there is no word boundary.
+_KEY_START = r"(?:\b|(?<=\\[nrt]))"
 _COORD = r"-?\d{1,3}\.\d{3,}"
 _BARE_COORD = r"-?\d{1,3}\.\d{4,}"
 
@@ -407,7 +410,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "jwt",
-        re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}"),
+        re.compile(_KEY_START + r"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}"),
         description="JSON Web Tokens",
         hints=("eyJ",),
     ),
@@ -452,20 +455,20 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "anthropic_key",
-        re.compile(r"\bsk-ant-[A-Za-z0-9_-]{16,}"),
+        re.compile(_KEY_START + r"sk-ant-[A-Za-z0-9_-]{16,}"),
         description="Anthropic API keys",
         hints=("sk-ant-",),
     ),
     Rule(
         "openai_key",
-        re.compile(r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}"),
+        re.compile(_KEY_START + r"sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}"),
         description="OpenAI-style secret keys",
         hints=("sk-",),
     ),
     Rule(
         "aws_access_key",
         re.compile(
-            r"\b(?:AKIA|ASIA|ABIA|ACCA|AIDA|AROA|A3T[A-Z0-9])[A-Z0-9]{16}\b"
+            _KEY_START + r"(?:AKIA|ASIA|ABIA|ACCA|AIDA|AROA|A3T[A-Z0-9])[A-Z0-9]{16}\b"
             r"(?:(?P<sep>[\s,;:=|\"'/]{1,6}(?:[A-Za-z_]{1,40}[\s,;:=|\"']{1,6})?)"
             r"(?P<secret>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=]))?"
         ),
@@ -475,48 +478,50 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "github_token",
-        re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{22,})"),
+        re.compile(_KEY_START + r"(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{22,})"),
         description="GitHub tokens",
         hints=("gh", "github_pat_"),
     ),
     Rule(
         "gitlab_token",
-        re.compile(r"\b(?:glpat|gldt|glft|glsoat|glrt|glcbt|glptt|gloas)-[A-Za-z0-9_-]{20,}"),
+        re.compile(
+            _KEY_START + r"(?:glpat|gldt|glft|glsoat|glrt|glcbt|glptt|gloas)-[A-Za-z0-9_-]{20,}"
+        ),
         description="GitLab tokens",
         hints=("gl",),
     ),
     Rule(
         "slack_token",
-        re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}"),
+        re.compile(_KEY_START + r"xox[abposr]-[A-Za-z0-9-]{10,}"),
         description="Slack tokens",
         hints=("xox",),
     ),
     Rule(
         "google_api_key",
-        re.compile(r"\bAIza[0-9A-Za-z_-]{35}"),
+        re.compile(_KEY_START + r"AIza[0-9A-Za-z_-]{35}"),
         description="Google API keys",
         hints=("AIza",),
     ),
     Rule(
         "stripe_key",
-        re.compile(r"\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}"),
+        re.compile(_KEY_START + r"(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}"),
         description="Stripe secret keys",
         hints=("_live_", "_test_"),
     ),
     Rule(
         "service_token",
         re.compile(
-            r"\bSG\.[\w-]{22}\.[\w-]{43}\b|\bnpm_[A-Za-z0-9]{36}\b|\bpypi-AgE[\w-]{70,}"
-            r"|\bhf_[A-Za-z0-9]{30,}\b|\b\d{8,10}:AA[\w-]{33}\b"
-            r"|\b[MNO][\w-]{23,25}\.[\w-]{6}\.[\w-]{27,38}\b|\bSK[0-9a-f]{32}\b"
-            r"|\b[0-9a-f]{32}-us\d{1,2}\b|\bsq0(?:csp|atp)-[\w-]{22,43}|\bGOCSPX-[\w-]{28}"
+            _KEY_START + r"(?:SG\.[\w-]{22}\.[\w-]{43}\b|npm_[A-Za-z0-9]{36}\b|pypi-AgE[\w-]{70,}"
+            r"|hf_[A-Za-z0-9]{30,}\b|\d{8,10}:AA[\w-]{33}\b"
+            r"|[MNO][\w-]{23,25}\.[\w-]{6}\.[\w-]{27,38}\b|SK[0-9a-f]{32}\b"
+            r"|[0-9a-f]{32}-us\d{1,2}\b|sq0(?:csp|atp)-[\w-]{22,43}|GOCSPX-[\w-]{28})"
         ),
         description="other providers' tokens of a fixed shape",
         prefilter=re.compile(r"SG\.|npm_|pypi-|hf_|:AA|\.[\w-]{6}\.|SK[0-9a-f]|-us\d|sq0|GOCSPX"),
     ),
     Rule(
         "runledger_token",
-        re.compile(r"\brl_[A-Za-z0-9_-]{40,}"),
+        re.compile(_KEY_START + r"rl_[A-Za-z0-9_-]{40,}"),
         description="runledger bearer tokens",
         hints=("rl_",),
     ),
@@ -653,7 +658,31 @@ _TOKEN_COUNT_KEY_RE = re.compile(r"tokens?[_.-]?(?:in|out|count|used)|input_toke
 _COORD_KEYS = frozenset({"lat", "lon", "lng", "latitude", "longitude", "coordinates", "geo"})
 _MAX_CACHED_KEY = 64
 _MAX_CACHED_KEYS = 4096
+_MAX_CACHED_TEXT = 256
 _CITY_KEY_RE = re.compile(r"^(?:.*[._-])?city$")
+
+
+@dataclass(frozen=True, slots=True)
+class _KeyKind:
+    """What a mapping key says of its value."""
+
+    coordinates: bool
+    city: bool
+    secret: bool
+
+
+@functools.lru_cache(maxsize=_MAX_CACHED_KEYS)
+def _key_kind(key: str) -> _KeyKind:
+    lowered = _snake(key)
+    return _KeyKind(
+        coordinates=lowered in _COORD_KEYS,
+        city=_CITY_KEY_RE.match(lowered) is not None,
+        secret=_SECRET_KEY_RE.match(lowered) is not None
+        and not _TOKEN_COUNT_KEY_RE.search(lowered),
+    )
+
+
+_SCALARS = frozenset({int, float, bool})
 
 
 def truncate(text: str, limit: int) -> str:
@@ -665,7 +694,11 @@ def truncate(text: str, limit: int) -> str:
         return text
     if limit <= 0:
         return ""
-    end = limit - 1
+    return _cut(text, limit - 1)
+
+
+def _cut(text: str, end: int) -> str:
+    """Return ``text[:end]`` and ``…``, cut before a marker that ``end`` would split."""
     opened = text.rfind(_MARKER_OPEN, 0, end + len(_MARKER_OPEN) - 1)
     if opened != -1 and opened < end and text.find("]", opened) >= end:
         end = opened
@@ -682,6 +715,7 @@ class Redactor:
     def __init__(self, rules: Iterable[Rule] = DEFAULT_RULES) -> None:
         self.rules: tuple[Rule, ...] = tuple(rules)
         self._clean_keys: set[str] = set()
+        self._clean_texts: set[str] = set()
         builtin = {id(r) for r in DEFAULT_RULES}
         # Each rule's pre-checks, unrolled into a plan: redaction runs on every log line.
         self._plan = tuple(
@@ -707,9 +741,29 @@ class Redactor:
             limit: cut the redacted text to this many characters (``…`` last). The cut
                 comes after redaction, so a secret is never cut in half and missed.
         """
-        if len(text) >= _SHORTEST_MATCH:
-            text = self._redact(text)
-        return text if limit is None else truncate(text, limit)
+        if len(text) >= _SHORTEST_MATCH and text not in self._clean_texts:
+            clean = self._redact(text)
+            if clean == text:
+                # Texts repeat (artifact paths, reasons, summaries); only texts that hold
+                # nothing are remembered, so a remembered text is one the rules leave alone.
+                if len(text) <= _MAX_CACHED_TEXT and len(self._clean_texts) < _MAX_CACHED_KEYS:
+                    self._clean_texts.add(text)
+            text = clean
+        if limit is None or len(text) <= limit:
+            return text
+        cut = truncate(text, limit)
+        while True:
+            # The end of a cut text can read as a secret to a second pass (``secret='…``,
+            # digits now followed by ``…``); cut before the word that would change, so that
+            # redacting the result again (as the ledger does) changes nothing.
+            again = self.text(cut)
+            if again == cut:
+                return cut
+            changed = next(
+                (i for i, (a, b) in enumerate(zip(cut, again, strict=False)) if a != b),
+                len(cut) - 1,
+            )
+            cut = _cut(cut, max(cut.rfind(" ", 0, changed), 0))
 
     def _redact(self, text: str) -> str:
         lowered: str | None = None
@@ -747,21 +801,22 @@ class Redactor:
         Mapping keys are redacted too: a secret used as a key becomes its marker.
         """
         if key is not None:
-            lowered = _snake(key)
-            if lowered in _COORD_KEYS and value is not None:
+            kind = _key_kind(key) if len(key) <= _MAX_CACHED_KEY else _key_kind.__wrapped__(key)
+            if kind.coordinates and value is not None:
                 return marker("coordinates")
-            if isinstance(value, str) and _CITY_KEY_RE.match(lowered):
+            if kind.city and isinstance(value, str):
                 return safe_city(value)
             if (
-                isinstance(value, (str, bytes, int, float))
+                kind.secret
+                and isinstance(value, (str, bytes, int, float))
                 and not isinstance(value, bool)
-                and _SECRET_KEY_RE.match(lowered)
-                and not _TOKEN_COUNT_KEY_RE.search(lowered)
                 and not (isinstance(value, str) and value.startswith(_MARKER_OPEN))
             ):
-                return _name_marker(lowered)
+                return _name_marker(key)
         if isinstance(value, str):
             return self.text(value)
+        if value is None or type(value) in _SCALARS:
+            return value
         if isinstance(value, Mapping):
             out: dict[Any, Any] = {}
             for k, v in value.items():

@@ -257,6 +257,11 @@ MALFORMED: list[tuple[str, dict[str, Any], str, str]] = [
      "payload.cap", "Input should be"),
     ("multi-line summary", {"type": "external_call",
      "payload": {"service": "s", "summary": "a\nb"}}, "payload.summary", "pattern"),
+    ("all-zero trace id", {"trace_id": "0" * 32}, "trace_id",
+     "is all zeros, which is not a valid W3C id; send the real id or leave the field out"),
+    ("all-zero span id", {"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "span_id": "0" * 16},
+     "span_id",
+     "is all zeros, which is not a valid W3C id; send the real id or leave the field out"),
 ]  # fmt: skip
 
 

@@ -8,8 +8,21 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Status, StatusCode
 
 from _support.corpus import FORBIDDEN, ORDINARY, SECRETS
+from _support.redact_corpus import (
+    BASE64_CREDENTIALS,
+    CLOUD_SECRETS,
+    NATIONAL_PHONES,
+    NON_ASCII_EMAILS,
+    URL_CREDENTIALS,
+    WEBHOOKS,
+)
 from _support.sdk import OtlpReceiver, Telemetry
 from runledger.sdk import CostOptions, Ledger, RateLimitingSampler, TelemetryOptions
 
@@ -232,3 +245,131 @@ def test_no_secret_or_pii_leaves_the_process(
     for text in ORDINARY:
         assert text in reasons  # ordinary text is left intact
         assert text in blob
+
+
+# Every text of both corpora, and the fragments of each that must not leave the process.
+CORPUS: list[tuple[str, tuple[str, ...]]] = [
+    *((text, (value,)) for _, text, value in SECRETS),
+    *((text, fragments) for cases in (CLOUD_SECRETS, URL_CREDENTIALS, WEBHOOKS,
+                                       NATIONAL_PHONES, BASE64_CREDENTIALS, NON_ASCII_EMAILS)
+      for _, text, fragments in cases),
+]  # fmt: skip
+
+TRACES = {
+    "otel disabled": ({"OTEL_SDK_DISABLED": "true"}, None),
+    "no span exporter": ({"OTEL_TRACES_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none"}, None),
+    "no-op provider": ({}, trace.NoOpTracerProvider()),
+}
+
+
+@pytest.mark.parametrize("setup", list(TRACES))
+def test_runs_carry_real_distinct_trace_ids_whether_or_not_spans_are_exported(
+    control_server: str,
+    agent: dict[str, str],
+    make_ledger: Callable[..., Ledger],
+    telemetry: Telemetry,
+    sql: Sql,
+    setup: str,
+) -> None:
+    environ, provider = TRACES[setup]
+    options = TelemetryOptions(tracer_provider=provider, logger_provider=telemetry.logger_provider)
+    ledger = make_ledger(control_server, agent["token"], environ=environ, telemetry=options)
+    calls = {}
+    for _ in range(3):
+        with ledger.run("acme", "proj-1", "build", "implementer") as run:
+            with run.model_call("gpt-4.1", cost_usd=0.001) as call:
+                calls[run.run_id] = trace.get_current_span().get_span_context()
+                run.emit("phase_entered")  # an event inside the model call
+                call.record(tokens_in=1, tokens_out=1)
+        assert run.trace_id is not None and int(run.trace_id, 16) != 0
+    assert ledger.flush(10)
+    trace_ids = set()
+    for run_id, call in calls.items():
+        [(trace_id,)] = sql("SELECT DISTINCT trace_id FROM events WHERE run_id = %s", run_id)
+        assert len(trace_id) == 32 and trace_id.strip("0"), trace_id
+        assert sql("SELECT trace_id FROM runs WHERE run_id = %s", run_id) == [(trace_id,)]
+        assert format(call.trace_id, "032x") == trace_id  # the call is in the run's trace
+        [(span_id,)] = sql("SELECT span_id FROM events WHERE type = 'phase_entered' "
+                           "AND run_id = %s", run_id)  # fmt: skip
+        assert span_id.strip("0") and span_id == format(call.span_id, "016x")
+        trace_ids.add(trace_id)
+    assert len(trace_ids) == 3
+
+
+def test_nothing_put_on_the_sdks_spans_leaks_through_an_applications_global_provider(
+    make_ledger: Callable[..., Ledger], telemetry: Telemetry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The application installed its own SDK provider globally: the SDK uses it as it is,
+    # with no redacting exporter of its own, so the SDK's spans must be redacted at source.
+    exported = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER", provider)
+    ledger = make_ledger(
+        None, telemetry=TelemetryOptions(logger_provider=telemetry.logger_provider)
+    )
+    texts = [text for text, _ in CORPUS]
+    with (
+        pytest.raises(RuntimeError),
+        ledger.run(
+            "acme", "proj-1", "build", "implementer", attributes={"ticket": texts[0]}
+        ) as run,
+    ):
+        for text in texts:
+            span = trace.get_current_span()  # the run's span
+            span.add_event(text, {"detail": text, text: 1})
+            span.set_attribute("note", text)
+            span.record_exception(ValueError(text), attributes={"extra": text})
+            with run.model_call("gpt-4.1", cost_usd=0, attributes={"q": text}) as call:
+                current = trace.get_current_span()
+                current.add_event("tool call", {"input": text})
+                current.set_attributes({"answer": text, "list": [text, "ok"]})
+                current.set_status(Status(StatusCode.ERROR, text))
+                call.set_attribute("note", text)
+                with (
+                    pytest.raises(KeyError),
+                    trace.use_span(current, record_exception=True, set_status_on_exception=True),
+                ):
+                    raise KeyError(text)
+            with run.external_call(f"crm {text}", summary=text) as ext:
+                trace.get_current_span().record_exception(RuntimeError(text))
+                trace.get_current_span().update_name(f"external {text}")
+                ext.summary = text
+        raise RuntimeError("crashed with " + " ".join(texts))
+    spans = exported.get_finished_spans()
+    assert len(spans) == 1 + 2 * len(texts)
+    blob = "\n".join(s.to_json() for s in spans)
+    for span in spans:  # each span holds recorded exceptions (the run's up to its limit)
+        recorded = [e for e in span.events if e.name == "exception"]
+        assert recorded and all("exception.stacktrace" in (e.attributes or {}) for e in recorded)
+    leaked = [f for _, fragments in CORPUS for f in fragments if f in blob]
+    assert leaked == []
+    assert "[REDACTED:aws_secret_key]" in blob and "[REDACTED:webhook_url]" in blob
+
+
+def test_text_cut_to_its_limit_is_redacted_first_and_accepted_by_the_ledger(
+    control_server: str, agent: dict[str, str], make_ledger: Callable[..., Ledger], sql: Sql
+) -> None:
+    key = "sk-proj-Qw3rTy9UiOp4AsDfGhJkL1ZxCvBnM0qW"
+    straddling = "x" * 480 + f" {key} and more"  # the 500-character cut falls inside the key
+    crash = " ".join(text for _, text, _ in SECRETS)  # longer than 500 once redacted
+    ledger = make_ledger(control_server, agent["token"])
+    for text in (straddling, crash):
+        run = ledger.start_run("acme", "proj-1", "build", "publisher")
+        run.validation_failed(text)
+        run.publish_done("site/index.html", 1, instructions=text)
+        run.user_override(text)
+        run.impersonation_started("support-7", reason=text)
+        with run.external_call("crm", summary=text):
+            pass
+        run.partial(summary=text, missing=text)
+        ledger.start_run("acme", "proj-1", "build", "implementer").fail(RuntimeError(text))
+        ledger.start_run("acme", "proj-1", "build", "implementer").finish(summary=text)
+    assert ledger.flush(10)
+    assert ledger.dead_letters() == []
+    texts = [r[0] for r in sql("SELECT payload::text FROM events")]
+    texts += [r[0] for r in sql("SELECT reason FROM failures")]
+    blob = "\n".join(texts)
+    assert key[:12] not in blob
+    assert [value for _, _, value in SECRETS if value in blob] == []
+    assert blob.count("[REDACTED:openai_key]") >= 9

@@ -8,7 +8,7 @@ from flask import Blueprint, Response, current_app, request
 
 from runledger.control._auth import current_principal, require
 from runledger.control._batch import batch_counts, batch_response, read_batch
-from runledger.events import MAX_BATCH_EVENTS, parse_batch_json, validate_batch
+from runledger.events import MAX_BATCH_EVENTS, ParsedBatch, parse_batch_json, validate_batch
 from runledger.store import EventResult, Ingestor
 from runledger.validation import FieldError
 
@@ -22,10 +22,12 @@ bp = Blueprint("api", __name__, url_prefix="/v1")
 def post_events() -> Response:
     """Store a batch of events; answer one result per event, in order."""
     ingestor: Ingestor = current_app.extensions["runledger.ingestor"]
-    events = _valid_batch()
-    if events is not None:
+    parsed = _valid_batch()
+    if parsed is not None:
         # Every event passed validation (the common case): one result per event, in order.
-        ordered = _located(ingestor.ingest(events, body=request.get_data(cache=True)))
+        # The body goes to PostgreSQL as sent unless redaction changed a text of it.
+        body = request.get_data(cache=True) if parsed.as_sent else None
+        ordered = _located(ingestor.ingest(parsed.events, body=body))
     else:
         raw = read_batch("events", MAX_BATCH_EVENTS)
         ordered = _ingest_mixed(ingestor, raw, validate_batch(raw))
@@ -54,7 +56,7 @@ def _ingest_mixed(ingestor: Ingestor, raw: list[Any], validated: list[Any]) -> l
     return [results[i] for i in range(len(validated))]
 
 
-def _valid_batch() -> list[Any] | None:
+def _valid_batch() -> ParsedBatch | None:
     """Return the events of a request whose every event is valid (the common case), or None.
 
     Parsing and validation happen in one pass in pydantic-core; anything unusual (not JSON,
@@ -63,13 +65,13 @@ def _valid_batch() -> list[Any] | None:
     """
     if request.mimetype != "application/json":
         return None
-    events = parse_batch_json(request.get_data(cache=True))
-    if events is None:
+    parsed = parse_batch_json(request.get_data(cache=True))
+    if parsed is None:
         return None
     principal = current_principal()
-    if not all(principal.can_write_tenant(t) for t in {ev.tenant_id for ev in events}):
+    if not all(principal.can_write_tenant(t) for t in {ev.tenant_id for ev in parsed.events}):
         return None
-    return events
+    return parsed
 
 
 def _located(results: list[EventResult]) -> list[EventResult]:

@@ -27,7 +27,8 @@ def _seconds(later: datetime, earlier: datetime) -> float:
 
 
 def _exemplar(trace_id: str | None) -> dict[str, str] | None:
-    return {"trace_id": trace_id} if trace_id else None
+    # An all-zero id (stored before ingest refused them) names no trace.
+    return {"trace_id": trace_id} if trace_id and trace_id.strip("0") else None
 
 
 class EventTailer:

@@ -18,8 +18,10 @@ from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from runledger.money import parse_usd, round_usd
+from runledger.redact import Redactor
 from runledger.sdk._costs import CostGuard, Ticket
 from runledger.sdk._services import RunServices, Usage
+from runledger.sdk._telemetry import in_context
 from runledger.sdk._usage import usage_from_response
 
 __all__ = [
@@ -98,10 +100,31 @@ def usd(value: Decimal | float | int | str, name: str = "cost_usd") -> Decimal:
     return parse_usd(value, name=name)
 
 
-def one_line(text: str, limit: int = 500) -> str:
-    """Return ``text`` on one line, cut to ``limit`` characters."""
-    line = " ".join(text.split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"
+def one_line(text: str, redactor: Redactor, limit: int = 500) -> str:
+    """Return ``text`` on one line, redacted, then cut to ``limit`` characters."""
+    return redactor.text(" ".join(text.split()), limit=limit)
+
+
+def _service(name: str, redactor: Redactor) -> str:
+    """Return the ``external_call`` service for a call named ``name`` (already redacted).
+
+    Only ``A-Za-z0-9._:/-``, 128 at most, cut after redaction; and cut before whatever a
+    second redaction (the ledger's) would still change: ``api_key:-REDACTED:api_key`` reads
+    as a secret assignment again, while the service must stay as it is to be valid.
+    """
+    service = _SERVICE_CHARS.sub("-", name).strip("-")[:128]
+    while service:
+        again = redactor.text(service)
+        if again == service:
+            break
+        changed = next(
+            (i for i, (a, b) in enumerate(zip(service, again, strict=False)) if a != b),
+            len(service),
+        )
+        service = service[:changed].rstrip("-")
+    if not service:
+        return "external"
+    return service if service[0].isalnum() else "x" + service[:127]
 
 
 def _active_run() -> CallingRun:
@@ -126,14 +149,17 @@ def _consult_budget(run: CallingRun, kind: str, name: str, ticket: Ticket | None
 
 def _child_span(
     run: CallingRun, name: str, attrs: dict[str, Any], extra: Mapping[str, Any] | None
-) -> Any:
-    """Start a call's client span with ``attrs`` (the run's and the call's) and ``extra``
-    (the caller's, redacted)."""
+) -> tuple[Any, object]:
+    """Start a call's client span named ``name`` (redacted here) with ``attrs`` (the run's
+    and the call's, redacted by the caller) and ``extra`` (the caller's, redacted here); make
+    it current. Return the span and the context token to detach."""
+    redactor = run.services.redactor
     if extra:
-        attrs.update(run.services.redactor.attributes(extra))
-    return run.services.tracer.start_span(
-        name, context=run.log_context(), kind=SpanKind.CLIENT, attributes=attrs
+        attrs.update(redactor.attributes(extra))
+    span = run.services.tracer.start_span(
+        redactor.text(name), context=run.log_context(), kind=SpanKind.CLIENT, attributes=attrs
     )
+    return span, otel_context.attach(trace.set_span_in_context(in_context(span, redactor)))
 
 
 @dataclass(slots=True)
@@ -196,16 +222,17 @@ class ModelCall:
         if run.budget is not None:
             ticket = _consult_budget(run, "model", self.model, ticket)
         self._ticket = ticket
+        text = run.services.redactor.text
         attrs: dict[str, Any] = {
             **run.span_attributes,
-            "gen_ai.operation.name": req.operation,
-            "gen_ai.request.model": self.model,
+            "gen_ai.operation.name": text(req.operation),
+            "gen_ai.request.model": text(self.model),
         }
         if req.provider:
-            attrs["gen_ai.provider.name"] = req.provider
-            attrs["gen_ai.system"] = req.provider
-        self._span = _child_span(run, f"{req.operation} {self.model}", attrs, req.attributes)
-        self._token = otel_context.attach(trace.set_span_in_context(self._span))
+            attrs["gen_ai.provider.name"] = attrs["gen_ai.system"] = text(req.provider)
+        self._span, self._token = _child_span(
+            run, f"{req.operation} {self.model}", attrs, req.attributes
+        )
         return self
 
     def record(
@@ -278,13 +305,14 @@ class ModelCall:
             }
             if self.cached_tokens_in:
                 attrs["gen_ai.usage.cache_read.input_tokens"] = self.cached_tokens_in
+            text = run.services.redactor.text
             if self.response_model:
-                attrs["gen_ai.response.model"] = self.response_model
+                attrs["gen_ai.response.model"] = text(self.response_model)
             if self.finish_reasons:
-                attrs["gen_ai.response.finish_reasons"] = self.finish_reasons
+                attrs["gen_ai.response.finish_reasons"] = tuple(map(text, self.finish_reasons))
             if exc is not None:
-                attrs["error.type"] = type(exc).__qualname__
-                span.set_status(Status(StatusCode.ERROR, run.services.redactor.text(str(exc))))
+                attrs["error.type"] = text(type(exc).__qualname__)
+                span.set_status(Status(StatusCode.ERROR, text(str(exc))))
             span.set_attributes(attrs)
             span.end()
             if run.costs is not None and self._ticket is not None:
@@ -375,11 +403,12 @@ class ExternalCall:
         if run.budget is not None:
             ticket = _consult_budget(run, "external", self.name, ticket)
         self._ticket = ticket
-        self._span = _child_span(
+        self._span, self._token = _child_span(
             run, f"external {self.name}",
-            {**run.span_attributes, "runledger.external.service": self.name}, self._attributes,
+            {**run.span_attributes,
+             "runledger.external.service": run.services.redactor.text(self.name)},
+            self._attributes,
         )  # fmt: skip
-        self._token = otel_context.attach(trace.set_span_in_context(self._span))
         self._t0 = time.perf_counter()
         return self
 
@@ -390,28 +419,27 @@ class ExternalCall:
         cost = usd(self.cost_usd) if self.cost_usd is not None else _ZERO
         status = "error" if exc is not None else "ok"
         redactor = run.services.redactor
+        name = redactor.text(self.name)
         summary = one_line(
-            redactor.text(self.summary)
-            if self.summary
-            else f"{self.name} {status}" + (f": {type(exc).__name__}" if exc is not None else "")
+            self.summary
+            or f"{self.name} {status}" + (f": {type(exc).__name__}" if exc is not None else ""),
+            redactor,
         )
         self._span.set_attributes(
             {"runledger.cost_usd": float(cost), "runledger.external.status": status}
         )
         if exc is not None:
             self._span.set_status(Status(StatusCode.ERROR, redactor.text(str(exc))))
-            self._span.set_attribute("error.type", type(exc).__qualname__)
+            self._span.set_attribute("error.type", redactor.text(type(exc).__qualname__))
         run._log(
-            f"external call {self.name}: {summary} ({duration_ms:.0f} ms, "
+            f"external call {name}: {summary} ({duration_ms:.0f} ms, "
             f"${format(cost.normalize(), 'f')})",
             logging.WARNING if exc is not None else logging.INFO,
-            {"runledger.external.service": self.name, "runledger.cost_usd": float(cost)},
+            {"runledger.external.service": name, "runledger.cost_usd": float(cost)},
             trace.set_span_in_context(self._span),
         )
         self._span.end()
-        service = _SERVICE_CHARS.sub("-", self.name).strip("-")[:128] or "external"
-        if not service[0].isalnum():
-            service = "x" + service[:127]
+        service = _service(name, redactor)
         if run.costs is not None and self._ticket is not None:
             self.lease_id = run.costs.after(self._ticket, external_usd=cost)
         payload: dict[str, Any] = {

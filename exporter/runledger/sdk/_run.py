@@ -19,7 +19,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
-from runledger.redact import nearest_city
+from runledger.redact import Redactor, nearest_city, safe_city
 from runledger.sdk._calls import (
     CURRENT_RUN,
     CallingRun,
@@ -31,6 +31,7 @@ from runledger.sdk._calls import (
 )
 from runledger.sdk._costs import CostGuard, PartialResult, RunCapReached, refresh, snapshot
 from runledger.sdk._services import RunServices, Usage
+from runledger.sdk._telemetry import in_context, with_trace_ids
 
 if TYPE_CHECKING:
     from runledger.cost.policy import RunCaps
@@ -148,25 +149,30 @@ class Run:
         }
         if self.playbook:
             base["runledger.playbook"] = self.playbook
-        self.span_attributes = base
+        redactor = self.services.redactor
+        self.span_attributes = redactor.attributes(base)
         self.log_attributes = {**base, **self._extra_attributes}
+        role = self.span_attributes["runledger.role"]
         current = trace.get_current_span().get_span_context()
         # One trace per run: the run's span is a new root, linked to whoever started it.
-        self._span = self.services.tracer.start_span(
-            f"invoke_agent {self.role}",
+        span = self.services.tracer.start_span(
+            f"invoke_agent {role}",
             context=Context(),
             kind=SpanKind.INTERNAL,
             attributes={
-                **base,
+                **self.span_attributes,
                 **self._extra_attributes,
                 "gen_ai.operation.name": "invoke_agent",
-                "gen_ai.agent.name": self.role,
+                "gen_ai.agent.name": role,
                 "runledger.attempt": self.attempt,
             },
             links=[Link(current)] if current.is_valid else None,
         )
+        # Real W3C ids even when no span is recorded (a no-op tracer): events and exemplars
+        # carry them, and the run's calls share its trace id.
+        self._span = with_trace_ids(span)
         self.span_context = self._span.get_span_context()
-        self.context = trace.set_span_in_context(self._span, Context())
+        self.context = trace.set_span_in_context(in_context(self._span, redactor), Context())
         self.trace_id = format(self.span_context.trace_id, "032x")
         self._span_id = format(self.span_context.span_id, "016x")
         self.envelope = {
@@ -209,7 +215,7 @@ class Run:
         """End the run: ``run_finished`` with ``status`` ``succeeded`` or ``partial``."""
         payload: dict[str, Any] = {"status": status}
         if summary:
-            payload["summary"] = one_line(summary)
+            payload["summary"] = one_line(summary, self.services.redactor)
         self._end("run_finished", payload, status, None)
 
     def fail(self, reason: str | BaseException, *, retryable: bool | None = None) -> None:
@@ -219,9 +225,10 @@ class Run:
             text = f"{error_class}: {reason}" if str(reason) else error_class
         else:
             error_class, text = None, reason
-        payload: dict[str, Any] = {"reason": one_line(text or "failed")}
+        redactor = self.services.redactor
+        payload: dict[str, Any] = {"reason": one_line(text or "failed", redactor)}
         if error_class:
-            payload["error_class"] = error_class[:128]
+            payload["error_class"] = redactor.text(error_class, limit=128)
         if retryable is not None:
             payload["retryable"] = retryable
         self._end("run_failed", payload, "failed", payload["reason"])
@@ -265,14 +272,15 @@ class Run:
                     "artifact_written", payload={"partial": True}, artifact_path=artifact_path,
                     artifact_version=version,
                 )  # fmt: skip
+        redactor = self.services.redactor
         payload: dict[str, Any] = {
             "status": "partial",
-            "summary": one_line(result.summary(summary, missing)),
+            "summary": one_line(result.summary(summary, missing), redactor),
         }
         if result.cap:
             payload["cap"] = result.cap
         if missing:
-            payload["missing"] = one_line(missing)
+            payload["missing"] = one_line(missing, redactor)
         self._end("run_finished", payload, "partial", None)
 
     @property
@@ -432,7 +440,10 @@ class Run:
         artifact_version: int | None = None,
     ) -> str:
         """The Validator rejected an artifact."""
-        payload: dict[str, Any] = {"reason": one_line(reason), "strict": strict}
+        payload: dict[str, Any] = {
+            "reason": one_line(reason, self.services.redactor),
+            "strict": strict,
+        }
         if rule:
             payload["rule"] = rule
         fields = {"artifact_path": artifact_path, "artifact_version": artifact_version}
@@ -446,7 +457,7 @@ class Run:
         """The Publisher shipped an artifact (``partial`` when a cap cut it short)."""
         payload: dict[str, Any] = {"partial": partial}
         if instructions:
-            payload["instructions"] = one_line(instructions)
+            payload["instructions"] = one_line(instructions, self.services.redactor)
         return self.emit(
             "publish_done", payload=payload, artifact_path=path, artifact_version=version
         )
@@ -457,18 +468,22 @@ class Run:
 
     def user_override(self, action: str, *, actor: str | None = None) -> str:
         """A human intervened in the run."""
-        payload: dict[str, Any] = {"action": one_line(action)}
+        payload: dict[str, Any] = {"action": one_line(action, self.services.redactor)}
         if actor:
             payload["actor"] = actor
         return self.emit("user_override", payload=payload)
 
     def impersonation_started(self, actor: str, *, reason: str | None = None) -> str:
         """Support or an admin began acting as the tenant's user."""
-        return self.emit("impersonation_started", payload=_actor(actor, reason))
+        return self.emit(
+            "impersonation_started", payload=_actor(actor, reason, self.services.redactor)
+        )
 
     def impersonation_ended(self, actor: str, *, reason: str | None = None) -> str:
         """Impersonation ended."""
-        return self.emit("impersonation_ended", payload=_actor(actor, reason))
+        return self.emit(
+            "impersonation_ended", payload=_actor(actor, reason, self.services.redactor)
+        )
 
     def proof_requested(self, proof_id: str, *, due_at: datetime) -> str:
         """A proof was sent to the owner, due by ``due_at``."""
@@ -722,10 +737,10 @@ class Run:
         return f"<Run {self.run_id} {self.phase}/{self.role} {self.status}>"
 
 
-def _actor(actor: str, reason: str | None) -> dict[str, Any]:
+def _actor(actor: str, reason: str | None, redactor: Redactor) -> dict[str, Any]:
     payload: dict[str, Any] = {"actor": actor}
     if reason:
-        payload["reason"] = one_line(reason)
+        payload["reason"] = one_line(reason, redactor)
     return payload
 
 
@@ -742,5 +757,6 @@ def _demo(demo_id: str, city: str | None, location: tuple[float, float] | None) 
         found = nearest_city(float(location[0]), float(location[1]))
         city = found.name if found else None
     if city:
-        payload["city"] = city
+        # Only a city of the offline table is a city: an address or a venue never passes.
+        payload["city"] = safe_city(city)
     return payload

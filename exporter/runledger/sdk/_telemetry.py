@@ -1,4 +1,5 @@
-"""OpenTelemetry plumbing: providers from the environment, sampling, redaction, run logs."""
+"""OpenTelemetry plumbing: providers from the environment, sampling, redaction, run logs,
+and the spans of runs and calls (real W3C ids, redacted whatever provider exports them)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import logging
 import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from opentelemetry._logs import LoggerProvider as APILoggerProvider
@@ -17,13 +18,15 @@ from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import (
     Decision,
     ParentBased,
     Sampler,
     SamplingResult,
 )
-from opentelemetry.trace import Link, SpanKind
+from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, SpanKind, Status
+from opentelemetry.trace.status import StatusCode
 from opentelemetry.util.types import Attributes
 
 from runledger import __version__
@@ -35,12 +38,107 @@ __all__ = [
     "LoggedRun",
     "RateLimitingSampler",
     "RedactingLogProcessor",
+    "RedactingSpan",
     "RedactingSpanExporter",
     "RunLogHandler",
     "build_logger_provider",
     "build_tracer_provider",
+    "in_context",
     "severity",
+    "with_trace_ids",
 ]
+
+_IDS = RandomIdGenerator()
+
+
+def with_trace_ids(span: Span) -> Span:
+    """Return ``span``, or, when it has no ids, a non-recording span with fresh W3C ids.
+
+    A no-op tracer (``OTEL_SDK_DISABLED``, a no-op provider) gives spans the all-zero
+    invalid context; a run still needs a real trace id for its events and exemplars, and the
+    calls of the run (children of this span in its context) share it.
+    """
+    if span.get_span_context().is_valid:
+        return span
+    return NonRecordingSpan(
+        SpanContext(_IDS.generate_trace_id(), _IDS.generate_span_id(), is_remote=False)
+    )
+
+
+class RedactingSpan(Span):
+    """A span that redacts whatever is put on it: attributes, events, exceptions, status, name.
+
+    Runs and calls put this in the context, so code inside them that adds to the current
+    span (``trace.get_current_span().record_exception(exc)``, instrumentation adding events)
+    is redacted whichever tracer provider exports the span, an application's global one
+    included.
+    """
+
+    __slots__ = ("_redactor", "_span")
+
+    def __init__(self, span: Span, redactor: Redactor) -> None:
+        self._span = span
+        self._redactor = redactor
+
+    def get_span_context(self) -> SpanContext:
+        return self._span.get_span_context()
+
+    def is_recording(self) -> bool:
+        return self._span.is_recording()
+
+    def end(self, end_time: int | None = None) -> None:
+        self._span.end(end_time)
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        self._span.set_attributes(self._redactor.attributes(attributes))
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self._span.set_attributes(self._redactor.attributes({key: value}))
+
+    def add_event(
+        self, name: str, attributes: Attributes = None, timestamp: int | None = None
+    ) -> None:
+        r = self._redactor
+        self._span.add_event(r.text(name), r.attributes(attributes or {}), timestamp)
+
+    def add_link(self, context: SpanContext, attributes: Attributes = None) -> None:
+        self._span.add_link(context, self._redactor.attributes(attributes or {}))
+
+    def update_name(self, name: str) -> None:
+        self._span.update_name(self._redactor.text(name))
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        r = self._redactor
+        if isinstance(status, Status) and status.description:
+            status = Status(status.status_code, r.text(status.description))
+        self._span.set_status(status, r.text(description) if description else None)
+
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: Attributes = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
+        # The OpenTelemetry SDK's own event, built here so that add_event redacts it.
+        kind = type(exception)
+        module = kind.__module__
+        recorded: dict[str, Any] = {
+            "exception.type": f"{module}.{kind.__qualname__}"
+            if module and module != "builtins"
+            else kind.__qualname__,
+            "exception.message": str(exception),
+            "exception.stacktrace": "".join(traceback.format_exception(exception)),
+            "exception.escaped": str(escaped),
+        }
+        if attributes:
+            recorded.update(attributes)
+        self.add_event("exception", recorded, timestamp)
+
+
+def in_context(span: Span, redactor: Redactor) -> Span:
+    """Return the span to put in the context of a run or call: a redacting one if recording."""
+    return RedactingSpan(span, redactor) if span.is_recording() else span
 
 
 class RateLimitingSampler(Sampler):
