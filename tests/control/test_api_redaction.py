@@ -8,16 +8,16 @@ from typing import Any
 
 import orjson
 import pytest
-from sdk._redact_corpus import (
+
+from _support import event
+from _support.corpus import ORDINARY, SECRETS
+from _support.redact_corpus import (
     BASE64_CREDENTIALS,
     CLOUD_SECRETS,
     NATIONAL_PHONES,
     URL_CREDENTIALS,
     WEBHOOKS,
 )
-from sdk._sdk_corpus import ORDINARY, SECRETS
-
-from _support import event
 from runledger.events import parse_batch_json
 
 SQL = Callable[..., list[tuple[Any, ...]]]
