@@ -306,8 +306,9 @@ def test_nothing_put_on_the_sdks_spans_leaks_through_an_applications_global_prov
     provider.add_span_processor(SimpleSpanProcessor(exported))
     monkeypatch.setattr(trace, "_TRACER_PROVIDER", provider)
     ledger = make_ledger(
-        None, telemetry=TelemetryOptions(logger_provider=telemetry.logger_provider)
-    )
+        None, telemetry=TelemetryOptions(logger_provider=telemetry.logger_provider),
+        costs=UNCAPPED,
+    )  # fmt: skip
     texts = [text for text, _ in CORPUS]
     with (
         pytest.raises(RuntimeError),

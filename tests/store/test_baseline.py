@@ -155,7 +155,7 @@ def _events(day: datetime, lease_id: str) -> list[dict[str, Any]]:
               payload={"lease_id": lease_id}, **acme),
         event("validation_failed", occurred_at=at[3], payload={"reason": "no cta"}, **acme),
         event("validation_failed", occurred_at=at[4], payload={"reason": "no cta"},
-              trace_id="0" * 32, **acme),
+              trace_id="a1" * 16, **acme),
         event("run_failed", occurred_at=at[5], cost_usd="4", payload={"reason": "timeout"},
               **acme),
         event("phase_advanced", occurred_at=at[6], payload={"to_phase": "Review"}, **acme),
