@@ -42,7 +42,6 @@ __all__ = [
     "PII_KEYS",
     "SPEC_EVENT_TYPES",
     "Event",
-    "EventError",
     "ParsedBatch",
     "Timestamp",
     "event_json_schema",
@@ -683,7 +682,6 @@ def parse_batch_json(body: bytes) -> ParsedBatch | None:
     return ParsedBatch(events, not context)
 
 
-EventError = FieldError
 """One problem with one event: the field it concerns and what is wrong."""
 
 _UNKNOWN_TYPE = "unknown event type; expected one of: " + ", ".join(EVENT_TYPES)

@@ -204,3 +204,27 @@ def test_an_unexpected_error_is_answered_as_json_and_logged(
     assert resp.get_json() == {"error": INTERNAL_ERROR}
     assert "unexpected error answering GET /v1/caps/acme" in caplog.text
     assert "RuntimeError: a bug" in caplog.text
+
+
+def test_lease_spend_past_the_ledger_maximum_is_refused_naming_spent_usd(
+    client: Any, make_tenant: Callable[..., str], make_token: Callable[..., str], sql: SQL
+) -> None:
+    make_tenant("huge", "99999999999")
+    headers = {"Authorization": f"Bearer {make_token('admin')}"}
+    most = "99999999999.999999999"
+    ids = []
+    for n in range(3):
+        body = {"tenant_id": "huge", "holder": f"run-{n}", "min_usd": "0", "want_usd": "1"}
+        resp = client.post("/v1/caps/leases", json=body, headers=headers)
+        assert resp.status_code == 201, resp.get_data(as_text=True)
+        ids.append(resp.get_json()["lease_id"])
+    answers = [
+        client.post(f"/v1/caps/leases/{i}/close", json={"spent_usd": most}, headers=headers)
+        for i in ids
+    ]
+    assert answers[0].status_code == 200
+    assert refused(answers[1]) == [
+        ("spent_usd", "would take the tenant's spend for the day past the ledger's maximum")
+    ]
+    # Nothing of the refused closes was stored: those leases are still open.
+    assert sql("SELECT count(*) FROM cap_leases WHERE status = 'open'") == [(2,)]

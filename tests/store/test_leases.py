@@ -322,6 +322,8 @@ def test_utc_day_boundary_resets_the_cap(
 def test_paused_tenant_gets_no_lease(
     leases: LeaseStore, make_tenant: Callable[..., str], sql: Sql
 ) -> None:
+    """The lease functions refuse a tenant whose status is paused. Nothing in the product
+    pauses a tenant yet (the console's pause action is planned): the row is set by hand."""
     make_tenant("acme", "10")
     sql("UPDATE tenants SET status = 'paused' WHERE tenant_id = 'acme'")
     budget = TenantBudget(PgLeaseTransport(leases), "acme", holder="r")

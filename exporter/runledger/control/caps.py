@@ -27,6 +27,7 @@ from runledger.control._requests import (
 )
 from runledger.store import CapAdmin, Database, LeaseState, LeaseStore
 from runledger.store.cap_admin import TEMPORARY_RAISE_HOURS, blocked_message
+from runledger.store.leases import SpendOverflow
 from runledger.validation import FieldError
 
 __all__ = ["bp"]
@@ -100,6 +101,16 @@ def _lease_answer(state: LeaseState, needed: Decimal, created: bool = False) -> 
 # -- leases -------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _spend_errors() -> Iterator[None]:
+    """Answer a reported spend the ledger cannot hold as a 400 naming ``spent_usd``."""
+    try:
+        yield
+    except SpendOverflow as exc:
+        problem = FieldError("spent_usd", str(exc))
+        raise ApiError(400, f"{problem.field} {problem.message}", fields=[problem]) from None
+
+
 @bp.post("/leases")
 @require("agent", "admin")
 def open_lease() -> Response:
@@ -118,10 +129,11 @@ def open_lease() -> Response:
 def sync_lease(lease_id: str) -> Response:
     """Settle a lease's cumulative spend, renew it, and optionally top it up."""
     req = parse_body(LeaseSync)
-    state = _service(LeaseStore).sync_lease(
-        lease_id, spent_usd=req.spent_usd, want_usd=req.want, min_usd=req.min_usd,
-        ttl_s=req.ttl_s, tenant_id=_agent_tenant(), keep_usd=req.keep_usd,
-    )  # fmt: skip
+    with _spend_errors():
+        state = _service(LeaseStore).sync_lease(
+            lease_id, spent_usd=req.spent_usd, want_usd=req.want, min_usd=req.min_usd,
+            ttl_s=req.ttl_s, tenant_id=_agent_tenant(), keep_usd=req.keep_usd,
+        )  # fmt: skip
     return _lease_answer(state, req.min_usd)
 
 
@@ -130,9 +142,10 @@ def sync_lease(lease_id: str) -> Response:
 def close_lease(lease_id: str) -> Response:
     """Settle a lease's cumulative spend and give back what it still holds."""
     req = parse_body(LeaseClose)
-    state = _service(LeaseStore).close_lease(
-        lease_id, spent_usd=req.spent_usd, tenant_id=_agent_tenant()
-    )
+    with _spend_errors():
+        state = _service(LeaseStore).close_lease(
+            lease_id, spent_usd=req.spent_usd, tenant_id=_agent_tenant()
+        )
     return _lease_answer(state, Decimal(0))
 
 

@@ -32,6 +32,7 @@ import requests
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
 from runledger.money import parse_usd, round_usd
+from runledger.redact import default_redactor
 from runledger.store import DatabaseUnavailable
 from runledger.store.cap_admin import blocked_message
 from runledger.store.leases import DEFAULT_LEASE_TTL_S, LeaseState, LeaseStore
@@ -211,13 +212,14 @@ class HttpLeaseTransport:
 
 
 def _error(resp: requests.Response) -> str:
+    """Return the server's error sentence, redacted first and then cut (never the reverse)."""
     try:
         data = resp.json()
         if isinstance(data, dict) and "error" in data:
-            return str(data["error"])
+            return default_redactor().text(str(data["error"]), limit=500)
     except ValueError:
         pass
-    return resp.text[:200]
+    return default_redactor().text(resp.text, limit=200)
 
 
 def _state_from_json(data: dict[str, Any]) -> LeaseState:

@@ -143,7 +143,8 @@ class LedgerCollector(Collector):
         )
         blocked = GaugeMetricFamily(
             "runledger_tenant_blocked",
-            "1 when the tenant reached its daily cap and spend is blocked, else 0 (a boolean).",
+            "1 while the tenant is blocked today (spend reached the cap, or a refused lease "
+            "request has not been freed for since), else 0 (a boolean).",
             labels=tenant,
         )
         paused = GaugeMetricFamily(

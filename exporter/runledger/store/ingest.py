@@ -17,10 +17,11 @@ from uuid import UUID
 
 import psycopg
 
-from runledger.events import EventError, events_to_json, has_submicrosecond_times
+from runledger.events import events_to_json, has_submicrosecond_times
 from runledger.money import MAX_USD
 from runledger.store._database import Database
 from runledger.store.partitions import PartitionCache
+from runledger.validation import FieldError
 
 __all__ = ["EventResult", "IngestLimits", "Ingestor"]
 
@@ -47,7 +48,7 @@ class EventResult:
     index: int
     status: Literal["accepted", "duplicate", "rejected"]
     event_id: UUID | str | None = None
-    errors: list[EventError] = field(default_factory=list)
+    errors: list[FieldError] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ class IngestLimits:
 
 
 def _reject(index: int, event_id: Any, field_name: str, message: str) -> EventResult:
-    return EventResult(index, "rejected", event_id, [EventError(field=field_name, message=message)])
+    return EventResult(index, "rejected", event_id, [FieldError(field=field_name, message=message)])
 
 
 class Ingestor:

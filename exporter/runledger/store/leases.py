@@ -13,11 +13,19 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+import psycopg
+
 from runledger.money import round_usd
 from runledger.store._database import Database
 from runledger.store._json import json_ready
 
-__all__ = ["DEFAULT_LEASE_TTL_S", "DEFAULT_SHARE_DIVISOR", "LeaseState", "LeaseStore"]
+__all__ = [
+    "DEFAULT_LEASE_TTL_S",
+    "DEFAULT_SHARE_DIVISOR",
+    "LeaseState",
+    "LeaseStore",
+    "SpendOverflow",
+]
 
 DEFAULT_LEASE_TTL_S = 15.0
 """Lease lifetime without renewal. Holders renew by heartbeat (``TenantBudget`` every third of
@@ -144,12 +152,18 @@ class LeaseStore:
         self, lease_id: str, tenant_id: str | None, spent: Decimal, want: Decimal, least: Decimal,
         ttl_s: float, close: bool, keep: Decimal | None,
     ) -> LeaseState:  # fmt: skip
-        with self.db.connection() as conn:
-            row = conn.execute(
-                "SELECT * FROM cap_lease_sync(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (lease_id, tenant_id, spent, want, least, ttl_s, self.divisor, close,
-                 self._now(), keep),
-            ).fetchone()  # fmt: skip
+        try:
+            with self.db.connection() as conn:
+                row = conn.execute(
+                    "SELECT * FROM cap_lease_sync(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    (lease_id, tenant_id, spent, want, least, ttl_s, self.divisor, close,
+                     self._now(), keep),
+                ).fetchone()  # fmt: skip
+        except psycopg.errors.NumericValueOutOfRange:
+            # The transaction rolled back: nothing of this report was stored.
+            raise SpendOverflow(
+                "would take the tenant's spend for the day past the ledger's maximum"
+            ) from None
         return _state(row)
 
     def reclaim_expired(self, tenant_id: str | None = None) -> int:
@@ -175,6 +189,10 @@ class LeaseStore:
                 row = conn.execute("SELECT cap_leases_reclaim(%s, %s)", (tenant, now)).fetchone()
                 total += int(row[0]) if row else 0
         return total
+
+
+class SpendOverflow(ValueError):
+    """A reported spend would take a stored total past ``numeric(20, 9)``; nothing stored."""
 
 
 def _amounts(want_usd: Decimal, min_usd: Decimal) -> tuple[Decimal, Decimal]:
