@@ -13,7 +13,7 @@ from typing import Annotated
 
 from pydantic import Field, TypeAdapter, ValidationError
 
-__all__ = ["CENT", "MAX_USD", "NANO", "Usd", "parse_usd", "round_usd"]
+__all__ = ["CENT", "MAX_USD", "NANO", "Usd", "parse_usd", "round_usd", "usd"]
 
 NANO = Decimal("0.000000001")
 """Ledger precision: a billionth of a dollar."""
@@ -66,3 +66,13 @@ def round_usd(value: Decimal | int | str | float) -> Decimal:
     """Return ``value`` at ledger precision, rounded up (a charge is never rounded away)."""
     amount = value if isinstance(value, Decimal) else Decimal(str(value))
     return amount.quantize(NANO, rounding=ROUND_CEILING)
+
+
+def usd(value: Decimal | float | int | str, *, name: str = "amount") -> Decimal:
+    """Return a caller's dollar amount at ledger precision (rounded up); ValueError naming
+    ``name`` if it is not one (computed floats such as ``0.1 + 0.2`` are accepted)."""
+    try:
+        value = round_usd(value)
+    except ArithmeticError:
+        pass  # not a finite number: parse_usd says so, naming the field
+    return parse_usd(value, name=name)

@@ -17,7 +17,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from runledger.money import parse_usd, round_usd
+from runledger.money import usd
 from runledger.redact import Redactor
 from runledger.sdk._costs import CostGuard, Ticket
 from runledger.sdk._services import RunServices, Usage
@@ -89,15 +89,6 @@ class CallingRun(Protocol):
 CURRENT_RUN: ContextVar[CallingRun | None] = ContextVar("runledger_current_run", default=None)
 """The run active in this context (``with ledger.run(...)``); ``model_call()`` without a run
 uses it. It lives here so that calls need not import the run module."""
-
-
-def usd(value: Decimal | float | int | str, name: str = "cost_usd") -> Decimal:
-    """Return a caller's dollar amount at ledger precision (rounded up); ValueError if invalid."""
-    try:
-        value = round_usd(value)
-    except ArithmeticError:
-        pass  # not a finite number: parse_usd says so, naming the field
-    return parse_usd(value, name=name)
 
 
 def one_line(text: str, redactor: Redactor, limit: int = 500) -> str:
@@ -260,7 +251,7 @@ class ModelCall:
         if cached_tokens_in is not None:
             self.cached_tokens_in = int(cached_tokens_in)
         if cost_usd is not None:
-            self.cost_usd = usd(cost_usd)
+            self.cost_usd = usd(cost_usd, name="cost_usd")
         if response_model:
             self.response_model = response_model
         if finish_reasons:
@@ -361,7 +352,7 @@ def model_call(
         def draft(prompt: str) -> Message:
             return client.messages.create(...)   # usage read from the response
     """
-    cost = None if cost_usd is None else usd(cost_usd)
+    cost = None if cost_usd is None else usd(cost_usd, name="cost_usd")
     request = ModelRequest(
         model, operation, provider, cached, cost, attributes, prompt_tokens, max_tokens
     )
@@ -398,7 +389,7 @@ class ExternalCall:
         costs = run.costs
         ticket = None
         if costs is not None:
-            announced = None if self.cost_usd is None else usd(self.cost_usd)
+            announced = None if self.cost_usd is None else usd(self.cost_usd, name="cost_usd")
             ticket = costs.before_external(self.name, announced)
         if run.budget is not None:
             ticket = _consult_budget(run, "external", self.name, ticket)
@@ -416,7 +407,7 @@ class ExternalCall:
         run = self.run
         duration_ms = (time.perf_counter() - self._t0) * 1000.0
         otel_context.detach(self._token)  # type: ignore[arg-type]
-        cost = usd(self.cost_usd) if self.cost_usd is not None else _ZERO
+        cost = usd(self.cost_usd, name="cost_usd") if self.cost_usd is not None else _ZERO
         status = "error" if exc is not None else "ok"
         redactor = run.services.redactor
         name = redactor.text(self.name)

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from runledger import __version__
 from runledger.events import EVENT_MODELS
-from runledger.money import parse_usd
+from runledger.money import parse_usd, usd
 from runledger.redact import Redactor, default_redactor
 from runledger.sdk._config import CostOptions, DeliveryOptions, Settings, TelemetryOptions
 from runledger.sdk._run import Budget, Run, RunSpec, current_run
@@ -298,7 +298,7 @@ class Ledger:
         projection = project(plan, self.pricing, tenant_id=tenant_id)
         verdict = check_budget(
             projection,
-            budget_usd=None if budget_usd is None else Decimal(str(budget_usd)),
+            budget_usd=None if budget_usd is None else usd(budget_usd, name="budget_usd"),
             budget_tokens=budget_tokens,
         )
         for message in verdict.messages:
@@ -465,7 +465,9 @@ class Ledger:
         return self._spool.pending()
 
     def dead_letters(self) -> list[dict[str, Any]]:
-        """Return the records the ledger rejected for good, with its reasons."""
+        """Return the dead-lettered records: those the ledger rejected for good, and those it
+        failed on alone again and again while it accepted others (``runledger spool resend``
+        sends them again), each with the ledger's answer."""
         return self._spool.dead_letters()
 
     @property

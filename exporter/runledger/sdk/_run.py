@@ -19,6 +19,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
+from runledger.money import usd
 from runledger.redact import Redactor, nearest_city, safe_city
 from runledger.sdk._calls import (
     CURRENT_RUN,
@@ -27,7 +28,6 @@ from runledger.sdk._calls import (
     ModelCall,
     ModelRequest,
     one_line,
-    usd,
 )
 from runledger.sdk._costs import CostGuard, PartialResult, RunCapReached, refresh, snapshot
 from runledger.sdk._services import RunServices, Usage
@@ -560,7 +560,7 @@ class Run:
                 response = client.chat.completions.create(...)
                 call.record(response=response)      # or tokens_in=..., tokens_out=...
         """
-        cost = None if cost_usd is None else usd(cost_usd)
+        cost = None if cost_usd is None else usd(cost_usd, name="cost_usd")
         request = ModelRequest(
             model, operation, provider, cached, cost, attributes, prompt_tokens, max_tokens
         )
