@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBIAN_PACKAGES := prometheus prometheus-alertmanager docker-compose nginx
 export RUNLEDGER_HOME ?= $(CURDIR)/.runledger
 
-.PHONY: up down test bench lint deps system-deps clean
+.PHONY: up down test bench lint deps system-deps grammar clean
 
 $(STAMP): pyproject.toml
 	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,16 @@ system-deps:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
+# Grafana's LogQL and TraceQL grammars (npm), for the dashboard tests; Node from Debian when missing.
+GRAMMAR := tools/grammar
+$(GRAMMAR)/node_modules/.installed: $(GRAMMAR)/package-lock.json
+	@command -v npm >/dev/null || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; }
+	cd $(GRAMMAR) && npm ci --no-audit --no-fund --silent
+	@touch $@
+
+grammar: $(GRAMMAR)/node_modules/.installed
+
 up: deps system-deps
 	$(BIN)/runledger up
 
@@ -42,7 +52,7 @@ lint: deps
 	$(BIN)/mypy
 	$(BIN)/runledger schema --check
 
-test: deps system-deps lint
+test: deps system-deps grammar lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: deps system-deps

@@ -51,6 +51,10 @@ Publisher always fails closed)."""
 OFFLINE_ALLOWANCE_USD = "RUNLEDGER_OFFLINE_ALLOWANCE_USD"
 """Dollars a fail_open run may spend without a lease while the ledger is down (default 0)."""
 
+CONSOLE_URL = "RUNLEDGER_CONSOLE_URL"
+"""The console's base URL as browsers reach it, for links from Grafana dashboards and alerts
+(default http://localhost:8480)."""
+
 OTEL_SDK_DISABLED = "OTEL_SDK_DISABLED"
 OTEL_SERVICE_NAME = "OTEL_SERVICE_NAME"
 OTEL_RESOURCE_ATTRIBUTES = "OTEL_RESOURCE_ATTRIBUTES"
