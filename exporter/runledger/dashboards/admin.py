@@ -285,10 +285,11 @@ def admin_overview() -> db.Dashboard:
     d = d.with_panel(lay.place(
         stat.Panel()
         .title("Alerts judged")
-        .description("Fired alerts judged by people, by outcome (alert_outcomes rows).")
+        .description("Fired alerts judged by people in the time range, by outcome "
+                     "(alert_outcomes rows).")
         .datasource(PROMETHEUS)
         .unit("short")
-        .with_target(prom("sum by (status) (runledger_alert_judgements_total)", "{{status}}",
+        .with_target(prom("sum by (status) (increase(runledger_alert_judgements_total[$__range]))", "{{status}}",
                           instant=True)),
         6, 8))  # fmt: skip
     return d
