@@ -116,6 +116,12 @@ def links(model: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
                 yield panel["title"], node
 
 
+def _prom_regex_escape(value: str) -> str:
+    """Escape regex metacharacters as Grafana's Prometheus datasource does (doubled, for a
+    PromQL string)."""
+    return re.sub(r"([\\^$.|?*+()\[\]{}])", r"\\\\\1", value)
+
+
 VAR_RE = re.compile(r"\$\{(\w+)(?::(\w+))?\}|\$(\w+)")
 
 
@@ -141,7 +147,7 @@ def expand_vars(text: str, values: dict[str, list[str]], builtins: dict[str, str
             raise KeyError(f"format {fmt} of ${name} is not expanded by this test")
         if len(vals) == 1:
             return vals[0]
-        return "(" + "|".join(re.escape(v) for v in vals) + ")"
+        return "(" + "|".join(_prom_regex_escape(v) for v in vals) + ")"
 
     return VAR_RE.sub(sub, text)
 

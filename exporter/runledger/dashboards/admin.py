@@ -52,7 +52,7 @@ def admin_overview() -> db.Dashboard:
         .with_variable(console_variable())
         .with_variable(label_variable("tenant", "runledger_tenant_daily_cap_usd"))
         .with_variable(label_variable("model", "runledger_cost_usd_total"))
-        .with_variable(label_variable("phase", "runledger_runs_started_total"))
+        .with_variable(label_variable("phase", "runledger_phase_advances_total"))
         .links([
             dashboard_link("Tenant Overview", "runledger-tenant", "?${tenant:queryparam}"),
             dashboard_link("Project Overview", "runledger-project", "?${tenant:queryparam}"),

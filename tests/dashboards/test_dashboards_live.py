@@ -1,0 +1,236 @@
+"""Every dashboard query against real backends, after a deterministic workload.
+
+The workload of the exporter tests is posted through the real control service (two rounds,
+a few seconds apart, so rates move), tailed by the real exporter and scraped by a real
+Prometheus evaluating the project's recording rules (their windows shortened to fit the
+test). Then every PromQL target of every panel, with its template variables substituted
+(All, then each value alone), runs on Prometheus and must return data; every SQL target
+runs on PostgreSQL with Grafana's macros expanded and must return rows with the columns
+its panel's links and overrides name.
+
+Judged alerts are written by the alerts work's API (``POST /v1/alerts/outcomes``), which this
+branch does not have: the scenario inserts two ``alert_outcomes`` rows as that API would, so
+the alert-precision panels have something to show.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import requests
+from psycopg.rows import dict_row
+
+from _support import free_port, stop_process
+from _support.exporter import (
+    Prometheus,
+    start_control,
+    start_exporter,
+    start_prometheus,
+    write_prometheus_config,
+)
+from _support.grafana import Target, expand_sql, expand_vars, targets
+from _support.workload import DEFAULT_TARGET, PHASE_TARGETS, TENANT_CAPS, workload
+from runledger.dashboards import build
+from runledger.store.tenants import create_tenant
+from runledger.store.tokens import create_token
+
+pytestmark = pytest.mark.timeout(180)
+
+WINDOW = "20s"
+"""Every rule window and ``$__rate_interval`` in the test (1 s scrapes)."""
+RANGE = "120s"
+"""``$__range``: the whole scenario."""
+PROJECT = "acme-p1-r1"
+
+MAY_BE_EMPTY = {
+    "Active alerts (banners)": "owner alerts fire only after their `for:` (minutes)",
+}
+"""Targets the workload cannot fill, and why."""
+
+BUILT = build()
+
+
+@dataclass
+class Scenario:
+    prom: Prometheus
+    db_url: str
+    values: dict[str, list[str]]
+    started: datetime
+    at: float
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+def _post(base: str, token: str, events: list[dict[str, Any]]) -> None:
+    resp = requests.post(f"{base}/v1/events", json={"events": events},
+                         headers={"Authorization": f"Bearer {token}"}, timeout=30)  # fmt: skip
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["accepted"] == len(events), resp.text
+
+
+def _max_seq(db_url: str) -> int:
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute("SELECT COALESCE(max(seq), 0) FROM events").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _label_values(prom: Prometheus, query: str) -> list[str]:
+    m = re.fullmatch(r"label_values\((\w+), (\w+)\)", query)
+    assert m, query
+    resp = requests.get(f"{prom.base}/api/v1/label/{m[2]}/values",
+                        params={"match[]": m[1]}, timeout=10)  # fmt: skip
+    body = resp.json()
+    assert body["status"] == "success", body
+    return list(body["data"])
+
+
+@pytest.fixture(scope="module")
+def scenario(module_db_url: str, module_workdir: Path) -> Any:
+    db_url, workdir = module_db_url, module_workdir
+    tokens = {}
+    with psycopg.connect(db_url) as conn:
+        for tenant, cap in TENANT_CAPS.items():
+            create_tenant(conn, tenant, daily_cap_usd=Decimal(cap))
+            tokens[tenant] = create_token(conn, role="agent", label=tenant, tenant_id=tenant)
+    procs = []
+    try:
+        control, control_url = start_control(db_url, workdir)
+        procs.append(control)
+        exporter, exporter_url = start_exporter(db_url, {
+            "poll_interval_seconds": 0.2, "gauge_refresh_seconds": 0.5,
+            "default_phase_target_seconds": DEFAULT_TARGET,
+            "phase_targets_seconds": PHASE_TARGETS}, workdir)  # fmt: skip
+        procs.append(exporter)
+        port = free_port()
+        config = write_prometheus_config(workdir, port, {
+            "runledger-exporter": exporter_url.removeprefix("http://"),
+            "runledger-control": control_url.removeprefix("http://")}, WINDOW)  # fmt: skip
+        prom = start_prometheus(config, workdir, port)
+        procs.append(prom.proc)
+        prom.wait_for('up{job="runledger-exporter"}', lambda v: v == 1)
+
+        now = datetime.now(UTC)
+        day_start = datetime(now.year, now.month, now.day, tzinfo=UTC)
+        start = max(now - timedelta(seconds=600), day_start + timedelta(seconds=1))
+        for round_no in (1, 2):
+            for tenant, batches in workload(round_no, start, now).items():
+                for batch in batches:
+                    _post(control_url, tokens[tenant], batch)
+            if round_no == 1:  # stands in for the alerts work's POST /v1/alerts/outcomes
+                with psycopg.connect(db_url) as conn:
+                    for i, outcome in enumerate(("true_positive", "false_positive")):
+                        conn.execute(
+                            "INSERT INTO alert_outcomes (fingerprint, alertname, audience,"
+                            " tenant_id, started_at, outcome, judged_by) VALUES"
+                            " (%s, 'TenantDailyCapNearlyReached', 'owner', 'acme', now(), %s,"
+                            " 'admin')", (f"fp-{i}", outcome))  # fmt: skip
+            last = _max_seq(db_url)
+            prom.wait_for("runledger_exporter_tailed_seq", lambda v, last=last: v == last)
+            time.sleep(4)  # samples of each round in the rule windows
+        prom.wait_for("sum(runledger_alert_judgements_total)", lambda v: v == 2)
+        prom.wait_for("count(tenant:runledger_cap_hits:increase1d > 0)", lambda v: v == 1)
+        values = {}
+        for t in targets(BUILT):
+            if t.panel_type == "variable" and t.datasource == "prometheus":
+                values[t.panel.removeprefix("variable ")] = _label_values(prom, t.query)
+        values["project"] = [PROJECT]
+        yield Scenario(prom, db_url, values, start - timedelta(minutes=5), time.time())
+    finally:
+        for proc in reversed(procs):
+            stop_process(proc)
+
+
+def _run_promql(s: Scenario, t: Target, values: dict[str, list[str]]) -> list[Any]:
+    expr = expand_vars(t.query, values, {"__rate_interval": WINDOW, "__range": RANGE,
+                                         "__interval": "5s"})  # fmt: skip
+    if t.instant:
+        params = {"query": expr, "time": f"{s.at:.3f}"}
+        url = f"{s.prom.base}/api/v1/query"
+    else:
+        params = {"query": expr, "start": f"{s.at - 60:.3f}", "end": f"{s.at:.3f}", "step": "5"}
+        url = f"{s.prom.base}/api/v1/query_range"
+    body = requests.get(url, params=params, timeout=10).json()
+    assert body["status"] == "success", (t.file, t.panel, expr, body)
+    return [r for r in body["data"]["result"]
+            if any(v[1] != "NaN" for v in (r.get("values") or [r["value"]]))]  # fmt: skip
+
+
+PROM_TARGETS = [t for t in targets(BUILT) if t.datasource in ("prometheus", "runledger-tenant-prom")
+                and t.panel_type != "variable"]  # fmt: skip
+
+
+def test_the_variables_list_the_workloads_tenants_models_and_phases(scenario: Scenario) -> None:
+    assert set(TENANT_CAPS) <= set(scenario.values["tenant"])
+    assert {"gpt-a", "claude-b"} <= set(scenario.values["model"])
+    assert {"intake", "build", "review", "publish"} <= set(scenario.values["phase"])
+
+
+@pytest.mark.parametrize("target", PROM_TARGETS,
+                         ids=lambda t: f"{t.file}:{t.panel}:{t.raw['refId']}")  # fmt: skip
+def test_every_promql_target_returns_data(scenario: Scenario, target: Target) -> None:
+    rows = _run_promql(scenario, target, scenario.values)
+    if target.panel in MAY_BE_EMPTY:
+        return
+    assert rows, f"{target.file} / {target.panel}: no data for {target.query}"
+    # One value at a time runs too (what a user filtering on one tenant sees).
+    for name in ("tenant", "model", "phase"):
+        if f"${name}" in target.query or f"${{{name}" in target.query:
+            for value in scenario.values[name]:
+                _run_promql(scenario, target, {**scenario.values, name: [value]})
+
+
+def test_the_spend_panels_show_the_ledgers_figures(scenario: Scenario) -> None:
+    (spend,) = [t for t in PROM_TARGETS
+                if t.file == "dashboards/admin-overview.json" and t.panel == "Spend today"]  # fmt: skip
+    (row,) = _run_promql(scenario, spend, scenario.values)
+    with psycopg.connect(scenario.db_url) as conn:
+        ledger = conn.execute("SELECT sum(spend_usd) FROM cap_usage WHERE date ="
+                              " (now() AT TIME ZONE 'UTC')::date").fetchone()  # fmt: skip
+    assert ledger is not None
+    assert float(row["value"][1]) == pytest.approx(float(ledger[0]))
+    assert float(ledger[0]) == pytest.approx(0.203 * 8)
+
+
+SQL_TARGETS = [t for t in targets(BUILT) if t.datasource == "postgres"]
+
+
+def _referenced_columns(file: str, panel_title: str) -> set[str]:
+    panel = next(p for p in BUILT[file]["panels"] if p["title"] == panel_title)
+    names = {o["matcher"]["options"] for o in panel["fieldConfig"].get("overrides", [])}
+    names |= set(re.findall(r"__data\.fields\.(\w+)", str(panel)))
+    if panel["type"] in ("state-timeline", "heatmap", "timeseries"):
+        names.add("time")
+    return names
+
+
+@pytest.mark.parametrize("target", SQL_TARGETS, ids=lambda t: f"{t.file}:{t.panel}")
+def test_every_sql_target_runs_and_returns_its_columns(scenario: Scenario, target: Target) -> None:
+    sql = expand_sql(target.query, scenario.values, scenario.started,
+                     datetime.now(UTC) + timedelta(minutes=1), "60s")  # fmt: skip
+    with psycopg.connect(scenario.db_url, row_factory=dict_row) as conn:
+        cur = conn.execute(sql.encode())
+        rows = cur.fetchall()
+        columns = [c.name for c in cur.description or ()]
+    assert rows, f"{target.file} / {target.panel}: no rows for {sql}"
+    if target.panel_type != "variable":
+        missing = _referenced_columns(target.file, target.panel) - set(columns)
+        assert not missing, (target.panel, missing, columns)
+    if target.panel == "variable project":
+        assert PROJECT in {r["project_id"] for r in rows}
+    if target.panel == "Last 10 failures":
+        assert len(rows) == 10 and {r["kind"] for r in rows} == {"run_failed", "validation_failed"}
+        assert all(r["trace_id"] for r in rows)
+    if target.panel == "Top stuck projects":
+        assert [r["project_id"] for r in rows] == ["umbrella-p1-r1"]
+    if target.panel == "Next action":
+        assert "waits" not in rows[0]["next_action"] and rows[0]["next_action"]
+    if target.panel == "Artifact versions":
+        assert {r["metric"] for r in rows} == {"brief.md", "site/index.html"}
+        assert max(r["version"] for r in rows) == 2
