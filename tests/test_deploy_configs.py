@@ -6,6 +6,7 @@ make them work with runledger; compose and Alertmanager are checked by their own
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -69,6 +70,9 @@ def test_grafana_datasources_have_fixed_uids_and_link_signals() -> None:
     derived = sources["loki"]["jsonData"]["derivedFields"][0]
     assert derived["datasourceUid"] == "tempo"
     assert derived["url"] == "$${__value.raw}", "provisioning expands $: a literal needs $$"
+    assert sources["tempo"]["jsonData"]["tracesToLogsV2"]["query"] == (
+        '{$${__tags}} | trace_id = "$${__trace.traceId}"'
+    )
     assert sources["postgres"]["type"] == "grafana-postgresql-datasource"
     assert sources["postgres"]["jsonData"]["database"] == "runledger"
 
@@ -84,13 +88,90 @@ def test_loki_keeps_logs_30_days_with_otlp_metadata() -> None:
     assert (schema["store"], schema["schema"]) == ("tsdb", "v13")
 
 
-def test_tempo_receives_otlp_and_keeps_traces_14_to_30_days() -> None:
+def test_tempo_receives_otlp_and_keeps_traces_14_days_by_default() -> None:
     tempo = load("tempo/tempo.yml")
     protocols = tempo["distributor"]["receivers"]["otlp"]["protocols"]
-    assert protocols["http"]["endpoint"].endswith(":4318")
-    assert protocols["grpc"]["endpoint"].endswith(":4317")
-    hours = int(re.fullmatch(r"(\d+)h", tempo["compactor"]["compaction"]["block_retention"])[1])
-    assert 14 * 24 <= hours <= 30 * 24
+    assert protocols["http"]["endpoint"] == "0.0.0.0:4318"
+    assert protocols["grpc"]["endpoint"] == "0.0.0.0:4317"
+    retention = tempo["compactor"]["compaction"]["block_retention"]
+    m = re.fullmatch(r"\$\{RUNLEDGER_TRACE_RETENTION:-(\d+)h\}", retention)
+    assert m and int(m[1]) == 14 * 24, retention
+    service = compose_config()["services"]["tempo"]
+    assert "-config.expand-env=true" in service["command"], "the default needs env expansion"
+    hours = re.fullmatch(r"(\d+)h", service["environment"]["RUNLEDGER_TRACE_RETENTION"])
+    assert hours and 14 * 24 <= int(hours[1]) <= 30 * 24
+
+
+def test_compose_runs_the_whole_stack_with_health_gated_start_up() -> None:
+    services = compose_config()["services"]
+    assert {"postgres", "migrate", "control", "proxy", "exporter", "prometheus", "alertmanager",
+            "grafana", "loki", "tempo"} <= set(services)  # fmt: skip
+    assert services["demo"]["profiles"] == ["demo"]
+    one_shots = {"migrate", "retention", "demo"}
+    for name, service in services.items():
+        for dep, cond in service.get("depends_on", {}).items():
+            wanted = ("service_completed_successfully" if dep == "migrate"
+                      else "service_healthy")  # fmt: skip
+            assert cond["condition"] == wanted, (name, dep, cond)
+            assert dep in one_shots or "healthcheck" in services[dep], (name, dep)
+        for mount in service.get("volumes", []):
+            source, _target, mode = str(mount).rsplit(":", 2)
+            if source.startswith("/"):  # a bind mount of a config folder
+                assert mode == "ro", (name, mount)
+    grafana = services["grafana"]
+    targets = {str(v).rsplit(":", 2)[1] for v in grafana["volumes"]}
+    assert {"/etc/grafana/provisioning", "/var/lib/grafana/dashboards"} <= targets
+    for dep in ("postgres", "prometheus", "loki", "tempo"):
+        assert grafana["depends_on"][dep]["condition"] == "service_healthy"
+    demo = services["demo"]["environment"]
+    assert demo["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] == "http://tempo:4318/v1/traces"
+    assert demo["OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"] == "http://loki:3100/otlp/v1/logs"
+    for dep in ("tempo", "loki"):
+        assert services["demo"]["depends_on"][dep]["condition"] == "service_healthy"
+
+
+def test_the_owners_override_adds_the_owners_organisation_only_with_a_token() -> None:
+    files = ["-f", "docker-compose.yml", "-f", "docker-compose.owners.yml", "config"]
+    env = {k: v for k, v in os.environ.items() if k != "RUNLEDGER_GRAFANA_OWNER_TOKEN"}
+    refused = subprocess.run([tool("docker-compose"), *files], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert refused.returncode != 0
+    assert "an owner token of the tenant" in refused.stderr
+    out = subprocess.run(
+        [tool("docker-compose"), *files], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env={**env, "RUNLEDGER_GRAFANA_OWNER_TOKEN": "owner-token"},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    grafana = yaml.safe_load(out.stdout)["services"]["grafana"]
+    mounts = {str(v).rsplit(":", 2)[1]: str(v) for v in grafana["volumes"]}
+    for target in ("/etc/grafana/provisioning/datasources/owners.yml",
+                   "/etc/grafana/provisioning/dashboards/owners.yml"):  # fmt: skip
+        assert mounts[target].endswith(":ro")
+        # Mounted over a placeholder that exists, inside the read-only provisioning mount.
+        placeholder = ROOT / "grafana" / "provisioning" / target.split("provisioning/")[1]
+        assert yaml.safe_load(placeholder.read_text()) in (
+            {"apiVersion": 1, "datasources": []},
+            {"apiVersion": 1, "providers": []},
+        )
+    assert mounts["/var/lib/grafana/owners-dashboards"].endswith(":ro")
+    provider = load("grafana/owners/provisioning/dashboards/owners.yml")["providers"][0]
+    assert provider["orgId"] == 2
+    assert provider["options"]["path"] == "/var/lib/grafana/owners-dashboards"
+
+
+def test_grafana_provisions_the_generated_dashboards() -> None:
+    (provider,) = load("grafana/provisioning/dashboards/runledger.yml")["providers"]
+    assert provider["orgId"] == 1
+    assert provider["options"]["path"] == "/var/lib/grafana/dashboards"
+    assert sorted(p.name for p in (ROOT / "grafana" / "dashboards").glob("*.json")) == [
+        "admin-overview.json", "project-overview.json", "tenant-overview.json"]  # fmt: skip
+
+
+def test_the_image_runs_as_a_non_root_user() -> None:
+    lines = (ROOT / "exporter" / "Dockerfile").read_text().splitlines()
+    users = [line.split()[1] for line in lines if line.startswith("USER ")]
+    assert users and users[-1] not in ("root", "0")
+    assert any("useradd" in line and users[-1] in line for line in lines)
 
 
 def test_dockerfile_copies_only_what_exists() -> None:

@@ -85,14 +85,26 @@ def targets(dashboards: dict[str, dict[str, Any]]) -> Iterator[Target]:
             for t in panel.get("targets", []):
                 source = t.get("datasource") or panel["datasource"]
                 yield Target(
-                    name, panel["title"], panel["type"], source["uid"],
-                    _query_of(t, source["type"]), bool(t.get("instant")), t,
-                )  # fmt: skip
+                    name,
+                    panel["title"],
+                    panel["type"],
+                    source["uid"],
+                    _query_of(t, source["type"]),
+                    bool(t.get("instant")),
+                    t,
+                )
         for var in model["templating"]["list"]:
             if var["type"] == "query":
                 source = var["datasource"]
-                yield Target(name, f"variable {var['name']}", "variable", source["uid"],
-                             str(var["query"]), True, var)  # fmt: skip
+                yield Target(
+                    name,
+                    f"variable {var['name']}",
+                    "variable",
+                    source["uid"],
+                    str(var["query"]),
+                    True,
+                    var,
+                )
 
 
 def _walk(node: Any) -> Iterator[dict[str, Any]]:
@@ -111,8 +123,11 @@ def links(model: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
         yield "dashboard links", link
     for panel in model["panels"]:
         for node in _walk(panel):
-            if "url" in node and "title" in node and ("internal" in node or "targetBlank" in node
-                                                       or "type" in node):  # fmt: skip
+            if (
+                "url" in node
+                and "title" in node
+                and ("internal" in node or "targetBlank" in node or "type" in node)
+            ):
                 yield panel["title"], node
 
 
@@ -188,8 +203,13 @@ def parse_grammar(queries: list[tuple[str, str]]) -> list[dict[str, Any]]:
     )
     payload = json.dumps([{"language": lang, "query": q} for lang, q in queries])
     out = subprocess.run(
-        ["node", "parse.mjs"], cwd=GRAMMAR_DIR, input=payload, capture_output=True,
-        text=True, timeout=60, check=False,
-    )  # fmt: skip
+        ["node", "parse.mjs"],
+        cwd=GRAMMAR_DIR,
+        input=payload,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     return list(json.loads(out.stdout))

@@ -50,8 +50,9 @@ def _panels() -> list[tuple[str, dict[str, Any]]]:
     return [(n, p) for n, m in BUILT.items() for p in m["panels"]]
 
 
-@pytest.mark.parametrize(("name", "panel"), _panels(), ids=lambda v: v if isinstance(v, str)
-                         else v["title"])  # fmt: skip
+@pytest.mark.parametrize(
+    ("name", "panel"), _panels(), ids=lambda v: v if isinstance(v, str) else v["title"]
+)
 def test_every_panel_has_title_description_unit_and_a_datasource_by_uid(
     name: str, panel: dict[str, Any]
 ) -> None:
@@ -100,8 +101,11 @@ RULES = {
     for g in yaml.safe_load(path.read_text())["groups"]
     for r in g["rules"]
 }
-PROM = [t for t in targets(BUILT) if t.datasource in ("prometheus", "runledger-tenant-prom")
-        and t.panel_type != "variable"]
+PROM = [
+    t
+    for t in targets(BUILT)
+    if t.datasource in ("prometheus", "runledger-tenant-prom") and t.panel_type != "variable"
+]
 
 
 @pytest.mark.parametrize("target", PROM, ids=lambda t: f"{t.file}:{t.panel}:{t.raw.get('refId')}")
@@ -154,13 +158,18 @@ def test_every_link_resolves_to_a_console_route_or_a_dashboard() -> None:
                     assert key in {v["name"] for v in target["templating"]["list"]}, url
                 continue
             assert url.startswith(DEFAULT_CONSOLE_URL + "/") or url == DEFAULT_CONSOLE_URL + "/", (
-                name, where, url)  # fmt: skip
+                name,
+                where,
+                url,
+            )
             endpoint, _ = adapter.match(parts.path, method="GET")
             rule = CONSOLE_ROUTES[endpoint]
             if parts.fragment:
                 assert parts.fragment in ANCHORS.get(rule, set()), (name, where, url)
             seen.add(endpoint)
-    assert seen == set(CONSOLE_ROUTES), f"routes listed but never linked: {set(CONSOLE_ROUTES) - seen}"
+    assert seen == set(CONSOLE_ROUTES), (
+        f"routes listed but never linked: {set(CONSOLE_ROUTES) - seen}"
+    )
 
 
 def test_the_console_serves_every_route_the_dashboards_link_to(app: Any) -> None:
@@ -186,8 +195,11 @@ def _grammar_queries() -> list[tuple[str, str, str]]:
             out.append((f"{t.file}: {t.panel}", lang, expand_vars(t.query, SAMPLE, {})))
     tempo = datasources(1)["tempo"]["jsonData"]["tracesToLogsV2"]
     tags = ", ".join(f'{tag["value"]}="runledger-demo"' for tag in tempo["tags"])
-    query = tempo["query"].replace("$${__tags}", tags).replace(
-        "$${__trace.traceId}", "4bf92f3577b34da6a3ce929d0e0e4736")
+    query = (
+        tempo["query"]
+        .replace("$${__tags}", tags)
+        .replace("$${__trace.traceId}", "4bf92f3577b34da6a3ce929d0e0e4736")
+    )
     out.append(("Tempo tracesToLogsV2 query", "logql", query))
     return out
 
@@ -196,14 +208,21 @@ def test_logql_and_traceql_parse_with_grafanas_grammars() -> None:
     queries = _grammar_queries()
     assert {lang for _, lang, _ in queries} == {"logql", "traceql"}
     results = parse_grammar([(lang, q) for _, lang, q in queries])
-    bad = [(where, r["query"], r["errors"]) for (where, _, _), r in zip(queries, results,
-                                                                       strict=True) if r["errors"]]  # fmt: skip
+    bad = [
+        (where, r["query"], r["errors"])
+        for (where, _, _), r in zip(queries, results, strict=True)
+        if r["errors"]
+    ]
     assert not bad, bad
 
 
 def test_the_grammar_check_catches_a_broken_query() -> None:
-    results = parse_grammar([("logql", '{service_name="x"} | trace_id = '),
-                             ("traceql", "{ span.runledger.project_id = }")])  # fmt: skip
+    results = parse_grammar(
+        [
+            ("logql", '{service_name="x"} | trace_id = '),
+            ("traceql", "{ span.runledger.project_id = }"),
+        ]
+    )
     assert all(r["errors"] for r in results)
 
 

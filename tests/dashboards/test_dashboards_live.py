@@ -69,8 +69,12 @@ class Scenario:
 
 
 def _post(base: str, token: str, events: list[dict[str, Any]]) -> None:
-    resp = requests.post(f"{base}/v1/events", json={"events": events},
-                         headers={"Authorization": f"Bearer {token}"}, timeout=30)  # fmt: skip
+    resp = requests.post(
+        f"{base}/v1/events",
+        json={"events": events},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
     assert resp.status_code == 200, resp.text
     assert resp.json()["accepted"] == len(events), resp.text
 
@@ -84,8 +88,9 @@ def _max_seq(db_url: str) -> int:
 def _label_values(prom: Prometheus, query: str) -> list[str]:
     m = re.fullmatch(r"label_values\((\w+), (\w+)\)", query)
     assert m, query
-    resp = requests.get(f"{prom.base}/api/v1/label/{m[2]}/values",
-                        params={"match[]": m[1]}, timeout=10)  # fmt: skip
+    resp = requests.get(
+        f"{prom.base}/api/v1/label/{m[2]}/values", params={"match[]": m[1]}, timeout=10
+    )
     body = resp.json()
     assert body["status"] == "success", body
     return list(body["data"])
@@ -103,15 +108,27 @@ def scenario(module_db_url: str, module_workdir: Path) -> Any:
     try:
         control, control_url = start_control(db_url, workdir)
         procs.append(control)
-        exporter, exporter_url = start_exporter(db_url, {
-            "poll_interval_seconds": 0.2, "gauge_refresh_seconds": 0.5,
-            "default_phase_target_seconds": DEFAULT_TARGET,
-            "phase_targets_seconds": PHASE_TARGETS}, workdir)  # fmt: skip
+        exporter, exporter_url = start_exporter(
+            db_url,
+            {
+                "poll_interval_seconds": 0.2,
+                "gauge_refresh_seconds": 0.5,
+                "default_phase_target_seconds": DEFAULT_TARGET,
+                "phase_targets_seconds": PHASE_TARGETS,
+            },
+            workdir,
+        )
         procs.append(exporter)
         port = free_port()
-        config = write_prometheus_config(workdir, port, {
-            "runledger-exporter": exporter_url.removeprefix("http://"),
-            "runledger-control": control_url.removeprefix("http://")}, WINDOW)  # fmt: skip
+        config = write_prometheus_config(
+            workdir,
+            port,
+            {
+                "runledger-exporter": exporter_url.removeprefix("http://"),
+                "runledger-control": control_url.removeprefix("http://"),
+            },
+            WINDOW,
+        )
         prom = start_prometheus(config, workdir, port)
         procs.append(prom.proc)
         prom.wait_for('up{job="runledger-exporter"}', lambda v: v == 1)
@@ -130,7 +147,9 @@ def scenario(module_db_url: str, module_workdir: Path) -> Any:
                             "INSERT INTO alert_outcomes (fingerprint, alertname, audience,"
                             " tenant_id, started_at, outcome, judged_by) VALUES"
                             " (%s, 'TenantDailyCapNearlyReached', 'owner', 'acme', now(), %s,"
-                            " 'admin')", (f"fp-{i}", outcome))  # fmt: skip
+                            " 'admin')",
+                            (f"fp-{i}", outcome),
+                        )
             last = _max_seq(db_url)
             prom.wait_for("runledger_exporter_tailed_seq", lambda v, last=last: v == last)
             time.sleep(4)  # samples of each round in the rule windows
@@ -148,8 +167,9 @@ def scenario(module_db_url: str, module_workdir: Path) -> Any:
 
 
 def _run_promql(s: Scenario, t: Target, values: dict[str, list[str]]) -> list[Any]:
-    expr = expand_vars(t.query, values, {"__rate_interval": WINDOW, "__range": RANGE,
-                                         "__interval": "5s"})  # fmt: skip
+    expr = expand_vars(
+        t.query, values, {"__rate_interval": WINDOW, "__range": RANGE, "__interval": "5s"}
+    )
     if t.instant:
         params = {"query": expr, "time": f"{s.at:.3f}"}
         url = f"{s.prom.base}/api/v1/query"
@@ -158,12 +178,18 @@ def _run_promql(s: Scenario, t: Target, values: dict[str, list[str]]) -> list[An
         url = f"{s.prom.base}/api/v1/query_range"
     body = requests.get(url, params=params, timeout=10).json()
     assert body["status"] == "success", (t.file, t.panel, expr, body)
-    return [r for r in body["data"]["result"]
-            if any(v[1] != "NaN" for v in (r.get("values") or [r["value"]]))]  # fmt: skip
+    return [
+        r
+        for r in body["data"]["result"]
+        if any(v[1] != "NaN" for v in (r.get("values") or [r["value"]]))
+    ]
 
 
-PROM_TARGETS = [t for t in targets(BUILT) if t.datasource in ("prometheus", "runledger-tenant-prom")
-                and t.panel_type != "variable"]  # fmt: skip
+PROM_TARGETS = [
+    t
+    for t in targets(BUILT)
+    if t.datasource in ("prometheus", "runledger-tenant-prom") and t.panel_type != "variable"
+]
 
 
 def test_the_variables_list_the_workloads_tenants_models_and_phases(scenario: Scenario) -> None:
@@ -172,8 +198,9 @@ def test_the_variables_list_the_workloads_tenants_models_and_phases(scenario: Sc
     assert {"intake", "build", "review", "publish"} <= set(scenario.values["phase"])
 
 
-@pytest.mark.parametrize("target", PROM_TARGETS,
-                         ids=lambda t: f"{t.file}:{t.panel}:{t.raw['refId']}")  # fmt: skip
+@pytest.mark.parametrize(
+    "target", PROM_TARGETS, ids=lambda t: f"{t.file}:{t.panel}:{t.raw['refId']}"
+)
 def test_every_promql_target_returns_data(scenario: Scenario, target: Target) -> None:
     rows = _run_promql(scenario, target, scenario.values)
     if target.panel in MAY_BE_EMPTY:
@@ -187,12 +214,16 @@ def test_every_promql_target_returns_data(scenario: Scenario, target: Target) ->
 
 
 def test_the_spend_panels_show_the_ledgers_figures(scenario: Scenario) -> None:
-    (spend,) = [t for t in PROM_TARGETS
-                if t.file == "dashboards/admin-overview.json" and t.panel == "Spend today"]  # fmt: skip
+    (spend,) = [
+        t
+        for t in PROM_TARGETS
+        if t.file == "dashboards/admin-overview.json" and t.panel == "Spend today"
+    ]
     (row,) = _run_promql(scenario, spend, scenario.values)
     with psycopg.connect(scenario.db_url) as conn:
-        ledger = conn.execute("SELECT sum(spend_usd) FROM cap_usage WHERE date ="
-                              " (now() AT TIME ZONE 'UTC')::date").fetchone()  # fmt: skip
+        ledger = conn.execute(
+            "SELECT sum(spend_usd) FROM cap_usage WHERE date = (now() AT TIME ZONE 'UTC')::date"
+        ).fetchone()
     assert ledger is not None
     assert float(row["value"][1]) == pytest.approx(float(ledger[0]))
     assert float(ledger[0]) == pytest.approx(0.203 * 8)
@@ -212,8 +243,13 @@ def _referenced_columns(file: str, panel_title: str) -> set[str]:
 
 @pytest.mark.parametrize("target", SQL_TARGETS, ids=lambda t: f"{t.file}:{t.panel}")
 def test_every_sql_target_runs_and_returns_its_columns(scenario: Scenario, target: Target) -> None:
-    sql = expand_sql(target.query, scenario.values, scenario.started,
-                     datetime.now(UTC) + timedelta(minutes=1), "60s")  # fmt: skip
+    sql = expand_sql(
+        target.query,
+        scenario.values,
+        scenario.started,
+        datetime.now(UTC) + timedelta(minutes=1),
+        "60s",
+    )
     with psycopg.connect(scenario.db_url, row_factory=dict_row) as conn:
         cur = conn.execute(sql.encode())
         rows = cur.fetchall()
@@ -234,3 +270,21 @@ def test_every_sql_target_runs_and_returns_its_columns(scenario: Scenario, targe
     if target.panel == "Artifact versions":
         assert {r["metric"] for r in rows} == {"brief.md", "site/index.html"}
         assert max(r["version"] for r in rows) == 2
+
+
+def test_a_spend_spike_links_to_the_traces_that_spent(scenario: Scenario) -> None:
+    """The Spend rate panel's exemplars carry the trace ids of the events behind the spend."""
+    (target,) = [
+        t
+        for t in PROM_TARGETS
+        if t.file == "dashboards/admin-overview.json" and t.panel == "Spend rate by model"
+    ]
+    assert target.raw["exemplar"] is True
+    expr = expand_vars(target.query, scenario.values, {"__rate_interval": WINDOW})
+    found = scenario.prom.exemplars(expr, scenario.at - 120, scenario.at)
+    traces = {e["labels"]["trace_id"] for series in found for e in series["exemplars"]}
+    with psycopg.connect(scenario.db_url) as conn:
+        spent = {
+            r[0] for r in conn.execute("SELECT DISTINCT trace_id FROM events WHERE cost_usd > 0")
+        }
+    assert traces and traces <= spent, (traces, spent)

@@ -200,11 +200,7 @@ class Layout:
 
 def console_variable() -> db.ConstantVariable:
     """The hidden ``console`` variable (base URL of the console's pages)."""
-    return (
-        db.ConstantVariable("console")
-        .label("Console URL")
-        .value(DEFAULT_CONSOLE_URL)
-    )
+    return db.ConstantVariable("console").label("Console URL").value(DEFAULT_CONSOLE_URL)
 
 
 def label_variable(

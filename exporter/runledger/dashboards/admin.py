@@ -53,95 +53,164 @@ def admin_overview() -> db.Dashboard:
         .with_variable(label_variable("tenant", "runledger_tenant_daily_cap_usd"))
         .with_variable(label_variable("model", "runledger_cost_usd_total"))
         .with_variable(label_variable("phase", "runledger_phase_advances_total"))
-        .links([
-            dashboard_link("Tenant Overview", "runledger-tenant", "?${tenant:queryparam}"),
-            dashboard_link("Project Overview", "runledger-project", "?${tenant:queryparam}"),
-            console_link("Console: admin overview", "/admin?tenant=${tenant}&model=${model}&phase=${phase}"),
-            console_link("Export runs (CSV)", "/export"),
-        ])
-    )  # fmt: skip
+        .links(
+            [
+                dashboard_link("Tenant Overview", "runledger-tenant", "?${tenant:queryparam}"),
+                dashboard_link("Project Overview", "runledger-project", "?${tenant:queryparam}"),
+                console_link(
+                    "Console: admin overview",
+                    "/admin?tenant=${tenant}&model=${model}&phase=${phase}",
+                ),
+                console_link("Export runs (CSV)", "/export"),
+            ]
+        )
+    )
 
     # -- spend today -----------------------------------------------------------------------
-    d = d.with_panel(lay.place(
-        stat.Panel()
-        .title("Spend today")
-        .description("Spend of the selected tenants in the current UTC day, from the ledger's "
-                     "caps (exact, not a rate).")
-        .datasource(PROMETHEUS)
-        .unit("currencyUSD").decimals(2)
-        .with_target(prom(f"sum(runledger_tenant_spend_today_usd{{{T}}})", "spend", instant=True)),
-        4, 5))  # fmt: skip
-    d = d.with_panel(lay.place(
-        stat.Panel()
-        .title("Projected by end of day")
-        .description("Today's spend plus the last hour's burn rate carried to midnight UTC.")
-        .datasource(PROMETHEUS)
-        .unit("currencyUSD").decimals(2)
-        .with_target(prom(f"sum(runledger_tenant_projected_spend_today_usd{{{T}}})",
-                          "projected", instant=True)),
-        4, 5))  # fmt: skip
-    d = d.with_panel(lay.place(
-        bargauge.Panel()
-        .title("Today's spend by tenant")
-        .description("Spend per tenant in the current UTC day (ledger caps). Click a bar for "
-                     "the tenant's console page.")
-        .datasource(PROMETHEUS)
-        .unit("currencyUSD").decimals(2)
-        .data_links([db.DashboardLink("Tenant page")
-                     .url(CONSOLE + "/tenants/${__field.labels.tenant}")])
-        .with_target(prom(f"sort_desc(sum by (tenant) (runledger_tenant_spend_today_usd{{{T}}}))",
-                          "{{tenant}}", instant=True)),
-        8, 5))  # fmt: skip
-    d = d.with_panel(lay.place(
-        bargauge.Panel()
-        .title("Today's spend by model")
-        .description("Spend recorded on events since midnight UTC, per model (increase of "
-                     "runledger_cost_usd_total over the day so far).")
-        .datasource(PROMETHEUS)
-        .time_from("now/d")
-        .unit("currencyUSD").decimals(2)
-        .with_target(prom(f"sort_desc(sum by (model) (increase(runledger_cost_usd_total{{{SEL}}}[$__range])))",
-                          "{{model}}", instant=True)),
-        8, 5))  # fmt: skip
+    d = d.with_panel(
+        lay.place(
+            stat.Panel()
+            .title("Spend today")
+            .description(
+                "Spend of the selected tenants in the current UTC day, from the ledger's "
+                "caps (exact, not a rate)."
+            )
+            .datasource(PROMETHEUS)
+            .unit("currencyUSD")
+            .decimals(2)
+            .with_target(
+                prom(f"sum(runledger_tenant_spend_today_usd{{{T}}})", "spend", instant=True)
+            ),
+            4,
+            5,
+        )
+    )
+    d = d.with_panel(
+        lay.place(
+            stat.Panel()
+            .title("Projected by end of day")
+            .description("Today's spend plus the last hour's burn rate carried to midnight UTC.")
+            .datasource(PROMETHEUS)
+            .unit("currencyUSD")
+            .decimals(2)
+            .with_target(
+                prom(
+                    f"sum(runledger_tenant_projected_spend_today_usd{{{T}}})",
+                    "projected",
+                    instant=True,
+                )
+            ),
+            4,
+            5,
+        )
+    )
+    d = d.with_panel(
+        lay.place(
+            bargauge.Panel()
+            .title("Today's spend by tenant")
+            .description(
+                "Spend per tenant in the current UTC day (ledger caps). Click a bar for "
+                "the tenant's console page."
+            )
+            .datasource(PROMETHEUS)
+            .unit("currencyUSD")
+            .decimals(2)
+            .data_links(
+                [db.DashboardLink("Tenant page").url(CONSOLE + "/tenants/${__field.labels.tenant}")]
+            )
+            .with_target(
+                prom(
+                    f"sort_desc(sum by (tenant) (runledger_tenant_spend_today_usd{{{T}}}))",
+                    "{{tenant}}",
+                    instant=True,
+                )
+            ),
+            8,
+            5,
+        )
+    )
+    d = d.with_panel(
+        lay.place(
+            bargauge.Panel()
+            .title("Today's spend by model")
+            .description(
+                "Spend recorded on events since midnight UTC, per model (increase of "
+                "runledger_cost_usd_total over the day so far)."
+            )
+            .datasource(PROMETHEUS)
+            .time_from("now/d")
+            .unit("currencyUSD")
+            .decimals(2)
+            .with_target(
+                prom(
+                    "sort_desc(sum by (model) ("
+                    f"increase(runledger_cost_usd_total{{{SEL}}}[$__range])))",
+                    "{{model}}",
+                    instant=True,
+                )
+            ),
+            8,
+            5,
+        )
+    )
 
     # -- failures, stuck projects, caps ----------------------------------------------------
     failures = (
         table.Panel()
         .title("Last 10 failures")
-        .description("Failed runs and rejected artifacts, latest first, with phase and role. "
-                     "Links: the console's run page (rerun), the trace in Tempo, and the "
-                     "project's why-blocked section for the blocking artifact.")
+        .description(
+            "Failed runs and rejected artifacts, latest first, with phase and role. "
+            "Links: the console's run page (rerun), the trace in Tempo, and the "
+            "project's why-blocked section for the blocking artifact."
+        )
         .datasource(POSTGRES)
         .unit("none")
-        .with_target(Sql(f"""
+        .with_target(
+            Sql("""
             SELECT f.last_seen AS "time", f.tenant_id AS tenant, f.project_id, f.run_id,
                    f.phase, f.role, f.kind, f.reason, f.artifact_ref, f.count,
                    COALESCE(r.model, 'none') AS model, f.trace_id
             FROM failures f LEFT JOIN runs r USING (run_id)
             WHERE $__timeFilter(f.last_seen)
-              AND f.tenant_id IN (${{tenant:sqlstring}})
-              AND f.phase IN (${{phase:sqlstring}})
-              AND COALESCE(r.model, 'none') IN (${{model:sqlstring}})
+              AND f.tenant_id IN (${tenant:sqlstring})
+              AND f.phase IN (${phase:sqlstring})
+              AND COALESCE(r.model, 'none') IN (${model:sqlstring})
             ORDER BY f.last_seen DESC
-            LIMIT 10"""))
-        .override_by_name("run_id", links_override(
-            url_link("Run page (rerun)", CONSOLE + "/runs/${__data.fields.run_id}")))
+            LIMIT 10""")
+        )
+        .override_by_name(
+            "run_id",
+            links_override(url_link("Run page (rerun)", CONSOLE + "/runs/${__data.fields.run_id}")),
+        )
         .override_by_name("trace_id", links_override(trace_link()))
-        .override_by_name("artifact_ref", links_override(
-            url_link("Why blocked", CONSOLE + "/projects/${__data.fields.project_id}#why-blocked")))
-        .override_by_name("project_id", links_override(
-            url_link("Project page (reopen)", CONSOLE + "/projects/${__data.fields.project_id}")))
+        .override_by_name(
+            "artifact_ref",
+            links_override(
+                url_link(
+                    "Why blocked", CONSOLE + "/projects/${__data.fields.project_id}#why-blocked"
+                )
+            ),
+        )
+        .override_by_name(
+            "project_id",
+            links_override(
+                url_link("Project page (reopen)", CONSOLE + "/projects/${__data.fields.project_id}")
+            ),
+        )
         .override_by_name("count", [dm.DynamicConfigValue(id_val="unit", value="short")])
-    )  # fmt: skip
+    )
     d = d.with_panel(lay.place(failures, 24, 9))
     stuck = (
         table.Panel()
         .title("Top stuck projects")
-        .description(f"Projects in a phase for more than {STUCK_AFTER_HOURS} h without "
-                     "advancing, longest first. Links: why-blocked and the tenant's page.")
+        .description(
+            f"Projects in a phase for more than {STUCK_AFTER_HOURS} h without "
+            "advancing, longest first. Links: why-blocked and the tenant's page."
+        )
         .datasource(POSTGRES)
         .unit("s")
-        .with_target(Sql(f"""
+        .with_target(
+            Sql(f"""
             SELECT p.project_id, p.tenant_id AS tenant, p.current_phase AS phase,
                    p.phase_entered_at,
                    EXTRACT(EPOCH FROM now() - p.phase_entered_at)::bigint AS in_phase_seconds,
@@ -153,143 +222,289 @@ def admin_overview() -> db.Dashboard:
               AND p.tenant_id IN (${{tenant:sqlstring}})
               AND p.current_phase IN (${{phase:sqlstring}})
             ORDER BY p.phase_entered_at
-            LIMIT 10"""))
-        .override_by_name("project_id", links_override(
-            url_link("Why blocked", CONSOLE + "/projects/${__data.fields.project_id}#why-blocked")))
-        .override_by_name("tenant", links_override(
-            url_link("Tenant page", CONSOLE + "/tenants/${__data.fields.tenant}")))
+            LIMIT 10""")
+        )
+        .override_by_name(
+            "project_id",
+            links_override(
+                url_link(
+                    "Why blocked", CONSOLE + "/projects/${__data.fields.project_id}#why-blocked"
+                )
+            ),
+        )
+        .override_by_name(
+            "tenant",
+            links_override(url_link("Tenant page", CONSOLE + "/tenants/${__data.fields.tenant}")),
+        )
         .override_by_name("failures", [dm.DynamicConfigValue(id_val="unit", value="short")])
-        .override_by_name("phase_entered_at", [dm.DynamicConfigValue(id_val="unit", value="dateTimeAsIso")])
-    )  # fmt: skip
+        .override_by_name(
+            "phase_entered_at", [dm.DynamicConfigValue(id_val="unit", value="dateTimeAsIso")]
+        )
+    )
     d = d.with_panel(lay.place(stuck, 12, 8))
     caps = (
         bargauge.Panel()
         .title("Caps approaching")
-        .description("Share of each tenant's daily cap spent today (recorded rule "
-                     "tenant:runledger_cap_utilisation:ratio); owners are alerted at 80% and "
-                     "100%. Click a bar to raise the cap (with a reason, audited).")
+        .description(
+            "Share of each tenant's daily cap spent today (recorded rule "
+            "tenant:runledger_cap_utilisation:ratio); owners are alerted at 80% and "
+            "100%. Click a bar to raise the cap (with a reason, audited)."
+        )
         .datasource(PROMETHEUS)
-        .unit("percentunit").min(0).max(1)
-        .thresholds(db.ThresholdsConfig().mode(dm.ThresholdsMode.ABSOLUTE).steps([
-            dm.Threshold(color="green"), dm.Threshold(value=0.8, color="orange"),
-            dm.Threshold(value=1.0, color="red")]))
-        .data_links([db.DashboardLink("Raise the cap")
-                     .url(CONSOLE + "/tenants/${__field.labels.tenant}#raise-cap")])
-        .with_target(prom(f"sort_desc(tenant:runledger_cap_utilisation:ratio{{{T}}})",
-                          "{{tenant}}", instant=True))
-    )  # fmt: skip
+        .unit("percentunit")
+        .min(0)
+        .max(1)
+        .thresholds(
+            db.ThresholdsConfig()
+            .mode(dm.ThresholdsMode.ABSOLUTE)
+            .steps(
+                [
+                    dm.Threshold(color="green"),
+                    dm.Threshold(value=0.8, color="orange"),
+                    dm.Threshold(value=1.0, color="red"),
+                ]
+            )
+        )
+        .data_links(
+            [
+                db.DashboardLink("Raise the cap").url(
+                    CONSOLE + "/tenants/${__field.labels.tenant}#raise-cap"
+                )
+            ]
+        )
+        .with_target(
+            prom(
+                f"sort_desc(tenant:runledger_cap_utilisation:ratio{{{T}}})",
+                "{{tenant}}",
+                instant=True,
+            )
+        )
+    )
     d = d.with_panel(lay.place(caps, 6, 8))
-    d = d.with_panel(lay.place(
-        stat.Panel()
-        .title("Cap interventions (1 d)")
-        .description("Caps that stopped spend (cap_hit events) in the last day, per tenant "
-                     "(recorded rule tenant:runledger_cap_hits:increase1d).")
-        .datasource(PROMETHEUS)
-        .unit("short")
-        .data_links([db.DashboardLink("Caps")
-                     .url(CONSOLE + "/tenants/${__field.labels.tenant}#caps")])
-        .with_target(prom(f"sum by (tenant) (tenant:runledger_cap_hits:increase1d{{{T}}})",
-                          "{{tenant}}", instant=True)),
-        6, 8))  # fmt: skip
+    d = d.with_panel(
+        lay.place(
+            stat.Panel()
+            .title("Cap interventions (1 d)")
+            .description(
+                "Caps that stopped spend (cap_hit events) in the last day, per tenant "
+                "(recorded rule tenant:runledger_cap_hits:increase1d)."
+            )
+            .datasource(PROMETHEUS)
+            .unit("short")
+            .data_links(
+                [db.DashboardLink("Caps").url(CONSOLE + "/tenants/${__field.labels.tenant}#caps")]
+            )
+            .with_target(
+                prom(
+                    f"sum by (tenant) (tenant:runledger_cap_hits:increase1d{{{T}}})",
+                    "{{tenant}}",
+                    instant=True,
+                )
+            ),
+            6,
+            8,
+        )
+    )
 
     # -- trends ----------------------------------------------------------------------------
     for days in (7, 30):
-        d = d.with_panel(lay.place(
+        d = d.with_panel(
+            lay.place(
+                timeseries.Panel()
+                .title(f"$ per hour, {days} days")
+                .description(
+                    "Spend per hour by model (recorded rule "
+                    "tenant_model:runledger_cost_usd:increase1h, one point an hour)."
+                )
+                .datasource(PROMETHEUS)
+                .time_from(f"{days}d")
+                .interval("1h")
+                .unit("currencyUSD")
+                .with_target(
+                    prom(
+                        "sum by (model) ("
+                        f'tenant_model:runledger_cost_usd:increase1h{{{T}, model=~"$model"}})',
+                        "{{model}}",
+                    )
+                ),
+                12,
+                8,
+            )
+        )
+        d = d.with_panel(
+            lay.place(
+                timeseries.Panel()
+                .title(f"Tokens per hour, {days} days")
+                .description(
+                    "Input and output tokens per hour (recorded rules "
+                    "tenant_model:runledger_{input,output}_tokens:increase1h)."
+                )
+                .datasource(PROMETHEUS)
+                .time_from(f"{days}d")
+                .interval("1h")
+                .unit("short")
+                .with_target(
+                    prom(
+                        "sum("
+                        f'tenant_model:runledger_input_tokens:increase1h{{{T}, model=~"$model"}})',
+                        "input",
+                        ref="A",
+                    )
+                )
+                .with_target(
+                    prom(
+                        "sum("
+                        f'tenant_model:runledger_output_tokens:increase1h{{{T}, model=~"$model"}})',
+                        "output",
+                        ref="B",
+                    )
+                ),
+                12,
+                8,
+            )
+        )
+    d = d.with_panel(
+        lay.place(
             timeseries.Panel()
-            .title(f"$ per hour, {days} days")
-            .description("Spend per hour by model (recorded rule "
-                         "tenant_model:runledger_cost_usd:increase1h, one point an hour).")
+            .title("Spend rate by model")
+            .description(
+                "Dollars per hour by model. Exemplars (dots) open the trace of the "
+                "event that recorded the spend, to follow a spike to its run."
+            )
             .datasource(PROMETHEUS)
-            .time_from(f"{days}d").interval("1h")
             .unit("currencyUSD")
-            .with_target(prom(
-                f'sum by (model) (tenant_model:runledger_cost_usd:increase1h{{{T}, model=~"$model"}})',
-                "{{model}}")),
-            12, 8))  # fmt: skip
-        d = d.with_panel(lay.place(
-            timeseries.Panel()
-            .title(f"Tokens per hour, {days} days")
-            .description("Input and output tokens per hour (recorded rules "
-                         "tenant_model:runledger_{input,output}_tokens:increase1h).")
-            .datasource(PROMETHEUS)
-            .time_from(f"{days}d").interval("1h")
-            .unit("short")
-            .with_target(prom(
-                f'sum(tenant_model:runledger_input_tokens:increase1h{{{T}, model=~"$model"}})',
-                "input", ref="A"))
-            .with_target(prom(
-                f'sum(tenant_model:runledger_output_tokens:increase1h{{{T}, model=~"$model"}})',
-                "output", ref="B")),
-            12, 8))  # fmt: skip
-    d = d.with_panel(lay.place(
-        timeseries.Panel()
-        .title("Spend rate by model")
-        .description("Dollars per hour by model. Exemplars (dots) open the trace of the "
-                     "event that recorded the spend, to follow a spike to its run.")
-        .datasource(PROMETHEUS)
-        .unit("currencyUSD")
-        .with_target(prom(
-            f"sum by (model) (rate(runledger_cost_usd_total{{{SEL}}}[$__rate_interval])) * 3600",
-            "{{model}}", exemplar=True)),
-        12, 8))  # fmt: skip
+            .with_target(
+                prom(
+                    "sum by (model) ("
+                    f"rate(runledger_cost_usd_total{{{SEL}}}[$__rate_interval])) * 3600",
+                    "{{model}}",
+                    exemplar=True,
+                )
+            ),
+            12,
+            8,
+        )
+    )
 
     # -- pipeline health -------------------------------------------------------------------
-    d = d.with_panel(lay.place(
-        timeseries.Panel()
-        .title("Success rate per phase")
-        .description("Runs that succeeded per run finished, by phase (summed numerators over "
-                     "summed denominators of tenant_phase_status:runledger_runs_finished:rate5m).")
-        .datasource(PROMETHEUS)
-        .unit("percentunit").min(0).max(1)
-        .with_target(prom(
-            f'sum by (phase) (tenant_phase_status:runledger_runs_finished:rate5m{{{T}, phase=~"$phase", status="succeeded"}})'
-            f' / sum by (phase) (tenant_phase_status:runledger_runs_finished:rate5m{{{T}, phase=~"$phase"}})',
-            "{{phase}}")),
-        12, 8))  # fmt: skip
-    d = d.with_panel(lay.place(
-        timeseries.Panel()
-        .title("Retries per phase")
-        .description("Runs started as a retry per second, by phase (recorded rule "
-                     "tenant_phase:runledger_run_retries:rate5m).")
-        .datasource(PROMETHEUS)
-        .unit("ops")
-        .with_target(prom(
-            f'sum by (phase) (tenant_phase:runledger_run_retries:rate5m{{{T}, phase=~"$phase"}})',
-            "{{phase}}")),
-        12, 8))  # fmt: skip
-    d = d.with_panel(lay.place(
-        timeseries.Panel()
-        .title("Queue latency")
-        .description("Time runs waited from run_queued to run_started: mean and 95th "
-                     "percentile per role. Exemplars open the waiting run's trace.")
-        .datasource(PROMETHEUS)
-        .unit("s")
-        .with_target(prom(
-            f"sum by (role) (rate(runledger_queue_wait_seconds_sum{{{T}}}[$__rate_interval]))"
-            f" / sum by (role) (rate(runledger_queue_wait_seconds_count{{{T}}}[$__rate_interval]))",
-            "mean {{role}}", ref="A"))
-        .with_target(prom(
-            f"histogram_quantile(0.95, sum by (le, role) (rate(runledger_queue_wait_seconds_bucket{{{T}}}[$__rate_interval])))",
-            "p95 {{role}}", ref="B", exemplar=True)),
-        12, 8))  # fmt: skip
-    d = d.with_panel(lay.place(
-        stat.Panel()
-        .title("Alert precision (7 d)")
-        .description("Fired alerts judged true positive per alert judged, over 7 days "
-                     "(recorded rule :runledger_alert_judgements_true_positive_per_judged:ratio_rate7d).")
-        .datasource(PROMETHEUS)
-        .unit("percentunit")
-        .with_target(prom(":runledger_alert_judgements_true_positive_per_judged:ratio_rate7d",
-                          "precision", instant=True)),
-        6, 8))  # fmt: skip
-    d = d.with_panel(lay.place(
-        stat.Panel()
-        .title("Alerts judged")
-        .description("Fired alerts judged by people in the time range, by outcome "
-                     "(alert_outcomes rows).")
-        .datasource(PROMETHEUS)
-        .unit("short")
-        .with_target(prom("sum by (status) (increase(runledger_alert_judgements_total[$__range]))", "{{status}}",
-                          instant=True)),
-        6, 8))  # fmt: skip
+    d = d.with_panel(
+        lay.place(
+            timeseries.Panel()
+            .title("Success rate per phase")
+            .description(
+                "Runs that succeeded per run finished, by phase (summed numerators over "
+                "summed denominators of tenant_phase_status:runledger_runs_finished:rate5m)."
+            )
+            .datasource(PROMETHEUS)
+            .unit("percentunit")
+            .min(0)
+            .max(1)
+            .with_target(
+                prom(
+                    "sum by (phase) (tenant_phase_status:runledger_runs_finished:rate5m"
+                    f'{{{T}, phase=~"$phase", status="succeeded"}})'
+                    " / sum by (phase) (tenant_phase_status:runledger_runs_finished:rate5m"
+                    f'{{{T}, phase=~"$phase"}})',
+                    "{{phase}}",
+                )
+            ),
+            12,
+            8,
+        )
+    )
+    d = d.with_panel(
+        lay.place(
+            timeseries.Panel()
+            .title("Retries per phase")
+            .description(
+                "Runs started as a retry per second, by phase (recorded rule "
+                "tenant_phase:runledger_run_retries:rate5m)."
+            )
+            .datasource(PROMETHEUS)
+            .unit("ops")
+            .with_target(
+                prom(
+                    "sum by (phase) ("
+                    f'tenant_phase:runledger_run_retries:rate5m{{{T}, phase=~"$phase"}})',
+                    "{{phase}}",
+                )
+            ),
+            12,
+            8,
+        )
+    )
+    d = d.with_panel(
+        lay.place(
+            timeseries.Panel()
+            .title("Queue latency")
+            .description(
+                "Time runs waited from run_queued to run_started: mean and 95th "
+                "percentile per role. Exemplars open the waiting run's trace."
+            )
+            .datasource(PROMETHEUS)
+            .unit("s")
+            .with_target(
+                prom(
+                    "sum by (role) ("
+                    f"rate(runledger_queue_wait_seconds_sum{{{T}}}[$__rate_interval]))"
+                    " / sum by (role) ("
+                    f"rate(runledger_queue_wait_seconds_count{{{T}}}[$__rate_interval]))",
+                    "mean {{role}}",
+                    ref="A",
+                )
+            )
+            .with_target(
+                prom(
+                    "histogram_quantile(0.95, sum by (le, role) ("
+                    f"rate(runledger_queue_wait_seconds_bucket{{{T}}}[$__rate_interval])))",
+                    "p95 {{role}}",
+                    ref="B",
+                    exemplar=True,
+                )
+            ),
+            12,
+            8,
+        )
+    )
+    d = d.with_panel(
+        lay.place(
+            stat.Panel()
+            .title("Alert precision (7 d)")
+            .description(
+                "Fired alerts judged true positive per alert judged, over 7 days "
+                "(recorded rule :runledger_alert_judgements_true_positive_per_judged:ratio_rate7d)."
+            )
+            .datasource(PROMETHEUS)
+            .unit("percentunit")
+            .with_target(
+                prom(
+                    ":runledger_alert_judgements_true_positive_per_judged:ratio_rate7d",
+                    "precision",
+                    instant=True,
+                )
+            ),
+            6,
+            8,
+        )
+    )
+    d = d.with_panel(
+        lay.place(
+            stat.Panel()
+            .title("Alerts judged")
+            .description(
+                "Fired alerts judged by people in the time range, by outcome (alert_outcomes rows)."
+            )
+            .datasource(PROMETHEUS)
+            .unit("short")
+            .with_target(
+                prom(
+                    "sum by (status) (increase(runledger_alert_judgements_total[$__range]))",
+                    "{{status}}",
+                    instant=True,
+                )
+            ),
+            6,
+            8,
+        )
+    )
     return d

@@ -83,15 +83,16 @@ class EventTailer:
         playbook = ev["playbook"] or NONE
         at: datetime = ev["occurred_at"]
         cost: Decimal = ev["cost_usd"]
+        trace = ev["trace_id"]
         if cost or ev["tokens_in"] or ev["tokens_out"] or ev["model"]:
             labels = (tenant, ev["model"] or NONE, phase, role)
-            m.cost.labels(*labels).inc(float(cost))
+            # The exemplar lets a cost spike on a dashboard open the trace that spent it.
+            m.cost.labels(*labels).inc(float(cost), _exemplar(trace) if cost else None)
             m.input_tokens.labels(*labels).inc(ev["tokens_in"])
             m.output_tokens.labels(*labels).inc(ev["tokens_out"])
             cached = m.cached_tokens.labels(*labels)
             if ev["cached"]:
                 cached.inc(ev["tokens_in"] + ev["tokens_out"])
-        trace = ev["trace_id"]
         if kind == "run_started":
             m.runs_started.labels(tenant, phase, role).inc()
             uncapped = m.uncapped_runs.labels(tenant, phase, role)
