@@ -3,6 +3,7 @@ that matter, every link resolves, every datasource exists, LogQL and TraceQL par
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 from urllib.parse import urlsplit
@@ -243,3 +244,26 @@ def test_loki_links_trace_ids_to_tempo_and_run_ids_to_the_console() -> None:
     assert run["url"] == "${RUNLEDGER_CONSOLE_URL}/runs/$${__value.raw}"
     rule = CONSOLE_ROUTES["run"]
     assert _console_routes().bind("c").match(rule.replace("<run_id>", "r1"))[0] == "run"
+
+
+def test_build_check_names_stale_files_and_build_writes_them(tmp_path: Any) -> None:
+    from click.testing import CliRunner
+
+    from runledger.cli import main
+
+    runner = CliRunner()
+    stale = runner.invoke(main, ["dashboards", "build", "--check", "--out", str(tmp_path)])
+    assert stale.exit_code == 1
+    assert "out of date: dashboards/admin-overview.json" in stale.output
+    assert "run `runledger dashboards build`" in stale.output
+    url = "https://console.example.test"
+    wrote = runner.invoke(main, ["dashboards", "build", "--out", str(tmp_path),
+                                 "--console-url", url + "/"])  # fmt: skip
+    assert wrote.exit_code == 0, wrote.output
+    assert wrote.output.count("wrote ") == len(BUILT)
+    ok = runner.invoke(main, ["dashboards", "build", "--check", "--out", str(tmp_path),
+                              "--console-url", url])  # fmt: skip
+    assert ok.exit_code == 0 and "up to date" in ok.output
+    model = json.loads((tmp_path / "dashboards" / "admin-overview.json").read_text())
+    (console,) = [v for v in model["templating"]["list"] if v["name"] == "console"]
+    assert console["query"] == url and console["hide"] == 2

@@ -265,8 +265,18 @@ def test_every_sql_target_runs_and_returns_its_columns(scenario: Scenario, targe
         assert all(r["trace_id"] for r in rows)
     if target.panel == "Top stuck projects":
         assert [r["project_id"] for r in rows] == ["umbrella-p1-r1"]
-    if target.panel == "Next action":
-        assert "waits" not in rows[0]["next_action"] and rows[0]["next_action"]
+    if target.panel == "Next action":  # run8 (build) started last, after run7 was queued
+        assert rows == [
+            {
+                "project_id": PROJECT,
+                "phase": "publish",
+                "last_run_id": f"{PROJECT}-run8",
+                "last_run_status": "running",
+                "next_action": "A implementer run is running: wait for it",
+            }
+        ]
+    if target.panel.startswith("Flags"):
+        assert {r["flag"] for r in rows} == {"run_failed", "validation_failed", "user_override"}
     if target.panel == "Artifact versions":
         assert {r["metric"] for r in rows} == {"brief.md", "site/index.html"}
         assert max(r["version"] for r in rows) == 2

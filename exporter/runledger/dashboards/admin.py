@@ -57,10 +57,8 @@ def admin_overview() -> db.Dashboard:
             [
                 dashboard_link("Tenant Overview", "runledger-tenant", "?${tenant:queryparam}"),
                 dashboard_link("Project Overview", "runledger-project", "?${tenant:queryparam}"),
-                console_link(
-                    "Console: admin overview",
-                    "/admin?tenant=${tenant}&model=${model}&phase=${phase}",
-                ),
+                # Pause, reopen, rerun and cap raises are buttons on the console's pages.
+                console_link("Console: admin overview (quick actions)", "/admin"),
                 console_link("Export runs (CSV)", "/export"),
             ]
         )
