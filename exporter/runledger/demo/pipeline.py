@@ -7,20 +7,24 @@ demo), publish, ask owners for proofs, and a microsite and an Uber Mode demo pro
 traffic. One project of ``globex`` stalls in review. Cost controls are real: every run draws
 on its tenant's daily cap through a budget lease (``initech``'s small cap is reached and its
 runs end ``partial``), and Implementer runs have a per-run token cap.
-Everything goes through the SDK: its spool, its sender and its spans, exactly as a real
-agent's would.
+Everything goes through the SDK: its spool, its sender, its spans and its run logs (OTLP:
+Tempo and Loki under docker compose), exactly as a real agent's would.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import random
 import signal
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
+from runledger import _env
 from runledger.cost import RunCaps
 from runledger.sdk import CostOptions, Ledger, Run, RunCapReached
 
@@ -88,12 +92,15 @@ class Pipeline:
                 run.phase_entered()
                 project.entered = True
             try:
-                for _ in range(self.rng.randint(1, 3)):
+                calls = self.rng.randint(1, 3)
+                for _ in range(calls):
                     self._model_call(run, role)
+                run.log(f"{role} drafted the {project.phase} step", model_calls=calls)
                 if self.rng.random() < 0.3:
                     with run.external_call("maps-api", cost_usd=Decimal("0.005")) as ext:
                         ext.summary = "geocoded the venue address"
             except RunCapReached as stop:
+                run.log(f"stopped by the {stop.cap} cap", level=logging.WARNING, cap=stop.cap)
                 # Hand over what exists so far: a partial artifact and a summary.
                 project.version += 1
                 run.partial(
@@ -131,11 +138,13 @@ class Pipeline:
                 artifact_version=max(project.version, 1),
                 rule="cta-present",
             )
+            run.log("validation failed: back to build", level=logging.WARNING, rule="cta-present")
             project.attempt += 1
             project.phase_index = PHASES.index("build")
             raise RuntimeError("validation failed: hero section has no call to action")
         if phase == "publish":
             run.publish_done(f"{project.project_id}/site/index.html", version=project.version)
+            run.log("published the site", version=project.version)
             proof = f"{project.project_id}-proof-{project.version}"
             run.proof_requested(proof, due_at=datetime.now(UTC) + timedelta(hours=48))
             if self.rng.random() < 0.7:
@@ -165,7 +174,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=0.4, help="seconds between runs")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--steps", type=int, default=0, help="stop after N runs (0: forever)")
+    parser.add_argument(
+        "--create-tenants",
+        action="store_true",
+        help="create the demo tenants and tokens in RUNLEDGER_DATABASE_URL first (once; kept "
+        "in RUNLEDGER_HOME/tokens.json) and send with the demo admin token (docker compose)",
+    )
     args = parser.parse_args(argv)
+    token = None
+    if args.create_tenants:
+        from runledger.demo.stack import seed_demo
+        from runledger.store import resolve_database_url, state_dir
+
+        home = Path(os.environ.get(_env.HOME) or state_dir())
+        home.mkdir(parents=True, exist_ok=True)
+        token = seed_demo(resolve_database_url(), home)["admin"]
     stop = {"now": False}
 
     def on_signal(_signum: int, _frame: Any) -> None:
@@ -178,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     # (Publishers never).
     ledger = Ledger(
         url=args.url,
+        token=token,
         costs=CostOptions(on_ledger_down="fail_open", offline_allowance_usd="0.05"),
     )
     pipeline = Pipeline(ledger, random.Random(args.seed))

@@ -183,7 +183,7 @@ def _file(ctx: Context, relative: str) -> str | None:
     return f"{relative} not found: run from the repository root"
 
 
-def _seed(url: str, home: Path) -> dict[str, str]:
+def seed_demo(url: str, home: Path) -> dict[str, str]:
     """Create the demo tenants and tokens once; return the tokens (kept in tokens.json)."""
     path = home / "tokens.json"
     if path.exists():
@@ -251,7 +251,7 @@ def up(duration: float | None = None, ports: Ports | None = None) -> int:
         url = str(server.get_uri(DATABASE_NAME))
     applied = migrate(url)
     print(f"PostgreSQL ready; {len(applied)} migration(s) applied")
-    ctx = Context(home, url, ports, _seed(url, home), Path.cwd())
+    ctx = Context(home, url, ports, seed_demo(url, home), Path.cwd())
     procs: list[tuple[Service, subprocess.Popen[bytes]]] = []
     stopping = {"now": False}
 
