@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,26 @@ def test_compose_file_is_valid_and_pins_every_image() -> None:
     for mount in config["services"]["prometheus"]["volumes"]:
         if isinstance(mount, dict) and mount.get("type") == "bind":
             assert mount.get("read_only"), mount
+
+
+def _compose_spec_check(*files: Path) -> subprocess.CompletedProcess[str]:
+    """Validate against the Compose Specification's schema, which Compose v2 enforces."""
+    return subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec",
+         *map(str, files)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_compose_files_follow_the_compose_specification(tmp_path: Path) -> None:
+    out = _compose_spec_check(ROOT / "docker-compose.yml", ROOT / "docker-compose.owners.yml")
+    assert out.returncode == 0, out.stdout + out.stderr
+    config = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert "version" not in config, "obsolete in Compose v2"
+    config["services"]["grafana"]["depends_on"]["tempo"]["condition"] = "service_up"
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text(yaml.safe_dump(config))
+    assert _compose_spec_check(broken).returncode != 0
 
 
 def test_alertmanager_config_passes_amtool() -> None:
