@@ -263,6 +263,9 @@ def test_every_sql_target_runs_and_returns_its_columns(scenario: Scenario, targe
     if target.panel == "Last 10 failures":
         assert len(rows) == 10 and {r["kind"] for r in rows} == {"run_failed", "validation_failed"}
         assert all(r["trace_id"] for r in rows)
+    if target.panel == "Caps today":
+        assert [(r["tenant"], r["blocked"]) for r in rows][:1] == [("initech", True)]
+        assert {r["tenant"] for r in rows} == set(TENANT_CAPS)
     if target.panel == "Top stuck projects":
         assert [r["project_id"] for r in rows] == ["umbrella-p1-r1"]
     if target.panel == "Next action":  # run8 (build) started last, after run7 was queued

@@ -303,6 +303,51 @@ def admin_overview() -> db.Dashboard:
             8,
         )
     )
+    caps_today = (
+        table.Panel()
+        .title("Caps today")
+        .description(
+            "Each tenant's cap in force (a temporary raise included, with its expiry), spend, "
+            "open lease reservations and whether spend is blocked, from the ledger. Click a "
+            "tenant to raise its cap (with a reason, audited) or to pause it."
+        )
+        .datasource(POSTGRES)
+        .unit("currencyUSD")
+        .with_target(
+            Sql("""
+            SELECT t.tenant_id AS tenant, t.status,
+                   cap_effective_usd(t.tenant_id, now()) AS cap_usd,
+                   COALESCE(u.spend_usd, 0) AS spend_usd,
+                   COALESCE(u.reserved_usd, 0) AS reserved_usd,
+                   COALESCE(u.spend_usd, 0)
+                     / NULLIF(cap_effective_usd(t.tenant_id, now()), 0) AS utilisation,
+                   COALESCE(u.blocked, false) AS blocked,
+                   (SELECT max(r.expires_at) FROM cap_raises r
+                     WHERE r.tenant_id = t.tenant_id AND r.expires_at > now()
+                       AND r.reverted_at IS NULL) AS raise_expires_at
+            FROM tenants t
+            LEFT JOIN cap_usage u
+              ON u.tenant_id = t.tenant_id AND u.date = (now() AT TIME ZONE 'UTC')::date
+            WHERE t.tenant_id IN (${tenant:sqlstring})
+            ORDER BY utilisation DESC NULLS LAST, t.tenant_id""")
+        )
+        .override_by_name(
+            "tenant",
+            links_override(
+                url_link("Raise the cap", CONSOLE + "/tenants/${__data.fields.tenant}#raise-cap"),
+                url_link("Pause or resume", CONSOLE + "/tenants/${__data.fields.tenant}"),
+            ),
+        )
+        .override_by_name(
+            "utilisation", [dm.DynamicConfigValue(id_val="unit", value="percentunit")]
+        )
+        .override_by_name("status", [dm.DynamicConfigValue(id_val="unit", value="none")])
+        .override_by_name("blocked", [dm.DynamicConfigValue(id_val="unit", value="bool_yes_no")])
+        .override_by_name(
+            "raise_expires_at", [dm.DynamicConfigValue(id_val="unit", value="dateTimeAsIso")]
+        )
+    )
+    d = d.with_panel(lay.place(caps_today, 24, 7))
 
     # -- trends ----------------------------------------------------------------------------
     for days in (7, 30):
