@@ -263,6 +263,9 @@ def test_every_sql_target_runs_and_returns_its_columns(scenario: Scenario, targe
     if target.panel == "Last 10 failures":
         assert len(rows) == 10 and {r["kind"] for r in rows} == {"run_failed", "validation_failed"}
         assert all(r["trace_id"] for r in rows)
+    if target.panel == "Today's spend by model":
+        assert {r["model"] for r in rows} == {"gpt-a", "claude-b", "none"}
+        assert sum(r["spend"] for r in rows) == Decimal("0.203") * 8
     if target.panel == "Caps today":
         assert [(r["tenant"], r["blocked"]) for r in rows][:1] == [("initech", True)]
         assert {r["tenant"] for r in rows} == set(TENANT_CAPS)
