@@ -13,6 +13,7 @@ from __future__ import annotations
 from grafana_foundation_sdk.builders import bargauge, stat, timeseries
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.cog import builder as cogbuilder
+from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 
 from runledger.dashboards._common import (
@@ -220,20 +221,22 @@ def tenant_overview(*, owners: bool = False) -> db.Dashboard:
     )
     d = d.with_panel(
         lay.place(
-            bargauge.Panel()
+            timeseries.Panel()
             .title("Recent ships")
             .description(
-                "Publisher runs done in the dashboard's time range, by playbook and "
-                "status (complete or partial)."
+                "Publisher runs done per hour, by playbook and status (complete or partial), "
+                "from the recorded rule tenant_playbook_status:runledger_publishes:increase1h."
             )
             .datasource(src)
+            .interval("1h")
             .unit("short")
+            .draw_style(cm.GraphDrawStyle.BARS)
+            .fill_opacity(80)
             .with_target(
                 prom(
                     "sum by (playbook, status) ("
-                    f"increase(runledger_publishes_total{{{T}}}[$__range]))",
+                    f"tenant_playbook_status:runledger_publishes:increase1h{{{T}}})",
                     "{{playbook}} {{status}}",
-                    instant=True,
                     source=src,
                 )
             ),
