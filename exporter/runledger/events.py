@@ -39,6 +39,7 @@ __all__ = [
     "MAX_BATCH_EVENTS",
     "MAX_PAYLOAD_BYTES",
     "MAX_PAYLOAD_DEPTH",
+    "MAX_SNAPSHOT_CHARS",
     "PII_KEYS",
     "SPEC_EVENT_TYPES",
     "Event",
@@ -56,6 +57,11 @@ MAX_BATCH_EVENTS = 1000
 
 MAX_PAYLOAD_BYTES = 16 * 1024
 """Largest serialised ``payload`` object, in bytes."""
+
+MAX_SNAPSHOT_CHARS = 131_072
+"""Longest artifact content (``run.artifact_written(..., content=)``) the ledger stores, after
+redaction; longer content is refused, not cut (a cut document loses the structure the
+Validator and the drift check read)."""
 
 MAX_PAYLOAD_DEPTH = 32
 """Deepest nesting of objects and arrays in a ``payload`` (the payload itself is level 1)."""
