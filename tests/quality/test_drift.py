@@ -24,12 +24,18 @@ def _post(client: Any, token: str, tenant: str, playbook: str, pages: list[tuple
     auth = {"Authorization": f"Bearer {token}"}
     records = [
         {
-            "snapshot_id": str(uuid.uuid4()), "tenant_id": tenant,
-            "project_id": f"{tenant}-{uuid.uuid4().hex[:12]}", "run_id": f"run-{i}",
-            "playbook": playbook, "phase": "build", "role": "implementer",
-            "artifact_path": "site/index.html", "artifact_version": 1, "content": page,
+            "snapshot_id": str(uuid.uuid4()),
+            "tenant_id": tenant,
+            "project_id": f"{tenant}-{uuid.uuid4().hex[:12]}",
+            "run_id": f"run-{i}",
+            "playbook": playbook,
+            "phase": "build",
+            "role": "implementer",
+            "artifact_path": "site/index.html",
+            "artifact_version": 1,
+            "content": page,
             "created_at": at.isoformat(),
-        }  # fmt: skip
+        }
         for i, (at, page) in enumerate(pages)
     ]
     resp = client.post("/v1/artifacts", json={"records": records}, headers=auth)
@@ -64,8 +70,13 @@ def test_outputs_twice_as_long_and_a_missing_section_are_detected_and_described(
     # section from every page, one stays as it was.
     for playbook in ("local-business", "saas-launch", "events"):
         _post(client, token, "acme", playbook, _pages(rng, playbook, 60, today, days_back=7, **kw))
-    _post(client, token, "acme", "local-business",
-          _pages(rng, "local-business", 20, today, length_factor=2.0, **kw))
+    _post(
+        client,
+        token,
+        "acme",
+        "local-business",
+        _pages(rng, "local-business", 20, today, length_factor=2.0, **kw),
+    )
     no_pricing = [
         (at, page.replace(page[page.index('<section id="pricing">'):page.index(
             "</section>", page.index('<section id="pricing">')) + len("</section>")], ""))

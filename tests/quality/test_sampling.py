@@ -26,7 +26,7 @@ CONFIG = {
 }
 BROKEN = (
     '<!doctype html><html><head><title>Acme</title></head><body><section id="hero">'
-    '<h1>Acme</h1><p>Friendly people, fair prices and good work.</p>'
+    "<h1>Acme</h1><p>Friendly people, fair prices and good work.</p>"
     '<a class="cta" href="#contact">Book now</a></section></body></html>'
 )
 """A page a fast review passes (hero with a call to action) but strict mode fails: it lacks
@@ -79,8 +79,13 @@ def test_a_regressing_playbook_is_frozen_and_its_publisher_refused_while_another
     globex = _ledger(make_ledger, control_server, make_token("agent", "globex"))
     rng = random.Random(3)
     # acme's local-business pages regress: 6 of 8 miss required sections.
-    _ship(acme, "acme", "local-business", 8,
-          lambda i: BROKEN if i < 6 else render_site("local-business", "Acme", rng, flaw_rate=0))
+    _ship(
+        acme,
+        "acme",
+        "local-business",
+        8,
+        lambda i: BROKEN if i < 6 else render_site("local-business", "Acme", rng, flaw_rate=0),
+    )
     _ship(globex, "globex", "saas-launch", 8,
           lambda i: render_site("saas-launch", "Globex", rng, flaw_rate=0))  # fmt: skip
     stored = sql("SELECT role, count(*) FROM artifact_snapshots GROUP BY role")
@@ -136,9 +141,7 @@ def test_a_regressing_playbook_is_frozen_and_its_publisher_refused_while_another
     collector = LedgerCollector(db, config=ExporterConfig())
     collector.refresh()
     samples = {
-        (m.name, tuple(s.labels.values())): s.value
-        for m in collector.collect()
-        for s in m.samples
+        (m.name, tuple(s.labels.values())): s.value for m in collector.collect() for s in m.samples
     }
     assert samples[("runledger_publisher_frozen", ("local-business",))] == 1
     assert samples[("runledger_quality_sample_failure_ratio", ("local-business",))] == 0.75

@@ -19,11 +19,10 @@ from runledger.events import MAX_SNAPSHOT_CHARS, Ident, ModelName, Slug, Timesta
 from runledger.money import Usd
 from runledger.store.leases import DEFAULT_LEASE_TTL_S
 
-
 __all__ = [
-    "ArtifactSnapshotRecord",
     "MAX_LEASE_TTL_S",
     "MAX_PROMPT_CHARS",
+    "ArtifactSnapshotRecord",
     "CapRaise",
     "LeaseClose",
     "LeaseOpen",

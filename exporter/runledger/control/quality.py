@@ -15,13 +15,18 @@ from flask import Blueprint, Response, current_app
 from pydantic import ValidationError
 
 from runledger.control._auth import current_principal, require
-from runledger.control._batch import batch_counts, batch_response, json_response, parse_body
-from runledger.control._batch import read_batch
+from runledger.control._batch import (
+    batch_counts,
+    batch_response,
+    json_response,
+    parse_body,
+    read_batch,
+)
 from runledger.control._errors import ApiError
 from runledger.control._requests import ArtifactSnapshotRecord, Unfreeze
+from runledger.events import MAX_SNAPSHOT_CHARS
 from runledger.quality._features import features, sniff_media_type
 from runledger.redact import default_redactor
-from runledger.events import MAX_SNAPSHOT_CHARS
 from runledger.store.quality import (
     SnapshotRow,
     active_freeze,
@@ -91,13 +96,20 @@ def post_artifacts() -> Response:
             (
                 i,
                 SnapshotRow(
-                    snapshot_id=str(rec.snapshot_id), tenant_id=rec.tenant_id,
-                    project_id=rec.project_id, run_id=rec.run_id, playbook=rec.playbook,
-                    phase=rec.phase, role=rec.role,
+                    snapshot_id=str(rec.snapshot_id),
+                    tenant_id=rec.tenant_id,
+                    project_id=rec.project_id,
+                    run_id=rec.run_id,
+                    playbook=rec.playbook,
+                    phase=rec.phase,
+                    role=rec.role,
                     artifact_path=redactor.text(rec.artifact_path, limit=512),
-                    artifact_version=rec.artifact_version, media_type=media, content=content,
-                    features=features(content, media), created_at=rec.created_at,
-                ),  # fmt: skip
+                    artifact_version=rec.artifact_version,
+                    media_type=media,
+                    content=content,
+                    features=features(content, media),
+                    created_at=rec.created_at,
+                ),
             )
         )
     if valid:

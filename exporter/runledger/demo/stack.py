@@ -123,8 +123,9 @@ SERVICES: list[Service] = [
         name="quality-scheduler",
         argv=lambda c: _py("runledger.cli", "quality", "scheduler"),
         ready_url=lambda c: "",
-        shows=lambda c: "quality jobs      proof sampling, drift and retention on a schedule"
-        " (APScheduler)",
+        shows=lambda c: (
+            "quality jobs      proof sampling, drift and retention on a schedule (APScheduler)"
+        ),
         env=lambda c: {
             _env.QUALITY_CONFIG: os.environ.get(_env.QUALITY_CONFIG)
             or str(Path(__file__).with_name("quality.yml"))

@@ -147,7 +147,7 @@ def render_site(
         heading = f"<h1>{name}</h1>" if ident == "hero" else f"<h2>{ident.title()}</h2>"
         extra = ""
         if ident == "hero":
-            alt = "" if flaw == "alt" else f" alt=\"{name} storefront\""
+            alt = "" if flaw == "alt" else f' alt="{name} storefront"'
             extra = f'<img src="hero.jpg"{alt}><a class="cta" href="#contact">Book now</a>'
         parts.append(f'<section id="{ident}">{heading}{body}{extra}</section>')
     parts.append("</body></html>")

@@ -237,8 +237,7 @@ def _quality_families(snap: LedgerSnapshot) -> Iterator[Metric]:
     )
     p_value = GaugeMetricFamily(
         "runledger_quality_drift_adjusted_p_value",
-        "Smallest corrected p-value of the feature's tests in the latest drift check, as a"
-        " ratio.",
+        "Smallest corrected p-value of the feature's tests in the latest drift check, as a ratio.",
         labels=labels,
     )
     change = GaugeMetricFamily(
@@ -261,8 +260,7 @@ def _quality_families(snap: LedgerSnapshot) -> Iterator[Metric]:
     )
     failure = GaugeMetricFamily(
         "runledger_quality_sample_failure_ratio",
-        "Share of the latest sample's validated proofs that failed strict validation, as a"
-        " ratio.",
+        "Share of the latest sample's validated proofs that failed strict validation, as a ratio.",
         labels=["playbook"],
     )
     for playbook, n_sampled, _failed, rate in snap.samples:

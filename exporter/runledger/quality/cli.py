@@ -57,10 +57,18 @@ def quality_group() -> None:
 @quality_group.command("sample")
 @_DAY
 @click.option("--seed", type=int, default=None, help="Make the sample deterministic.")
-@click.option("--size", type=click.IntRange(1, 10_000), default=None,
-              help="At most this many proofs per playbook (overrides the configuration).")
-@click.option("--rate", type=click.FloatRange(0.0, 1.0), default=None,
-              help="Share of each playbook's proofs to sample (overrides the configuration).")
+@click.option(
+    "--size",
+    type=click.IntRange(1, 10_000),
+    default=None,
+    help="At most this many proofs per playbook (overrides the configuration).",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(0.0, 1.0),
+    default=None,
+    help="Share of each playbook's proofs to sample (overrides the configuration).",
+)
 @click.option("--playbook", "playbooks", multiple=True, help="Only this playbook (repeatable).")
 @_CONFIG
 @_JSON
@@ -128,15 +136,22 @@ def _sample_json(report: Any) -> dict[str, Any]:
         "seed": report.seed,
         "playbooks": [
             {
-                "playbook": p.playbook, "validator": p.validator, **p.summary(),
+                "playbook": p.playbook,
+                "validator": p.validator,
+                **p.summary(),
                 "froze": p.froze.as_dict() if p.froze else None,
                 "results": [
-                    {"proof_id": r.proof_id, "tenant_id": r.tenant_id,
-                     "artifact_path": r.artifact_path, "artifact_version": r.artifact_version,
-                     "status": r.status, "reason": r.reason}
+                    {
+                        "proof_id": r.proof_id,
+                        "tenant_id": r.tenant_id,
+                        "artifact_path": r.artifact_path,
+                        "artifact_version": r.artifact_version,
+                        "status": r.status,
+                        "reason": r.reason,
+                    }
                     for r in p.results
                 ],
-            }  # fmt: skip
+            }
             for p in report.playbooks
         ],
     }

@@ -106,9 +106,7 @@ class QualityConfig(_Section):
         over = self.playbooks.get(playbook)
         if over is None:
             return self.validator, self.sample
-        changes = {
-            k: v for k, v in over.model_dump().items() if v is not None and k != "validator"
-        }
+        changes = {k: v for k, v in over.model_dump().items() if v is not None and k != "validator"}
         return over.validator or self.validator, self.sample.model_copy(update=changes)
 
 

@@ -80,9 +80,17 @@ def feature_tests(
             stat, p = float(res.statistic), float(res.pvalue)
         out.append(
             FeatureTest(
-                playbook, name, name, "ks", len(b), len(t), statistics.median(b),
-                statistics.median(t), stat, p,
-            )  # fmt: skip
+                playbook,
+                name,
+                name,
+                "ks",
+                len(b),
+                len(t),
+                statistics.median(b),
+                statistics.median(t),
+                stat,
+                p,
+            )
         )
     for key, prefix in PRESENCE.items():
         seen = Counter(n for f in baseline for n in set(f.get(key) or ()))
@@ -98,10 +106,17 @@ def feature_tests(
             b_share, t_share = b_has / len(baseline), t_has / len(today)
             out.append(
                 FeatureTest(
-                    playbook, f"{prefix}:{name}",
-                    "section_presence" if prefix == "section" else "key_presence", "fisher",
-                    len(baseline), len(today), b_share, t_share, abs(t_share - b_share), p,
-                )  # fmt: skip
+                    playbook,
+                    f"{prefix}:{name}",
+                    "section_presence" if prefix == "section" else "key_presence",
+                    "fisher",
+                    len(baseline),
+                    len(today),
+                    b_share,
+                    t_share,
+                    abs(t_share - b_share),
+                    p,
+                )
             )
     return out
 
@@ -154,12 +169,20 @@ def check_drift(
     adjusted = adjust_pvalues([t.p_value for t in tests], settings.correction)
     return [
         DriftRow(
-            playbook=t.playbook, feature=t.feature, kind=t.kind, test=t.test,
-            baseline_n=t.baseline_n, today_n=t.today_n, baseline_value=t.baseline_value,
-            today_value=t.today_value, statistic=t.statistic, p_value=t.p_value,
-            adjusted_p=adj, drifted=adj <= settings.false_alarm_rate,
+            playbook=t.playbook,
+            feature=t.feature,
+            kind=t.kind,
+            test=t.test,
+            baseline_n=t.baseline_n,
+            today_n=t.today_n,
+            baseline_value=t.baseline_value,
+            today_value=t.today_value,
+            statistic=t.statistic,
+            p_value=t.p_value,
+            adjusted_p=adj,
+            drifted=adj <= settings.false_alarm_rate,
             summary=_describe(t, adj),
-        )  # fmt: skip
+        )
         for t, adj in zip(tests, adjusted, strict=True)
     ]
 

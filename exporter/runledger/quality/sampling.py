@@ -200,9 +200,14 @@ def run_sample(
             status, reason = run_validator(validator, artifact)
             sample.results.append(
                 SampleResult(
-                    c.proof_id, c.tenant_id, c.project_id, c.artifact_path, c.artifact_version,
-                    status, reason,
-                )  # fmt: skip
+                    c.proof_id,
+                    c.tenant_id,
+                    c.project_id,
+                    c.artifact_path,
+                    c.artifact_version,
+                    status,
+                    reason,
+                )
             )
         with db.connection() as conn:
             if sample.over_threshold:

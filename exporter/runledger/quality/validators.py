@@ -78,7 +78,9 @@ def load_validator(spec: str) -> Callable[..., Any]:
         try:
             target: Any = importlib.import_module(module_name)
         except ImportError as exc:
-            raise ValidatorError(f"validator {spec!r}: cannot import {module_name}: {exc}") from None
+            raise ValidatorError(
+                f"validator {spec!r}: cannot import {module_name}: {exc}"
+            ) from None
         for part in attr.split("."):
             target = getattr(target, part, None)
             if target is None:
@@ -95,10 +97,12 @@ def load_validator(spec: str) -> Callable[..., Any]:
         try:
             target = next(iter(found)).load()
         except Exception as exc:
-            raise ValidatorError(f"validator {spec!r}: loading its entry point failed: {exc}") from None
+            raise ValidatorError(
+                f"validator {spec!r}: loading its entry point failed: {exc}"
+            ) from None
     if not callable(target):
         raise ValidatorError(f"validator {spec!r} is not callable")
-    return target  # type: ignore[no-any-return]
+    return target
 
 
 def run_validator(validator: Callable[..., Any], artifact: Artifact) -> tuple[str, str]:

@@ -19,6 +19,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
+from runledger.events import MAX_SNAPSHOT_CHARS
 from runledger.money import usd
 from runledger.redact import Redactor, nearest_city, safe_city
 from runledger.sdk._calls import (
@@ -29,7 +30,6 @@ from runledger.sdk._calls import (
     ModelRequest,
     one_line,
 )
-from runledger.events import MAX_SNAPSHOT_CHARS
 from runledger.sdk._costs import (
     CapStop,
     CostGuard,
@@ -541,7 +541,8 @@ class Run:
         try:
             freeze = gate(playbook)
         except FreezeCheckFailed as exc:
-            freeze, why = None, (
+            freeze = None
+            why = (
                 f"could not check whether the Publisher of playbook {playbook} is frozen "
                 f"({exc}); the Publisher fails closed"
             )
