@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import requests
 
+from _support.quality import post_proofs
 from runledger.demo.validator import render_site
 from runledger.exporter._collector import LedgerCollector
 from runledger.exporter._config import ExporterConfig
@@ -189,7 +190,7 @@ def test_the_seed_makes_the_sample_deterministic_and_size_and_rate_bound_it(
 ) -> None:  # fmt: skip
     make_tenant("acme")
     token = make_token("agent", "acme")
-    _post_proofs(client, token, "acme", "local-business", 30)
+    post_proofs(client, token, "acme", "local-business", 30)
     day = datetime.now(UTC).date()
     config = load_quality_config({**CONFIG, "sample": {"rate": 0.2, "size": 50, "min_size": 3}})
 
@@ -206,34 +207,3 @@ def test_the_seed_makes_the_sample_deterministic_and_size_and_rate_bound_it(
     assert run_sample(db, config, day, seed=5, rate=1.0).playbooks[0].sampled == 30
     assert sample_size(2, config.sample) == 2  # never more than there are
     assert sample_size(10, config.sample) == 3  # at least min_size
-
-
-def _post_proofs(client: Any, token: str, tenant: str, playbook: str, n: int) -> None:
-    """Store ``n`` good pages and their proof_requested events through the real API."""
-    import uuid
-
-    rng = random.Random(1)
-    now = datetime.now(UTC)
-    records, events = [], []
-    for i in range(n):
-        project, path = f"{tenant}-q{i}", f"{tenant}-q{i}/index.html"
-        records.append({
-            "snapshot_id": str(uuid.uuid4()), "tenant_id": tenant, "project_id": project,
-            "run_id": f"{project}-build", "playbook": playbook, "phase": "build",
-            "role": "implementer", "artifact_path": path, "artifact_version": 1,
-            "content": render_site(playbook, "Acme", rng, flaw_rate=0),
-            "created_at": now.isoformat(),
-        })  # fmt: skip
-        events.append({
-            "event_id": str(uuid.uuid4()), "type": "proof_requested", "tenant_id": tenant,
-            "project_id": project, "run_id": f"{project}-publish", "phase": "publish",
-            "role": "publisher", "playbook": playbook, "occurred_at": now.isoformat(),
-            "artifact_path": path, "artifact_version": 1,
-            "payload": {"proof_id": f"{project}-proof",
-                        "due_at": (now + timedelta(days=2)).isoformat()},
-        })  # fmt: skip
-    auth = {"Authorization": f"Bearer {token}"}
-    resp = client.post("/v1/artifacts", json={"records": records}, headers=auth)
-    assert resp.status_code == 200 and resp.json["accepted"] == n, resp.json
-    resp = client.post("/v1/events", json={"events": events}, headers=auth)
-    assert resp.status_code == 200 and resp.json["accepted"] == n, resp.json
