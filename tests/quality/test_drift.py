@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -10,9 +11,13 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from prometheus_client import CollectorRegistry, generate_latest
 
+from _support.exporter import run_promtool
 from runledger.cli import main
 from runledger.demo.validator import render_site
+from runledger.exporter._collector import LedgerCollector
+from runledger.exporter._config import ExporterConfig
 from runledger.quality import adjust_pvalues, check_drift, features, run_drift
 from runledger.quality.config import DriftSettings
 from runledger.store import Database
@@ -66,8 +71,8 @@ def test_outputs_twice_as_long_and_a_missing_section_are_detected_and_described(
     token = make_token("agent", "acme")
     rng = random.Random(42)
     kw = {"flaw_rate": 0.0}
-    # Three playbooks, a week of baseline each; today one doubles its copy, one drops a
-    # section from every page, one stays as it was.
+    # Three playbooks, a week of baseline each; today one's pages are twice as long (more
+    # copy per section), one drops a section from every page, one stays as it was.
     for playbook in ("local-business", "saas-launch", "events"):
         _post(client, token, "acme", playbook, _pages(rng, playbook, 60, today, days_back=7, **kw))
     _post(
@@ -75,7 +80,7 @@ def test_outputs_twice_as_long_and_a_missing_section_are_detected_and_described(
         token,
         "acme",
         "local-business",
-        _pages(rng, "local-business", 20, today, length_factor=2.0, **kw),
+        _pages(rng, "local-business", 20, today, length_factor=2.3, **kw),
     )
     no_pricing = [
         (at, page.replace(page[page.index('<section id="pricing">'):page.index(
@@ -92,7 +97,7 @@ def test_outputs_twice_as_long_and_a_missing_section_are_detected_and_described(
     assert ("saas-launch", "sections") in drifted
     assert not [f for p, f in drifted if p == "events"], report.drifted
     length = next(r for r in report.rows if (r.playbook, r.feature) == ("local-business", "length"))
-    assert 1.7 < length.today_value / length.baseline_value < 2.3
+    assert 1.6 < length.today_value / length.baseline_value < 2.5
     assert f"(x{length.today_value / length.baseline_value:.2f})" in length.summary
     pricing = next(r for r in report.rows if r.feature == "section:pricing")
     assert (pricing.baseline_value, pricing.today_value) == (1.0, 0.0)
@@ -107,12 +112,34 @@ def test_outputs_twice_as_long_and_a_missing_section_are_detected_and_described(
     )
     assert {(p, f) for p, f, _ in stored} == drifted
 
+    # The exporter serves the verdicts per playbook and bounded feature kind.
+    collector = LedgerCollector(db, config=ExporterConfig())
+    collector.refresh()
+    registry = CollectorRegistry()
+    registry.register(collector)
+    exposition = generate_latest(registry).decode()
+    assert (
+        'runledger_quality_drift_detected{feature="section_presence",playbook="saas-launch"} 1.0'
+        in exposition
+    )
+    assert 'runledger_quality_drift_detected{feature="length",playbook="events"} 0.0' in (
+        exposition
+    )
+    ratio = re.search(
+        r'runledger_quality_drift_change_ratio\{feature="length",playbook="local-business"\} (\S+)',
+        exposition,
+    )
+    assert ratio and 1.6 < float(ratio.group(1)) < 2.5
+    checked = run_promtool("check", "metrics", stdin=exposition)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
     # The CLI prints the report: what changed and by how much.
     result = CliRunner().invoke(
         main, ["quality", "drift", "--day", today.date().isoformat()],
         env={"RUNLEDGER_DATABASE_URL": db.url, "RUNLEDGER_QUALITY_CONFIG": ""},
     )  # fmt: skip
     assert result.exit_code == 0, result.output
+    print(result.output)  # the report, in the test log (-s)
     assert "DRIFT local-business: length: median" in result.output
     assert "DRIFT saas-launch: section 'pricing': in 100% of baseline outputs -> 0% today" in (
         result.output

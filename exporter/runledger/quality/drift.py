@@ -21,7 +21,7 @@ from typing import Any
 from runledger.quality._features import NUMERIC_FEATURES
 from runledger.quality.config import DriftSettings
 from runledger.store._database import Database
-from runledger.store.quality import DriftRow, output_features, record_drift
+from runledger.store.quality import DriftRow, note_job_run, output_features, record_drift
 
 __all__ = [
     "DriftReport",
@@ -238,4 +238,5 @@ def run_drift(
                 )
         if store:
             record_drift(conn, day, report.rows)
+            note_job_run(conn, "drift", day)
     return report

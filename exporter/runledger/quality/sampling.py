@@ -21,6 +21,7 @@ from runledger.store.quality import (
     active_freeze,
     freeze_publisher,
     lifted_for_day,
+    note_job_run,
     proofs_of_day,
     record_sample,
 )
@@ -225,4 +226,7 @@ def run_sample(
                 results=sample.results, summary=sample.summary(),
             )  # fmt: skip
         report.playbooks.append(sample)
+    if only is None:
+        with db.connection() as conn:
+            note_job_run(conn, "sample", day)
     return report

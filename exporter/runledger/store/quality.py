@@ -28,6 +28,7 @@ __all__ = [
     "latest_drift",
     "latest_samples",
     "lifted_for_day",
+    "note_job_run",
     "output_features",
     "proofs_of_day",
     "quality_last_runs",
@@ -383,18 +384,18 @@ def latest_samples(conn: psycopg.Connection) -> list[tuple[str, int, int, float 
     ).fetchall()
 
 
+def note_job_run(conn: psycopg.Connection, job: str, day: date) -> None:
+    """Record that the quality ``job`` (sample or drift) finished for ``day`` just now."""
+    conn.execute(
+        "INSERT INTO quality_job_runs (job, day) VALUES (%s, %s) ON CONFLICT (job) DO UPDATE"
+        " SET day = excluded.day, ran_at = now()",
+        (job, day),
+    )
+
+
 def quality_last_runs(conn: psycopg.Connection) -> dict[str, datetime]:
-    """Return when the sample and drift jobs last stored results."""
-    row = conn.execute(
-        "SELECT (SELECT max(ran_at) FROM quality_sample_runs),"
-        " (SELECT max(checked_at) FROM quality_drift)"
-    ).fetchone()
-    out: dict[str, datetime] = {}
-    if row and row[0] is not None:
-        out["sample"] = row[0]
-    if row and row[1] is not None:
-        out["drift"] = row[1]
-    return out
+    """Return when the sample and drift jobs last finished."""
+    return {job: at for job, at in conn.execute("SELECT job, ran_at FROM quality_job_runs")}
 
 
 def drift_report(conn: psycopg.Connection, day: date) -> list[dict[str, Any]]:

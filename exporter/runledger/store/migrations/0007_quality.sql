@@ -78,6 +78,14 @@ CREATE TABLE quality_drift (
     PRIMARY KEY (check_date, playbook, feature)
 );
 
+-- When each quality job (sample, drift) last finished, even on a day with nothing to check:
+-- the exporter's runledger_quality_last_run_timestamp_seconds and QualityChecksNotRunning.
+CREATE TABLE quality_job_runs (
+    job              text PRIMARY KEY CHECK (job IN ('sample', 'drift')),
+    day              date NOT NULL,
+    ran_at           timestamptz NOT NULL DEFAULT now()
+);
+
 -- What froze a Publisher (the sample's numbers) and why an admin lifted it.
 ALTER TABLE publisher_freezes
     ADD COLUMN sample_date  date,
