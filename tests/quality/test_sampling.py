@@ -103,7 +103,8 @@ def test_a_regressing_playbook_is_frozen_and_its_publisher_refused_while_another
     assert "6 of 8 sampled proofs failed strict validation (75%, threshold 20%)" in (
         landing.froze.reason
     )
-    assert "missing required section(s)" in landing.froze.reason
+    # The reason every role can read names no tenant's artifact.
+    assert "acme" not in landing.froze.reason and "/site/" not in landing.froze.reason
     assert (launch.sampled, launch.count("fail"), launch.froze) == (8, 0, None)
 
     # Results are stored per artifact, with the Validator's reason.
@@ -149,9 +150,21 @@ def test_a_regressing_playbook_is_frozen_and_its_publisher_refused_while_another
     assert samples[("runledger_quality_sample_failure_ratio", ("saas-launch",))] == 0.0
     assert ("runledger_quality_last_run_timestamp_seconds", ("sample",)) in samples
 
-    # An admin unfreezes with a reason (audited); the Publisher ships again.
+    # Why it froze, artifact by artifact, for admins (support too), never for owners.
     admin = {"Authorization": f"Bearer {make_token('admin')}"}
     owner = {"Authorization": f"Bearer {make_token('owner', 'acme')}"}
+    why_url = f"{control_server}/v1/playbooks/local-business/quality"
+    assert requests.get(why_url, headers=owner, timeout=5).status_code == 403
+    why = requests.get(why_url, headers=admin, timeout=5).json()
+    assert why["frozen"] is True and why["freeze"]["sampled"] == 8
+    assert (why["sample"]["sampled"], why["sample"]["failed"]) == (8, 6)
+    assert [r["status"] for r in why["sample"]["results"]] == ["fail"] * 6 + ["pass"] * 2
+    assert why["sample"]["results"][0]["reason"] == (
+        "missing required section(s): services, reviews, contact"
+    )
+    assert why["sample"]["results"][0]["artifact_path"] == "acme-p0/site/index.html"
+
+    # An admin unfreezes with a reason (audited); the Publisher ships again.
     url = f"{control_server}/v1/playbooks/local-business/unfreeze"
     refused = requests.post(url, json={"reason": "fixed the template"}, headers=owner, timeout=5)
     assert refused.status_code == 403

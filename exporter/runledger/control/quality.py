@@ -30,6 +30,7 @@ from runledger.redact import default_redactor
 from runledger.store.quality import (
     SnapshotRow,
     active_freeze,
+    playbook_quality,
     store_snapshots,
     unfreeze_publisher,
 )
@@ -136,6 +137,21 @@ def freeze_state(playbook: str) -> Response:
     return json_response(
         {"playbook": name, "frozen": freeze is not None,
          "freeze": freeze.as_dict() if freeze else None}
+    )  # fmt: skip
+
+
+@bp.get("/playbooks/<playbook>/quality")
+@require("admin", "support")
+def quality_state(playbook: str) -> Response:
+    """Show why a playbook is (or is not) frozen: the freeze, the latest sample with every
+    sampled artifact's verdict (failures first), and the latest drift check's tests."""
+    name = _playbook(playbook)
+    with current_app.extensions["runledger.db"].connection() as conn:
+        freeze = active_freeze(conn, name)
+        found = playbook_quality(conn, name)
+    return json_response(
+        {"playbook": name, "frozen": freeze is not None,
+         "freeze": freeze.as_dict() if freeze else None, **found}
     )  # fmt: skip
 
 

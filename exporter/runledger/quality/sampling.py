@@ -76,20 +76,18 @@ class PlaybookSample:
         )
 
     def freeze_reason(self, day: date) -> str:
-        """Return the one-line reason a freeze records (numbers and the first failure)."""
+        """Return the one-line reason a freeze records: the sample's numbers only.
+
+        A playbook is shared by tenants and every role may read a freeze (the SDK asks for
+        it), so the reason names no tenant's artifact; admins read each sampled artifact's
+        verdict in ``quality_samples`` (``GET /v1/playbooks/<playbook>/quality``).
+        """
         rate = self.failure_rate or 0.0
-        first = next((r for r in self.results if r.status == "fail"), None)
-        example = (
-            f"; first failure {first.artifact_path}@{first.artifact_version}: {first.reason}"
-            if first
-            else ""
-        )
-        text = (
+        return (
             f"quality sampling of {day.isoformat()}: {self.count('fail')} of "
             f"{self.count('pass') + self.count('fail')} sampled proofs failed strict validation "
-            f"({rate:.0%}, threshold {self.settings.threshold:.0%}){example}"
+            f"({rate:.0%}, threshold {self.settings.threshold:.0%})"
         )
-        return text if len(text) <= 500 else text[:499] + "…"
 
     def summary(self) -> dict[str, Any]:
         """Return the values of the playbook's ``quality_sample_runs`` row."""

@@ -30,6 +30,7 @@ __all__ = [
     "lifted_for_day",
     "note_job_run",
     "output_features",
+    "playbook_quality",
     "proofs_of_day",
     "quality_last_runs",
     "record_drift",
@@ -396,6 +397,34 @@ def note_job_run(conn: psycopg.Connection, job: str, day: date) -> None:
 def quality_last_runs(conn: psycopg.Connection) -> dict[str, datetime]:
     """Return when the sample and drift jobs last finished."""
     return {job: at for job, at in conn.execute("SELECT job, ran_at FROM quality_job_runs")}
+
+
+def playbook_quality(conn: psycopg.Connection, playbook: str) -> dict[str, Any]:
+    """Return the playbook's latest sample (totals and every sampled artifact's verdict) and
+    the tests of its latest drift check: what an admin reads to see why it froze."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        run = cur.execute(
+            "SELECT sample_date, proofs, eligible, sampled, failed, errors, failure_rate,"
+            " threshold, froze, ran_at FROM quality_sample_runs WHERE playbook = %s"
+            " ORDER BY sample_date DESC LIMIT 1",
+            (playbook,),
+        ).fetchone()
+        results = []
+        if run is not None:
+            results = cur.execute(
+                "SELECT proof_id, tenant_id, project_id, artifact_path, artifact_version, status,"
+                " reason, validator FROM quality_samples WHERE playbook = %s AND sample_date = %s"
+                " ORDER BY status <> 'fail', status <> 'error', proof_id",
+                (playbook, run["sample_date"]),
+            ).fetchall()
+        drift = cur.execute(
+            "SELECT check_date, feature, kind, test, baseline_n, today_n, baseline_value,"
+            " today_value, statistic, p_value, adjusted_p, drifted, summary FROM quality_drift"
+            " WHERE playbook = %s AND check_date = (SELECT max(check_date) FROM quality_drift"
+            " WHERE playbook = %s) ORDER BY adjusted_p, feature",
+            (playbook, playbook),
+        ).fetchall()
+    return {"sample": {**run, "results": results} if run else None, "drift": drift}
 
 
 def drift_report(conn: psycopg.Connection, day: date) -> list[dict[str, Any]]:
