@@ -89,7 +89,7 @@ def sample_cmd(
     try:
         report = run_sample(
             db, config, day, seed=seed, size=size, rate=rate,
-            playbooks=playbooks or None,
+            playbooks=[p.lower() for p in playbooks] or None,
         )  # fmt: skip
     except (NoValidatorError, ValidatorError) as exc:
         raise click.ClickException(str(exc)) from None
