@@ -41,6 +41,7 @@ __all__ = [
     "MAX_PAYLOAD_DEPTH",
     "MAX_SNAPSHOT_CHARS",
     "PII_KEYS",
+    "SNAPSHOT_MEDIA_TYPES",
     "SPEC_EVENT_TYPES",
     "Event",
     "ParsedBatch",
@@ -62,6 +63,9 @@ MAX_SNAPSHOT_CHARS = 131_072
 """Longest artifact content (``run.artifact_written(..., content=)``) the ledger stores, after
 redaction; longer content is refused, not cut (a cut document loses the structure the
 Validator and the drift check read)."""
+
+SNAPSHOT_MEDIA_TYPES = ("text/html", "text/markdown", "application/json", "text/plain")
+"""Media types of artifact contents the ledger stores."""
 
 MAX_PAYLOAD_DEPTH = 32
 """Deepest nesting of objects and arrays in a ``payload`` (the payload itself is level 1)."""

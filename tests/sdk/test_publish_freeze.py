@@ -65,5 +65,7 @@ def test_artifact_content_over_the_limit_is_refused_before_anything_is_spooled(
         assert ledger.pending() == before
         run.artifact_written("site/index.html", 1, content="# ok\n\n## Hero\n")
         assert ledger.pending() == before + 2  # the event and the content record
+        with pytest.raises(ValueError, match="expected one of text/html, text/markdown"):
+            run.artifact_written("site/index.html", 2, content="x", media_type="image/png")
         with pytest.raises(TypeError, match="must be a str"):
             run.artifact_written("site/index.html", 2, content=b"bytes")  # type: ignore[arg-type]

@@ -12,6 +12,8 @@ import re
 from html.parser import HTMLParser
 from typing import Any, Literal
 
+from runledger.events import SNAPSHOT_MEDIA_TYPES
+
 __all__ = [
     "MAX_NAMES",
     "MEDIA_TYPES",
@@ -22,12 +24,7 @@ __all__ = [
 ]
 
 MediaType = Literal["text/html", "text/markdown", "application/json", "text/plain"]
-MEDIA_TYPES: tuple[MediaType, ...] = (
-    "text/html",
-    "text/markdown",
-    "application/json",
-    "text/plain",
-)
+MEDIA_TYPES: tuple[MediaType, ...] = SNAPSHOT_MEDIA_TYPES  # type: ignore[assignment]
 
 NUMERIC_FEATURES = ("length", "headings", "sections", "json_keys")
 """Count features compared with the two-sample Kolmogorov-Smirnov test."""

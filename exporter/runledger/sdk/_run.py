@@ -19,7 +19,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
-from runledger.events import MAX_SNAPSHOT_CHARS
+from runledger.events import MAX_SNAPSHOT_CHARS, SNAPSHOT_MEDIA_TYPES
 from runledger.money import usd
 from runledger.redact import Redactor, nearest_city, safe_city
 from runledger.sdk._calls import (
@@ -466,6 +466,11 @@ class Run:
             return None
         if not isinstance(content, str):
             raise TypeError("artifact_written(content=...) must be a str")
+        if media_type is not None and media_type not in SNAPSHOT_MEDIA_TYPES:
+            raise ValueError(
+                f"artifact_written(media_type={media_type!r}): expected one of "
+                + ", ".join(SNAPSHOT_MEDIA_TYPES)
+            )
         text = self.services.redactor.text(content)
         if len(text) > MAX_SNAPSHOT_CHARS:
             raise ValueError(
@@ -534,7 +539,7 @@ class Run:
     def _check_publish(self) -> None:
         """Refuse a full publish while the playbook's Publisher is frozen (fail closed)."""
         gate = self.services.publish_gate
-        if gate is None or not self.playbook or self.role != "publisher":
+        if gate is None or not self.playbook or self.role.lower() != "publisher":
             return
         self._require_running()
         playbook = self.playbook
