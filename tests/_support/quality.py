@@ -18,13 +18,15 @@ def post_proofs(
     playbook: str,
     n: int,
     page: Callable[[int], str] | None = None,
+    at: datetime | None = None,
 ) -> None:
-    """Store ``n`` pages (good ones by default) and their ``proof_requested`` events."""
+    """Store ``n`` pages (good ones by default) and their ``proof_requested`` events, made
+    ``at`` (default now)."""
     rng = random.Random(1)
-    now = datetime.now(UTC)
+    now = at or datetime.now(UTC)
     records, events = [], []
     for i in range(n):
-        project, path = f"{tenant}-q{i}", f"{tenant}-q{i}/index.html"
+        project, path = f"{tenant}-q{i}", f"{tenant}-q{i}/index-{now:%Y%m%d}.html"
         content = page(i) if page else render_site(playbook, "Acme", rng, flaw_rate=0)
         records.append({
             "snapshot_id": str(uuid.uuid4()), "tenant_id": tenant, "project_id": project,
@@ -37,7 +39,7 @@ def post_proofs(
             "project_id": project, "run_id": f"{project}-publish", "phase": "publish",
             "role": "publisher", "playbook": playbook, "occurred_at": now.isoformat(),
             "artifact_path": path, "artifact_version": 1,
-            "payload": {"proof_id": f"{project}-proof",
+            "payload": {"proof_id": f"{project}-proof-{now:%Y%m%d}",
                         "due_at": (now + timedelta(days=2)).isoformat()},
         })  # fmt: skip
     auth = {"Authorization": f"Bearer {token}"}

@@ -220,3 +220,22 @@ def test_the_seed_makes_the_sample_deterministic_and_size_and_rate_bound_it(
     assert run_sample(db, config, day, seed=5, rate=1.0).playbooks[0].sampled == 30
     assert sample_size(2, config.sample) == 2  # never more than there are
     assert sample_size(10, config.sample) == 3  # at least min_size
+
+
+def test_a_playbook_whose_proofs_start_failing_is_frozen_on_that_day(
+    db: Database, client: Any, make_tenant: Callable[..., str], make_token: Callable[..., str],
+) -> None:  # fmt: skip
+    make_tenant("acme")
+    token = make_token("agent", "acme")
+    today = datetime.now(UTC)
+    yesterday = today - timedelta(days=1)
+    config = load_quality_config(CONFIG)
+    post_proofs(client, token, "acme", "local-business", 10, at=yesterday)
+    post_proofs(client, token, "acme", "local-business", 10, at=today,
+                page=lambda i: BROKEN if i % 2 else render_site(
+                    "local-business", "Acme", random.Random(i), flaw_rate=0))  # fmt: skip
+    before = run_sample(db, config, yesterday.date(), seed=1).playbooks[0]
+    assert (before.sampled, before.count("fail"), before.froze) == (10, 0, None)
+    after = run_sample(db, config, today.date(), seed=1).playbooks[0]
+    assert (after.sampled, after.count("fail")) == (10, 5)
+    assert after.froze is not None and after.froze.sample_date == today.date()
