@@ -88,7 +88,7 @@ def build_scheduler(url: str, config: QualityConfig, *, blocking: bool = True) -
             CronTrigger.from_crontab(expr, timezone=UTC),
             id=name,
             name=f"runledger {name}",
-            coalesce=True,  # a scheduler that was down runs a missed job once, not many times
+            coalesce=True,  # runs held up (a busy or suspended process) run once, not many times
             max_instances=1,
             misfire_grace_time=3600,
         )
