@@ -9,7 +9,7 @@ import click
 
 from runledger.money import parse_usd
 
-__all__ = ["usd"]
+__all__ = ["cli_actor", "usd"]
 
 
 def usd(_ctx: Any, _param: Any, value: str | None) -> Decimal | None:
@@ -20,3 +20,13 @@ def usd(_ctx: Any, _param: Any, value: str | None) -> Decimal | None:
         return parse_usd(value, name="amount")
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+
+
+def cli_actor() -> str:
+    """Name who ran an administrative command, for the audit log."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli:unknown"

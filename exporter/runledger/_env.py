@@ -66,3 +66,7 @@ OTEL_TRACES_EXPORTER = "OTEL_TRACES_EXPORTER"
 OTEL_LOGS_EXPORTER = "OTEL_LOGS_EXPORTER"
 OTEL_TRACES_SAMPLER = "OTEL_TRACES_SAMPLER"
 """Standard OpenTelemetry variables the SDK honours when it builds its own providers."""
+
+QUALITY_CONFIG = "RUNLEDGER_QUALITY_CONFIG"
+"""YAML file of the quality jobs: the Validator plug-in, sample sizes and freeze thresholds,
+drift test settings, schedule (docs/quality.md). Unset: the defaults, and no Validator."""

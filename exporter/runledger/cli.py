@@ -14,26 +14,18 @@ from typing import Any
 import click
 
 from runledger import _env
+from runledger._click import cli_actor as _cli_actor
 from runledger._click import usd
 from runledger.cost.cli import cost_group
 from runledger.dashboards.cli import dashboards_group
 from runledger.exporter.cli import exporter_command
+from runledger.quality.cli import quality_group
 from runledger.sdk.cli import spool_group
 from runledger.store import resolve_database_url
 from runledger.store.audit import record_audit
 from runledger.store.tokens import ROLES
 
 __all__ = ["main"]
-
-
-def _cli_actor() -> str:
-    """Name who ran an administrative command, for the audit log."""
-    import getpass
-
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return "cli:unknown"
 
 
 @click.group()
@@ -273,6 +265,7 @@ def retention(days: str | None, dry_run: bool) -> None:
         f" {report.deleted_prompt_audit} prompts, {report.deleted_trace_spans} spans,"
         f" {report.deleted_rollups} old rollups"
     )
+    click.echo(f"pruned {report.deleted_artifact_snapshots} artifact snapshot(s)")
 
 
 @main.command()
@@ -298,6 +291,7 @@ main.add_command(exporter_command)
 main.add_command(cost_group)
 main.add_command(spool_group)
 main.add_command(dashboards_group)
+main.add_command(quality_group)
 
 if __name__ == "__main__":
     main()

@@ -39,7 +39,9 @@ __all__ = [
     "MAX_BATCH_EVENTS",
     "MAX_PAYLOAD_BYTES",
     "MAX_PAYLOAD_DEPTH",
+    "MAX_SNAPSHOT_CHARS",
     "PII_KEYS",
+    "SNAPSHOT_MEDIA_TYPES",
     "SPEC_EVENT_TYPES",
     "Event",
     "ParsedBatch",
@@ -56,6 +58,14 @@ MAX_BATCH_EVENTS = 1000
 
 MAX_PAYLOAD_BYTES = 16 * 1024
 """Largest serialised ``payload`` object, in bytes."""
+
+MAX_SNAPSHOT_CHARS = 131_072
+"""Longest artifact content (``run.artifact_written(..., content=)``) the ledger stores, after
+redaction; longer content is refused, not cut (a cut document loses the structure the
+Validator and the drift check read)."""
+
+SNAPSHOT_MEDIA_TYPES = ("text/html", "text/markdown", "application/json", "text/plain")
+"""Media types of artifact contents the ledger stores."""
 
 MAX_PAYLOAD_DEPTH = 32
 """Deepest nesting of objects and arrays in a ``payload`` (the payload itself is level 1)."""

@@ -51,6 +51,7 @@ def test_up_starts_the_stack_and_the_demo_fills_the_ledger(home: Path) -> None:
         banner = "".join(lines)
         assert "runledger is up:" in banner, banner
         assert f"http://127.0.0.1:{ports['control']}" in banner
+        assert "quality jobs      proof sampling, drift and retention on a schedule" in banner
         assert (
             requests.get(f"http://127.0.0.1:{ports['control']}/readyz", timeout=5).status_code
             == 200
@@ -65,6 +66,10 @@ def test_up_starts_the_stack_and_the_demo_fills_the_ledger(home: Path) -> None:
     assert proc.returncode == 0, rest
     assert "runledger stopped" in rest
     assert not (home / "up.pid").exists()
+    scheduler_log = (home / "logs" / "quality-scheduler.log").read_text()
+    assert "scheduled runledger sample: cron[month='*', day='*', day_of_week='*'," in (
+        scheduler_log
+    ), scheduler_log
 
     server = embedded_server(home / "pg", keep_running=False)
     try:

@@ -10,17 +10,19 @@ invalid field.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Literal
+from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from runledger.events import Ident, ModelName, Timestamp
+from runledger.events import MAX_SNAPSHOT_CHARS, Ident, ModelName, Slug, Timestamp
 from runledger.money import Usd
 from runledger.store.leases import DEFAULT_LEASE_TTL_S
 
 __all__ = [
     "MAX_LEASE_TTL_S",
     "MAX_PROMPT_CHARS",
+    "ArtifactSnapshotRecord",
     "CapRaise",
     "LeaseClose",
     "LeaseOpen",
@@ -29,6 +31,7 @@ __all__ = [
     "Reclaim",
     "RevertRaise",
     "TemporaryRaise",
+    "Unfreeze",
 ]
 
 MAX_LEASE_TTL_S = 6 * 3600.0
@@ -135,3 +138,29 @@ class PromptAuditRecord(_Request):
     prompt: Prompt
     response: Prompt | None = None
     created_at: Timestamp = Field(description="When the prompt was sent, with a UTC offset.")
+
+
+MediaTypeName = Literal["text/html", "text/markdown", "application/json", "text/plain"]
+
+
+class ArtifactSnapshotRecord(_Request):
+    """One artifact's content, in ``POST /v1/artifacts`` (redacted again on arrival)."""
+
+    snapshot_id: UUID
+    tenant_id: Ident
+    project_id: Ident
+    run_id: Ident
+    playbook: Slug | None = None
+    phase: Slug
+    role: Slug
+    artifact_path: Annotated[str, _text(512), AfterValidator(_no_nul)]
+    artifact_version: Annotated[int, Field(ge=1, le=2**31 - 1)]
+    media_type: MediaTypeName | None = None
+    content: Annotated[str, _text(MAX_SNAPSHOT_CHARS), AfterValidator(_no_nul)]
+    created_at: Timestamp = Field(description="When the artifact was written, with a UTC offset.")
+
+
+class Unfreeze(_Request):
+    """``POST /v1/playbooks/<playbook>/unfreeze``: lift the Publisher freeze (audited)."""
+
+    reason: Reason

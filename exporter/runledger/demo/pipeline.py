@@ -26,7 +26,8 @@ from typing import Any
 
 from runledger import _env
 from runledger.cost import RunCaps
-from runledger.sdk import CostOptions, Ledger, Run, RunCapReached
+from runledger.demo.validator import render_site
+from runledger.sdk import CostOptions, Ledger, PublisherFrozen, Run, RunCapReached
 
 PHASES = ("brief", "research", "build", "review", "publish")
 ROLE = {
@@ -128,9 +129,17 @@ class Pipeline:
 
     def _finish_phase(self, run: Run, project: Project) -> None:
         phase = project.phase
-        if phase in ("research", "build"):
+        if phase == "research":
             project.version += 1
             run.artifact_written(f"{project.project_id}/site/index.html", version=project.version)
+        if phase == "build":
+            # The built page itself goes to the ledger: proof sampling re-validates it and
+            # the drift check compares its structure with earlier days' (docs/quality.md).
+            project.version += 1
+            page = render_site(PLAYBOOK[project.tenant], project.project_id, self.rng)
+            run.artifact_written(
+                f"{project.project_id}/site/index.html", version=project.version, content=page
+            )
         if phase == "review" and self.rng.random() < 0.25:
             run.validation_failed(
                 "hero section has no call to action",
@@ -143,10 +152,20 @@ class Pipeline:
             project.phase_index = PHASES.index("build")
             raise RuntimeError("validation failed: hero section has no call to action")
         if phase == "publish":
-            run.publish_done(f"{project.project_id}/site/index.html", version=project.version)
+            path = f"{project.project_id}/site/index.html"
+            try:
+                run.publish_done(path, version=project.version)
+            except PublisherFrozen:
+                # Quality sampling froze this playbook's Publisher: record a partial publish
+                # whose instructions say how to finish, and leave the project in publish.
+                run.partial(path, project.version, missing="the whole release")
+                return
             run.log("published the site", version=project.version)
             proof = f"{project.project_id}-proof-{project.version}"
-            run.proof_requested(proof, due_at=datetime.now(UTC) + timedelta(hours=48))
+            run.proof_requested(
+                proof, due_at=datetime.now(UTC) + timedelta(hours=48), artifact_path=path,
+                artifact_version=project.version,
+            )  # fmt: skip
             if self.rng.random() < 0.7:
                 run.proof_completed(proof, approved=self.rng.random() < 0.9)
             site = f"{project.project_id}-site"
@@ -160,7 +179,8 @@ class Pipeline:
             run.demo_started(demo, location=(38.7223, -9.1393))
             if self.rng.random() < 0.8:
                 run.demo_completed(demo, location=(38.7223, -9.1393))
-            project.phase_index, project.version, project.entered = 0, 0, False
+            # Versions keep counting: an artifact version, once stored, never changes.
+            project.phase_index, project.entered = 0, False
         else:
             run.phase_advanced(PHASES[project.phase_index + 1])
             project.phase_index += 1

@@ -120,6 +120,18 @@ SERVICES: list[Service] = [
         needs=lambda c: _binary("prometheus") or _file(c, "prometheus/prometheus.yml"),
     ),
     Service(
+        name="quality-scheduler",
+        argv=lambda c: _py("runledger.cli", "quality", "scheduler"),
+        ready_url=lambda c: "",
+        shows=lambda c: (
+            "quality jobs      proof sampling, drift and retention on a schedule (APScheduler)"
+        ),
+        env=lambda c: {
+            _env.QUALITY_CONFIG: os.environ.get(_env.QUALITY_CONFIG)
+            or str(Path(__file__).with_name("quality.yml"))
+        },
+    ),
+    Service(
         name="demo-pipeline",
         argv=lambda c: _py("runledger.demo.pipeline", "--url", c.control_url),
         ready_url=lambda c: "",

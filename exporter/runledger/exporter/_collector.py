@@ -13,6 +13,7 @@ from prometheus_client.registry import Collector
 
 from runledger.exporter._config import ExporterConfig
 from runledger.store import Database, gauges
+from runledger.store import quality as quality_store
 from runledger.store.event_tail import last_seq
 
 __all__ = ["LedgerCollector", "LedgerSnapshot"]
@@ -29,6 +30,9 @@ class LedgerSnapshot:
     active_runs: dict[tuple[str, str, str], int] = field(default_factory=dict)
     frozen: dict[str, int] = field(default_factory=dict)
     judgements: dict[str, int] = field(default_factory=dict)
+    drift: list[tuple[str, str, bool, float, float, float]] = field(default_factory=list)
+    samples: list[tuple[str, int, int, float | None]] = field(default_factory=list)
+    quality_runs: dict[str, datetime] = field(default_factory=dict)
     max_seq: int = 0
 
 
@@ -107,6 +111,9 @@ class LedgerCollector(Collector):
                 snap.active_runs[(tenant, role, status)] = int(count)
             snap.frozen = dict.fromkeys(gauges.frozen_playbooks(conn), 1)
             snap.judgements = gauges.alert_judgements(conn)
+            snap.drift = quality_store.latest_drift(conn)
+            snap.samples = quality_store.latest_samples(conn)
+            snap.quality_runs = quality_store.quality_last_runs(conn)
             snap.max_seq = last_seq(conn)
         with self._lock:
             self._seen_active |= {(t, r) for t, r, _ in snap.active_runs}
@@ -196,6 +203,8 @@ class LedgerCollector(Collector):
             frozen.add_metric([playbook], snap.frozen.get(playbook, 0))
         yield frozen
 
+        yield from _quality_families(snap)
+
         refreshed = GaugeMetricFamily(
             "runledger_exporter_gauges_refreshed_timestamp_seconds",
             "Unix time as of which the ledger gauges of this scrape were computed, in seconds.",
@@ -215,3 +224,56 @@ class LedgerCollector(Collector):
     def describe(self) -> Iterator[Metric]:
         """Describe nothing: the families are created per scrape (unchecked collector)."""
         return iter(())
+
+
+def _quality_families(snap: LedgerSnapshot) -> Iterator[Metric]:
+    """Yield the quality gauges: the latest drift check and proof sample per playbook."""
+    labels = ["playbook", "feature"]
+    drifted = GaugeMetricFamily(
+        "runledger_quality_drift_detected",
+        "1 when the latest drift check found the playbook's Implementer outputs changed in this"
+        " feature (after the multiple-comparison correction), else 0 (a boolean).",
+        labels=labels,
+    )
+    p_value = GaugeMetricFamily(
+        "runledger_quality_drift_adjusted_p_value",
+        "Smallest corrected p-value of the feature's tests in the latest drift check, as a ratio.",
+        labels=labels,
+    )
+    change = GaugeMetricFamily(
+        "runledger_quality_drift_change_ratio",
+        "Today's value over the baseline's of the feature's most significant test (median, or"
+        " share of outputs with a section or key) in the latest drift check, as a ratio.",
+        labels=labels,
+    )
+    for playbook, kind, is_drifted, adjusted, today, baseline in snap.drift:
+        drifted.add_metric([playbook, kind], 1.0 if is_drifted else 0.0)
+        p_value.add_metric([playbook, kind], float(adjusted))
+        if baseline:
+            change.add_metric([playbook, kind], float(today) / float(baseline))
+    yield from (drifted, p_value, change)
+
+    sampled = GaugeMetricFamily(
+        "runledger_quality_sampled_proofs",
+        "Proofs of the playbook re-validated in strict mode by the latest sample, in proofs.",
+        labels=["playbook"],
+    )
+    failure = GaugeMetricFamily(
+        "runledger_quality_sample_failure_ratio",
+        "Share of the latest sample's validated proofs that failed strict validation, as a ratio.",
+        labels=["playbook"],
+    )
+    for playbook, n_sampled, _failed, rate in snap.samples:
+        sampled.add_metric([playbook], n_sampled)
+        if rate is not None:
+            failure.add_metric([playbook], float(rate))
+    yield from (sampled, failure)
+
+    last = GaugeMetricFamily(
+        "runledger_quality_last_run_timestamp_seconds",
+        "Unix time the quality job (check sample or drift) last stored results, in seconds.",
+        labels=["check"],
+    )
+    for check, at in sorted(snap.quality_runs.items()):
+        last.add_metric([check], at.timestamp())
+    yield last

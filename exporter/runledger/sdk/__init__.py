@@ -16,7 +16,7 @@ See docs/sdk.md for delivery guarantees, redaction, sampling and cost controls.
 
 from runledger.sdk._calls import ExternalCall, ModelCall, model_call
 from runledger.sdk._config import CostOptions, DeliveryOptions, TelemetryOptions
-from runledger.sdk._costs import PartialResult, RunCapReached
+from runledger.sdk._costs import PartialResult, PublisherFrozen, RunCapReached
 from runledger.sdk._ledger import Ledger
 from runledger.sdk._run import Budget, Run, current_run
 from runledger.sdk._spool import SpoolFullError
@@ -30,6 +30,7 @@ __all__ = [
     "Ledger",
     "ModelCall",
     "PartialResult",
+    "PublisherFrozen",
     "RateLimitingSampler",
     "Run",
     "RunCapReached",

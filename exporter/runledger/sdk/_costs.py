@@ -24,6 +24,7 @@ __all__ = [
     "CostGuard",
     "GuardedRun",
     "PartialResult",
+    "PublisherFrozen",
     "RunCapReached",
     "Ticket",
     "refresh",
@@ -40,6 +41,7 @@ _WHAT = {
     "cost": "the run's model-spend cap",
     "external": "the run's external-charges cap",
     "tenant_daily": "the tenant's daily cap",
+    "publish": "the Publisher freeze of the playbook",
 }
 
 
@@ -87,6 +89,8 @@ class PartialResult:
         """Return which cap stopped the run and how far it was, in words."""
         if self.cap is None:
             return "stopped early"
+        if self.cap == "publish":
+            return f"stopped: {self.reason}"
         what = _WHAT.get(self.cap, f"the {self.cap} cap")
         if self.cap == "tokens":
             detail = (
@@ -112,6 +116,13 @@ class PartialResult:
                 f"raise tenant {t}'s daily cap (the one-click 72-hour raise, POST "
                 f"/v1/caps/{t}/raises, or `runledger cost raise {t}`) or wait for it to reset at "
                 "00:00 UTC, then run this step again"
+            )
+        if self.cap == "publish":
+            pb = self.playbook or "?"
+            return (
+                f"run this step again once the Publisher of playbook {pb} is unfrozen (an admin: "
+                f"`runledger quality unfreeze {pb} --reason ...` or POST "
+                f"/v1/playbooks/{pb}/unfreeze, once its proofs pass strict validation again)"
             )
         if self.cap is not None:
             where = f" of playbook {self.playbook}" if self.playbook else ""
@@ -152,6 +163,21 @@ class RunCapReached(RuntimeError):
         self.partial = partial
         self.cap = partial.cap
         super().__init__(partial.reason)
+
+
+class PublisherFrozen(RunCapReached):
+    """The Publisher may not ship: quality sampling froze its playbook (or the freeze state
+    could not be checked: the Publisher fails closed).
+
+    A ``RunCapReached`` with ``cap == "publish"``: catch it and publish partial instead,
+    ``run.partial(path, version, missing=...)``, whose instructions say how to finish.
+    ``freeze`` holds the freeze (reason, when, the sample's numbers), None when the ledger
+    could not be asked.
+    """
+
+    def __init__(self, partial: PartialResult, freeze: dict[str, Any] | None) -> None:
+        super().__init__(partial)
+        self.freeze = freeze
 
 
 class GuardedRun(Protocol):

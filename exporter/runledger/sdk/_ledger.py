@@ -30,7 +30,7 @@ from runledger.redact import Redactor, default_redactor
 from runledger.sdk._config import CostOptions, DeliveryOptions, Settings, TelemetryOptions
 from runledger.sdk._run import Budget, Run, RunSpec, current_run
 from runledger.sdk._sender import Sender
-from runledger.sdk._services import OpenRunHandle, RunServices
+from runledger.sdk._services import FreezeCheckFailed, OpenRunHandle, RunServices
 from runledger.sdk._spool import OpenRun, Spool
 from runledger.sdk._telemetry import (
     RunLogHandler,
@@ -201,7 +201,10 @@ class Ledger:
             breakers=lambda: self.breakers,
             opened=self._opened,
             closed=self._closed_run,
+            snapshot=self._spool_snapshot,
+            publish_gate=self._publish_gate if self.url else None,
         )
+        self._gate_session: Any = None
         self._handler: RunLogHandler | None = None
         if telemetry.capture_logging:
             self._handler = RunLogHandler(
@@ -571,6 +574,34 @@ class Ledger:
         self._spool.append(
             "event", body, open_run=open_run, reset_run=reset_run, close_run=close_run
         )
+
+    def _spool_snapshot(self, record: dict[str, Any]) -> None:
+        self._spool.append("artifact", orjson.dumps(record))
+
+    def _publish_gate(self, playbook: str) -> Mapping[str, Any] | None:
+        """Return the playbook's active Publisher freeze, asking the control service."""
+        import requests
+
+        if self._gate_session is None:
+            self._gate_session = requests.Session()
+        headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
+        try:
+            resp = self._gate_session.get(
+                f"{self.url}/v1/playbooks/{playbook}/freeze", headers=headers, timeout=5.0
+            )
+        except requests.RequestException as exc:
+            raise FreezeCheckFailed(f"{type(exc).__name__}: {exc}") from None
+        if resp.status_code != 200:
+            try:
+                detail = str(resp.json().get("error"))
+            except ValueError:
+                detail = resp.text[:200]
+            raise FreezeCheckFailed(
+                f"HTTP {resp.status_code}: {self.redactor.text(detail, limit=300)}"
+            )
+        body = resp.json()
+        freeze: Mapping[str, Any] | None = body.get("freeze") if body.get("frozen") else None
+        return freeze
 
     def _prompt_audit(
         self, tenant_id: str, run_id: str, prompt: str, response: str | None, model: str | None

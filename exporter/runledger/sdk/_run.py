@@ -19,6 +19,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
+from runledger.events import MAX_SNAPSHOT_CHARS, SNAPSHOT_MEDIA_TYPES
 from runledger.money import usd
 from runledger.redact import Redactor, nearest_city, safe_city
 from runledger.sdk._calls import (
@@ -29,8 +30,16 @@ from runledger.sdk._calls import (
     ModelRequest,
     one_line,
 )
-from runledger.sdk._costs import CostGuard, PartialResult, RunCapReached, refresh, snapshot
-from runledger.sdk._services import RunServices, Usage
+from runledger.sdk._costs import (
+    CapStop,
+    CostGuard,
+    PartialResult,
+    PublisherFrozen,
+    RunCapReached,
+    refresh,
+    snapshot,
+)
+from runledger.sdk._services import FreezeCheckFailed, RunServices, Usage
 from runledger.sdk._telemetry import in_context, with_trace_ids
 
 if TYPE_CHECKING:
@@ -113,6 +122,8 @@ class Run:
         """The run's caps (tokens, wall time, model $, external $); None: no per-run limits."""
         self.costs: CostGuard | None = None
         """The run's cost controls while it runs with caps or a tenant budget lease."""
+        self._stopped: PartialResult | None = None
+        """Set when a Publisher freeze refused this run's publish."""
         self.status = "new"
         self.model_calls = 0
         self.tokens_in = 0
@@ -292,6 +303,8 @@ class Run:
         """Return what the run has done and spent so far, and which cap stopped it if any."""
         costs = self.costs
         elapsed = costs.meter.elapsed_s if costs is not None else 0.0
+        if self._stopped is not None:
+            return refresh(self._stopped, self, elapsed)
         if costs is not None and costs.reached is not None:
             return refresh(costs.reached, self, elapsed)
         if costs is not None:
@@ -426,9 +439,62 @@ class Run:
         """The run's phase passed its gate; ``to_phase`` names the next one."""
         return self.emit("phase_advanced", payload={"to_phase": to_phase} if to_phase else None)
 
-    def artifact_written(self, path: str, version: int) -> str:
-        """An artifact version was written."""
-        return self.emit("artifact_written", artifact_path=path, artifact_version=version)
+    def artifact_written(
+        self,
+        path: str,
+        version: int,
+        *,
+        content: str | None = None,
+        media_type: str | None = None,
+    ) -> str:
+        """An artifact version was written.
+
+        With ``content`` (the artifact's text: HTML, Markdown, JSON or plain text, at most
+        ``MAX_SNAPSHOT_CHARS`` characters) the ledger also stores it, redacted, for quality
+        sampling and drift checks (docs/quality.md); ``media_type`` is guessed when omitted.
+        """
+        record = self._snapshot(path, version, content, media_type)
+        event_id = self.emit("artifact_written", artifact_path=path, artifact_version=version)
+        if record is not None and self.services.snapshot is not None:
+            self.services.snapshot(record)
+        return event_id
+
+    def _snapshot(
+        self, path: str, version: int, content: str | None, media_type: str | None
+    ) -> dict[str, Any] | None:
+        if content is None:
+            return None
+        if not isinstance(content, str):
+            raise TypeError("artifact_written(content=...) must be a str")
+        if media_type is not None and media_type not in SNAPSHOT_MEDIA_TYPES:
+            raise ValueError(
+                f"artifact_written(media_type={media_type!r}): expected one of "
+                + ", ".join(SNAPSHOT_MEDIA_TYPES)
+            )
+        text = self.services.redactor.text(content)
+        if len(text) > MAX_SNAPSHOT_CHARS:
+            raise ValueError(
+                f"artifact content is {len(text)} characters; the ledger stores at most "
+                f"{MAX_SNAPSHOT_CHARS} per artifact version: send a smaller rendering (for "
+                "example the page without inline assets) or leave content out"
+            )
+        record: dict[str, Any] = {
+            "snapshot_id": str(uuid.uuid4()),
+            "tenant_id": self.tenant_id,
+            "project_id": self.project_id,
+            "run_id": self.run_id,
+            "phase": self.phase,
+            "role": self.role,
+            "artifact_path": self.services.redactor.text(path, limit=512),
+            "artifact_version": version,
+            "content": text,
+            "created_at": datetime.now(UTC).isoformat(),
+        }
+        if self.playbook:
+            record["playbook"] = self.playbook
+        if media_type:
+            record["media_type"] = media_type
+        return record
 
     def validation_failed(
         self,
@@ -454,13 +520,52 @@ class Run:
     def publish_done(
         self, path: str, version: int, *, partial: bool = False, instructions: str | None = None
     ) -> str:
-        """The Publisher shipped an artifact (``partial`` when a cap cut it short)."""
+        """The Publisher shipped an artifact (``partial`` when a cap cut it short).
+
+        Raises:
+            PublisherFrozen: (a full publish of a Publisher run) quality sampling froze the
+                run's playbook, or the ledger could not say; nothing was recorded as
+                published. Publish partial instead: ``run.partial(path, version, ...)``.
+        """
+        if not partial:
+            self._check_publish()
         payload: dict[str, Any] = {"partial": partial}
         if instructions:
             payload["instructions"] = one_line(instructions, self.services.redactor)
         return self.emit(
             "publish_done", payload=payload, artifact_path=path, artifact_version=version
         )
+
+    def _check_publish(self) -> None:
+        """Refuse a full publish while the playbook's Publisher is frozen (fail closed)."""
+        gate = self.services.publish_gate
+        if gate is None or not self.playbook or self.role.lower() != "publisher":
+            return
+        self._require_running()
+        playbook = self.playbook
+        try:
+            freeze = gate(playbook)
+        except FreezeCheckFailed as exc:
+            freeze = None
+            why = (
+                f"could not check whether the Publisher of playbook {playbook} is frozen "
+                f"({exc}); the Publisher fails closed"
+            )
+        else:
+            if freeze is None:
+                return
+            why = (
+                f"the Publisher of playbook {playbook} is frozen since "
+                f"{freeze.get('frozen_at')} by {freeze.get('frozen_by')}: {freeze.get('reason')}"
+            )
+        limit = Decimal(str((freeze or {}).get("threshold") or 0))
+        spent = Decimal(str((freeze or {}).get("failure_rate") or 0))
+        costs = self.costs
+        elapsed = costs.meter.elapsed_s if costs is not None else 0.0
+        self._stopped = snapshot(self, elapsed, CapStop("publish", limit, spent, _ZERO, why))
+        self.cap_hit("publish", limit=limit, spent=spent)
+        self.log(f"publish refused: {why}", level=logging.WARNING)
+        raise PublisherFrozen(self._stopped, dict(freeze) if freeze is not None else None)
 
     def cap_hit(self, cap: str, *, limit: Decimal | float, spent: Decimal | float) -> str:
         """A cap stopped further spend (``time``, ``tokens``, ``cost``, ``external``, ...)."""
@@ -485,10 +590,28 @@ class Run:
             "impersonation_ended", payload=_actor(actor, reason, self.services.redactor)
         )
 
-    def proof_requested(self, proof_id: str, *, due_at: datetime) -> str:
-        """A proof was sent to the owner, due by ``due_at``."""
+    def proof_requested(
+        self,
+        proof_id: str,
+        *,
+        due_at: datetime,
+        artifact_path: str | None = None,
+        artifact_version: int | None = None,
+    ) -> str:
+        """A proof was sent to the owner, due by ``due_at``.
+
+        ``artifact_path``/``artifact_version`` name the artifact the proof shows (default:
+        the run's last artifact); quality sampling re-validates that artifact's content.
+        """
+        fields: dict[str, Any] = {}
+        if artifact_path is not None:
+            if artifact_version is None:
+                raise ValueError("proof_requested(artifact_path=...) needs artifact_version")
+            fields = {"artifact_path": artifact_path, "artifact_version": artifact_version}
         return self.emit(
-            "proof_requested", payload={"proof_id": proof_id, "due_at": due_at.isoformat()}
+            "proof_requested",
+            payload={"proof_id": proof_id, "due_at": due_at.isoformat()},
+            **fields,
         )
 
     def proof_completed(self, proof_id: str, *, approved: bool = True) -> str:

@@ -35,7 +35,11 @@ __all__ = ["Sender"]
 
 log = logging.getLogger("runledger.sdk")
 
-ENDPOINTS = {"event": ("/v1/events", b"events"), "prompt_audit": ("/v1/prompt-audit", b"records")}
+ENDPOINTS = {
+    "event": ("/v1/events", b"events"),
+    "prompt_audit": ("/v1/prompt-audit", b"records"),
+    "artifact": ("/v1/artifacts", b"records"),
+}
 MAX_BATCH = 500
 MAX_BATCH_BYTES = 4 * 1024 * 1024  # half the control service's request limit
 STRIKES = 3

@@ -18,7 +18,14 @@ if TYPE_CHECKING:
     from runledger.cost.retry import BreakerBoard
     from runledger.cost.routing import RoutingTable
 
-__all__ = ["EmitEvent", "LogRecord", "OpenRunHandle", "RunServices", "Usage"]
+__all__ = [
+    "EmitEvent",
+    "FreezeCheckFailed",
+    "LogRecord",
+    "OpenRunHandle",
+    "RunServices",
+    "Usage",
+]
 
 _ZERO = Decimal(0)
 
@@ -74,6 +81,10 @@ class LogRecord(Protocol):
     ) -> None: ...
 
 
+class FreezeCheckFailed(RuntimeError):
+    """The ledger could not say whether a playbook's Publisher is frozen."""
+
+
 @dataclass(frozen=True, slots=True)
 class RunServices:
     """Everything a run, its model and external calls and its cost controls use of the Ledger.
@@ -99,6 +110,11 @@ class RunServices:
         breakers: returns the circuit breakers shared by the process's runs.
         opened: called when a run has started (the Ledger fails open runs when it closes).
         closed: called when a run has ended.
+        snapshot: spools one artifact's content record (``POST /v1/artifacts``) for quality
+            sampling and drift checks; None: contents are not sent.
+        publish_gate: ``(playbook)``; returns the playbook's active Publisher freeze (a
+            mapping) or None, raising ``FreezeCheckFailed`` when the ledger cannot say.
+            None: freezes are not checked (a Ledger without a control service).
     """
 
     tracer: Tracer
@@ -114,3 +130,5 @@ class RunServices:
     breakers: Callable[[], BreakerBoard]
     opened: Callable[[OpenRunHandle], None]
     closed: Callable[[OpenRunHandle], None]
+    snapshot: Callable[[dict[str, Any]], None] | None = None
+    publish_gate: Callable[[str], Mapping[str, Any] | None] | None = None

@@ -115,7 +115,9 @@ def describe_record(kind: str, body: bytes) -> dict[str, str]:
     if not isinstance(data, dict):
         data = {}
     return {
-        "record_id": str(data.get("event_id") or data.get("audit_id") or ""),
+        "record_id": str(
+            data.get("event_id") or data.get("audit_id") or data.get("snapshot_id") or ""
+        ),
         "type": str(data.get("type") or kind),
     }
 

@@ -61,6 +61,7 @@ class RetentionReport:
     deleted_prompt_audit: int = 0
     deleted_trace_spans: int = 0
     deleted_rollups: int = 0
+    deleted_artifact_snapshots: int = 0
     dry_run: bool = False
 
 
@@ -143,6 +144,10 @@ def run_retention(
             ).rowcount
             report.deleted_trace_spans = conn.execute(
                 "DELETE FROM trace_spans WHERE started_at < %s", (cutoff_ts,)
+            ).rowcount
+            # Artifact contents are raw, high-cardinality data: kept as long as the events.
+            report.deleted_artifact_snapshots = conn.execute(
+                "DELETE FROM artifact_snapshots WHERE created_at < %s", (cutoff_ts,)
             ).rowcount
             report.deleted_rollups = conn.execute(
                 "DELETE FROM daily_rollups WHERE day < (%s::date - make_interval(months => %s))",
