@@ -15,6 +15,7 @@ import click
 
 from runledger import _env
 from runledger._click import usd
+from runledger.alert_cli import alerts_group, tenant_notify
 from runledger.cost.cli import cost_group
 from runledger.exporter.cli import exporter_command
 from runledger.sdk.cli import spool_group
@@ -296,6 +297,8 @@ def schema(check: bool) -> None:
 main.add_command(exporter_command)
 main.add_command(cost_group)
 main.add_command(spool_group)
+main.add_command(alerts_group)
+tenant.add_command(tenant_notify)
 
 if __name__ == "__main__":
     main()
