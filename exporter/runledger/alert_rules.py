@@ -144,7 +144,7 @@ ALERTS: tuple[Alert, ...] = (
         ),
         summary="A tenant's recorded spend is above its daily cap.",
         description=(
-            "Tenant {{ $labels.tenant }} has spent {{ $value | humanize }} USD today, above its"
+            "Tenant {{ $labels.tenant }} has spent {{ $value | printf \"%.2f\" }} USD today, above its"
             " daily cap: spend bypassed the budget leases."
         ),
     ),
@@ -281,7 +281,7 @@ ALERTS: tuple[Alert, ...] = (
         ),
         summary="A tenant's runs cost more than expected on average.",
         description=(
-            "Runs of tenant {{ $labels.tenant }} cost {{ $value | humanize }} USD on average over"
+            "Runs of tenant {{ $labels.tenant }} cost {{ $value | printf \"%.4f\" }} USD on average over"
             " the last [[window]] (threshold [[usd]] USD)."
         ),
     ),
