@@ -144,8 +144,8 @@ ALERTS: tuple[Alert, ...] = (
         ),
         summary="A tenant's recorded spend is above its daily cap.",
         description=(
-            "Tenant {{ $labels.tenant }} has spent {{ $value | printf \"%.2f\" }} USD today, above its"
-            " daily cap: spend bypassed the budget leases."
+            'Tenant {{ $labels.tenant }} has spent {{ $value | printf "%.2f" }} USD today,'
+            " above its daily cap: spend bypassed the budget leases."
         ),
     ),
     Alert(
@@ -281,8 +281,8 @@ ALERTS: tuple[Alert, ...] = (
         ),
         summary="A tenant's runs cost more than expected on average.",
         description=(
-            "Runs of tenant {{ $labels.tenant }} cost {{ $value | printf \"%.4f\" }} USD on average over"
-            " the last [[window]] (threshold [[usd]] USD)."
+            'Runs of tenant {{ $labels.tenant }} cost {{ $value | printf "%.4f" }} USD on'
+            " average over the last [[window]] (threshold [[usd]] USD)."
         ),
     ),
     Alert(
