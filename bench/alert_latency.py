@@ -211,7 +211,7 @@ def main() -> int:
             for tenant in names[CROSSINGS:]:
                 agent, owner = tokens[tenant]
                 ev = {"event_id": str(uuid.uuid4()), "type": "artifact_written",
-                      "tenant_id": tenant, "project_id": "p", "run_id": f"{tenant}-r",
+                      "tenant_id": tenant, "project_id": f"{tenant}-p", "run_id": f"{tenant}-r",
                       "phase": "build", "role": "implementer",
                       "occurred_at": datetime.now(UTC).isoformat(), "model": "gpt-a",
                       "cost_usd": "1.05", "artifact_path": "a.html",
