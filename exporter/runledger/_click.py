@@ -9,7 +9,17 @@ import click
 
 from runledger.money import parse_usd
 
-__all__ = ["usd"]
+__all__ = ["cli_actor", "usd"]
+
+
+def cli_actor() -> str:
+    """Name who ran an administrative command, for the audit log."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli:unknown"
 
 
 def usd(_ctx: Any, _param: Any, value: str | None) -> Decimal | None:

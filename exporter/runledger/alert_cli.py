@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from runledger._click import cli_actor
+
 __all__ = ["alerts_group", "tenant_notify"]
 
 
@@ -105,10 +107,8 @@ def tenant_notify(
             slack_opt_in=req.slack_opt_in,
         )  # fmt: skip
         assert saved is not None
-        from runledger.cli import _cli_actor
-
         record_audit(
-            conn, actor=_cli_actor(), role="admin", action="tenant.notifications",
+            conn, actor=cli_actor(), role="admin", action="tenant.notifications",
             tenant_id=tenant_id, target=tenant_id,
             details={"owner_emails": len(req.owner_emails),
                      "slack_webhook": req.slack_webhook_url is not None,

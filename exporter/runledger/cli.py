@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from runledger import _env
+from runledger._click import cli_actor as _cli_actor
 from runledger._click import usd
 from runledger.alert_cli import alerts_group, tenant_notify
 from runledger.cost.cli import cost_group
@@ -24,16 +25,6 @@ from runledger.store.audit import record_audit
 from runledger.store.tokens import ROLES
 
 __all__ = ["main"]
-
-
-def _cli_actor() -> str:
-    """Name who ran an administrative command, for the audit log."""
-    import getpass
-
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return "cli:unknown"
 
 
 @click.group()
