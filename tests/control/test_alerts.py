@@ -112,6 +112,10 @@ def test_a_malformed_notification_is_a_400_naming_the_field(api: Any) -> None:
     resp = api.post("/v1/alerts/webhook", json=bad, headers=HOOK)
     assert resp.status_code == 400
     assert resp.json["fields"][0]["field"] == "alerts[0].startsAt"
+    # A time PostgreSQL cannot store (past year 9999 in UTC) is refused, not a 500.
+    bad["alerts"][0]["startsAt"] = "9999-12-31T23:59:59-01:00"
+    resp = api.post("/v1/alerts/webhook", json=bad, headers=HOOK)
+    assert resp.status_code == 400 and resp.json["fields"][0]["field"] == "alerts[0].startsAt"
     resp = api.post("/v1/alerts/webhook", json={**bad, "version": "3"}, headers=HOOK)
     assert resp.status_code == 400 and resp.json["fields"][0]["field"] == "version"
 

@@ -15,7 +15,6 @@ from typing import Annotated, Literal
 from pydantic import (
     AfterValidator,
     AnyHttpUrl,
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     EmailStr,
@@ -171,7 +170,7 @@ class WebhookAlert(BaseModel):
     status: Literal["firing", "resolved"]
     labels: dict[str, LabelText]
     annotations: dict[str, LabelText] = Field(default_factory=dict)
-    startsAt: AwareDatetime
+    startsAt: Timestamp
     fingerprint: Fingerprint
 
 
