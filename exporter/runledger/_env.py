@@ -91,3 +91,7 @@ SMTP_STARTTLS = "RUNLEDGER_SMTP_STARTTLS"
 ALERT_RENOTIFY_SECONDS = "RUNLEDGER_ALERT_RENOTIFY_SECONDS"
 """An alert still firing is emailed (and sent to Slack) again after this long (default 43200,
 Alertmanager's owner repeat_interval)."""
+
+ALLOW_HTTP_WEBHOOKS = "RUNLEDGER_ALLOW_HTTP_WEBHOOKS"
+"""1: accept plain-http Slack webhook URLs in tenant settings (local test receivers only;
+default: https only)."""

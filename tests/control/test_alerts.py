@@ -56,7 +56,10 @@ def alertmanager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Alertmana
 
 
 @pytest.fixture
-def alert_app(db: Database, smtp: SmtpSink, alertmanager: Alertmanager) -> Iterator[Any]:
+def alert_app(
+    db: Database, smtp: SmtpSink, alertmanager: Alertmanager, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Any]:
+    monkeypatch.setenv("RUNLEDGER_ALLOW_HTTP_WEBHOOKS", "1")  # the Slack stand-in is http
     app = create_app({
         "DATABASE": db, "TESTING": True, "ALERT_WEBHOOK_TOKEN": SECRET,
         "SMTP": SmtpSettings("127.0.0.1", smtp.port, sender="alerts@runledger.example"),
@@ -246,6 +249,8 @@ def test_owners_manage_their_own_settings_only_and_bad_values_name_the_field(
     assert _settings(api, "globex", owner, owner_emails=["x@y.example"]).status_code == 403
     bad = _settings(api, "acme", owner, owner_emails=["not-an-address"])
     assert bad.status_code == 400 and bad.json["fields"][0]["field"] == "owner_emails[0]"
+    plain = _settings(api, "acme", owner, slack_webhook_url="http://10.0.0.5/hook")
+    assert plain.status_code == 200  # allowed here: RUNLEDGER_ALLOW_HTTP_WEBHOOKS=1
     no_url = _settings(api, "acme", owner, slack_opt_in=True)
     assert no_url.status_code == 400
     assert no_url.json["fields"] == [
@@ -254,8 +259,25 @@ def test_owners_manage_their_own_settings_only_and_bad_values_name_the_field(
     assert _settings(api, "acme", owner, owner_emails=["o@acme.example"]).status_code == 200
     audit = sql("SELECT actor_role, action, details FROM audit_log")
     details = {"owner_emails": 1, "slack_webhook": False, "slack_opt_in": False}
-    assert audit == [("owner", "tenant.notifications", details)]
+    assert audit[-1] == ("owner", "tenant.notifications", details)
+    assert len(audit) == 2  # one row per accepted change; refusals change nothing
     assert "o@acme.example" not in str(audit)
+
+
+def test_slack_webhooks_must_be_https(
+    api: Any, make_tenant: Callable[..., str], make_token: Callable[..., str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """The control service posts to the URL: plain http could reach its own network."""
+    monkeypatch.delenv("RUNLEDGER_ALLOW_HTTP_WEBHOOKS")
+    make_tenant("acme")
+    owner = make_token("owner", "acme")
+    plain = _settings(api, "acme", owner, slack_webhook_url="http://10.0.0.5/hook")
+    assert plain.status_code == 400
+    assert plain.json["fields"][0]["field"] == "slack_webhook_url"
+    assert "https://" in plain.json["fields"][0]["message"]
+    good = _settings(api, "acme", owner, slack_webhook_url="https://hooks.example/T/B/x")
+    assert good.status_code == 200
 
 
 def test_the_cli_sets_notification_settings(

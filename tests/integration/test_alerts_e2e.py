@@ -132,7 +132,8 @@ def stack(module_db_url: str, module_workdir: Path) -> Iterator[Stack]:
         am = Alertmanager(am_config, work)
         env = {"RUNLEDGER_ALERT_WEBHOOK_TOKEN": TOKEN, "RUNLEDGER_ALERTMANAGER_URL": am.url,
                "RUNLEDGER_SMTP_HOST": "127.0.0.1", "RUNLEDGER_SMTP_PORT": str(smtp.port),
-               "RUNLEDGER_SMTP_FROM": "alerts@runledger.example"}  # fmt: skip
+               "RUNLEDGER_SMTP_FROM": "alerts@runledger.example",
+               "RUNLEDGER_ALLOW_HTTP_WEBHOOKS": "1"}  # fmt: skip
         control_proc, control = start_control(db_url, work, env=env, port=control_port)
         procs.append(control_proc)
         exporter_proc, exporter = start_exporter(

@@ -9,6 +9,7 @@ invalid field.
 
 from __future__ import annotations
 
+import os
 from decimal import Decimal
 from typing import Annotated, Literal
 
@@ -22,6 +23,7 @@ from pydantic import (
     StringConstraints,
 )
 
+from runledger import _env
 from runledger.events import Ident, ModelName, Timestamp
 from runledger.money import Usd
 from runledger.store.leases import DEFAULT_LEASE_TTL_S
@@ -161,6 +163,15 @@ Note = Annotated[str, _text(500, min_length=0, strip=True), AfterValidator(_no_n
 LabelText = Annotated[str, _text(2000, min_length=0), AfterValidator(_no_nul)]
 
 
+def _https_unless_allowed(url: AnyHttpUrl) -> AnyHttpUrl:
+    """Refuse a plain-http webhook: the control service posts to it, so it must not be a way
+    to reach services on the control service's own network (RUNLEDGER_ALLOW_HTTP_WEBHOOKS=1
+    allows http, for a local test receiver)."""
+    if url.scheme != "https" and os.environ.get(_env.ALLOW_HTTP_WEBHOOKS) != "1":
+        raise ValueError("must be an https:// URL (a Slack incoming webhook)")
+    return url
+
+
 class WebhookAlert(BaseModel):
     """One alert of an Alertmanager webhook notification (fields Alertmanager may add are
     ignored)."""
@@ -209,5 +220,5 @@ class TenantNotifications(_Request):
     """``PUT /v1/tenants/<id>/notifications``: where the tenant's owner alerts go."""
 
     owner_emails: Annotated[list[EmailStr], Field(max_length=20)] = Field(default_factory=list)
-    slack_webhook_url: AnyHttpUrl | None = None
+    slack_webhook_url: Annotated[AnyHttpUrl, AfterValidator(_https_unless_allowed)] | None = None
     slack_opt_in: bool = False
