@@ -95,3 +95,6 @@ Alertmanager's owner repeat_interval)."""
 ALLOW_HTTP_WEBHOOKS = "RUNLEDGER_ALLOW_HTTP_WEBHOOKS"
 """1: accept plain-http Slack webhook URLs in tenant settings (local test receivers only;
 default: https only)."""
+
+GRAFANA_URL = "RUNLEDGER_GRAFANA_URL"
+"""Base URL of Grafana; alert emails link the alert's dashboard under it (unset: no link)."""

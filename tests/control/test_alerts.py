@@ -171,7 +171,9 @@ def test_owner_alerts_are_emailed_to_the_owners_and_sent_to_slack_only_when_opte
     smtp: SmtpSink,
     slack: SlackStandIn,
     sql: Callable[..., list[tuple[Any, ...]]],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("RUNLEDGER_GRAFANA_URL", "https://grafana.example/")
     for tenant in ("acme", "globex"):
         make_tenant(tenant)
     admin = make_token("admin")
@@ -198,7 +200,9 @@ def test_owner_alerts_are_emailed_to_the_owners_and_sent_to_slack_only_when_opte
     assert resp.json["notified"] == 2
     mail = wait_until(lambda: smtp.to("owner@acme.example"), 10, "email to acme's owner")
     assert mail[0]["Subject"] == "[runledger] PhaseStalled summary. (acme)"
-    assert "docs/runbook.md#phasestalled" in mail[0].get_payload()
+    text = mail[0].get_payload()
+    assert "Runbook: docs/runbook.md#phasestalled" in text
+    assert "Dashboard: https://grafana.example/d/runledger-admin" in text
     wait_until(lambda: smtp.to("owner@globex.example"), 10, "email to globex's owner")
     posts = wait_until(lambda: slack.received("/acme"), 10, "Slack post for acme")
     assert "PhaseStalled summary." in posts[0]["text"]

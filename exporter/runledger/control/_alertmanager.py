@@ -1,4 +1,4 @@
-"""Alertmanager's API v2, for muting: create, read and expire silences."""
+"""Alertmanager's API v2, for muting: create and expire silences."""
 
 from __future__ import annotations
 
@@ -54,15 +54,6 @@ class AlertmanagerClient:
             "comment": comment,
         }
         return str(self._call("POST", "/silences", json=body).json()["silenceID"])
-
-    def silence(self, silence_id: str) -> dict[str, Any] | None:
-        """Return the silence as Alertmanager holds it, or None when it does not know it."""
-        try:
-            return dict(self._call("GET", f"/silence/{silence_id}").json())
-        except AlertmanagerError as exc:
-            if "answered 404" in str(exc):
-                return None
-            raise
 
     def expire_silence(self, silence_id: str) -> None:
         """Expire a silence now (Alertmanager keeps expired silences for a while)."""

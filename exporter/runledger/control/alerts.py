@@ -120,11 +120,14 @@ def _message(
 ) -> Message:
     lines = [body, ""]
     lines += [f"{name}: {link}" for name, link in links.items() if link]
-    lines.append(
-        "Mute this alert for a while: POST /v1/alerts/silences (reason required), or the"
-        " console's tenant page."
-    )
+    lines.append("Mute this alert for a while: POST /v1/alerts/silences (with a reason).")
     return Message(banner_id, tenant, f"[runledger] {title} ({tenant})", "\n".join(lines))
+
+
+def _grafana_link(path: str) -> str:
+    """Return the dashboard path as a Grafana URL, or "" when no Grafana is configured."""
+    base = os.environ.get(_env.GRAFANA_URL)
+    return f"{base.rstrip('/')}{path}" if base and path else ""
 
 
 def _tenant_exists(conn: Any, tenant_id: str) -> bool:
@@ -180,7 +183,7 @@ def webhook() -> Response:
                 if settings is not None:
                     store.mark_notified(conn, banner_id, now)
                     links = {"Runbook": notes.get("runbook_url", ""),
-                             "Dashboard": notes.get("dashboard", "")}  # fmt: skip
+                             "Dashboard": _grafana_link(notes.get("dashboard", ""))}  # fmt: skip
                     to_notify.append((settings, _message(banner_id, tenant, title, body, links)))
     sender = notifier()
     for settings, message in to_notify:
