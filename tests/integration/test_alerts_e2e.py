@@ -230,4 +230,7 @@ def test_owners_hear_of_their_caps_through_the_whole_chain(stack: Stack) -> None
         lambda: [m for m in stack.smtp.to(ONCALL) if "AlertDeliveryFailing" in m["Subject"]],
         15, "the on-call email about failed deliveries",
     )  # fmt: skip
+    # Seconds later, after many 1 s group intervals, the inhibited 80 % has not come back.
+    assert NEAR not in stack.alertnames("acme") and REACHED in stack.alertnames("acme")
+    assert len(stack.smtp.to("owner@acme.example")) == 2
     assert time.monotonic() - started < 90
