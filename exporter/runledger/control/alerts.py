@@ -13,6 +13,7 @@ from __future__ import annotations
 import hmac
 import logging
 import os
+import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -48,6 +49,8 @@ bp = Blueprint("alerts", __name__)
 CAP_REACHED_ALERT = "TenantDailyCapReached"
 CAP_NEAR_ALERT = "TenantDailyCapNearlyReached"
 DEFAULT_RENOTIFY_S = 12 * 3600.0
+CAP_NOTICE_EVERY_S = 5.0
+"""A worker looks at a tenant's refused-lease notice at most this often."""
 _ADMIN_VIEWERS = ("admin", "support", "finance")
 
 
@@ -203,9 +206,17 @@ def cap_blocked(tenant_id: str, *, cap_usd: Any, spend_usd: Any, needed_usd: Dec
     tenant muted the alert. Called from the lease routes; a failure here is logged and never
     changes the lease's answer.
     """
+    # Agents retry refused leases: one notice per tenant and worker every few seconds is
+    # enough (the banner stays open), not four statements per refusal.
+    recent: dict[str, float] = current_app.extensions.setdefault("runledger.cap_notices", {})
+    moment = time.monotonic()
+    if moment - recent.get(tenant_id, -CAP_NOTICE_EVERY_S) < CAP_NOTICE_EVERY_S:
+        return
+    recent[tenant_id] = moment
     try:
         _cap_blocked(tenant_id, cap_usd=cap_usd, spend_usd=spend_usd, needed_usd=needed_usd)
     except Exception:
+        recent.pop(tenant_id, None)
         log.exception("could not notify tenant %s of its refused lease", tenant_id)
 
 
@@ -235,6 +246,7 @@ def _cap_blocked(tenant_id: str, *, cap_usd: Any, spend_usd: Any, needed_usd: De
 
 def cap_unblocked(tenant_id: str) -> None:
     """Clear the tenant's cap-reached banner: its cap was raised."""
+    current_app.extensions.get("runledger.cap_notices", {}).pop(tenant_id, None)
     with _db().connection() as conn:
         store.resolve_banner(conn, f"cap-reached:{tenant_id}")
 
