@@ -220,10 +220,11 @@ def list_banners(
     conn: psycopg.Connection, *, audience: str, tenant_id: str | None, limit: int = 100
 ) -> list[Banner]:
     """Return the open banners of an audience (and tenant, for owners), newest first."""
-    if tenant_id is None:
-        where, params = "audience = %s", (audience,)
-    else:
-        where, params = "audience = %s AND tenant_id = %s", (audience, tenant_id)  # type: ignore[assignment]
+    where = "audience = %s"
+    params: list[Any] = [audience]
+    if tenant_id is not None:
+        where += " AND tenant_id = %s"
+        params.append(tenant_id)
     rows = conn.execute(
         f"SELECT {_BANNER_COLUMNS} FROM notifications WHERE {where}"
         " AND resolved_at IS NULL AND dismissed_at IS NULL ORDER BY created_at DESC LIMIT %s",
@@ -321,17 +322,19 @@ def record_silence(
         (silence_id, tenant_id, alertname, reason, created_by, created_by_role, starts_at,
          ends_at),
     ).fetchone()  # fmt: skip
-    return Silence(*row)  # type: ignore[misc]
+    assert row is not None
+    return Silence(*row)
 
 
 def list_silences(
     conn: psycopg.Connection, *, tenant_id: str | None, now: datetime
 ) -> list[Silence]:
     """Return the silences in force or to come (not removed, not ended), newest first."""
-    where, params = "removed_at IS NULL AND ends_at > %s", [now]
+    where = "removed_at IS NULL AND ends_at > %s"
+    params: list[Any] = [now]
     if tenant_id is not None:
         where += " AND tenant_id = %s"
-        params.append(tenant_id)  # type: ignore[arg-type]
+        params.append(tenant_id)
     rows = conn.execute(
         f"SELECT {_SILENCE_COLUMNS} FROM alert_silences WHERE {where} ORDER BY created_at DESC",
         params,
