@@ -47,7 +47,8 @@ def wait_until(check: Callable[[], Any], timeout: float, what: str, step: float 
 
 
 class SmtpSink:
-    """A real SMTP server on loopback (aiosmtpd) keeping every message it receives."""
+    """A real SMTP server on loopback (aiosmtpd) keeping every message it receives; it
+    refuses recipients whose address starts with ``refused``."""
 
     def __init__(self) -> None:
         self.messages: list[Message] = []
@@ -55,6 +56,14 @@ class SmtpSink:
         sink = self
 
         class Handler:
+            async def handle_RCPT(
+                self, server: Any, session: Any, envelope: Any, address: str, options: Any
+            ) -> str:
+                if address.startswith("refused"):  # a mailbox the server refuses
+                    return "550 mailbox unavailable"
+                envelope.rcpt_tos.append(address)
+                return "250 OK"
+
             async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
                 msg = email.message_from_bytes(envelope.content)
                 msg["X-Envelope-To"] = ", ".join(envelope.rcpt_tos)

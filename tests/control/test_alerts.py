@@ -243,6 +243,24 @@ def test_a_failing_slack_webhook_is_retried_then_counted(
     assert shown["slack_webhook_url"] == f"{slack.url}/…"
 
 
+def test_a_refused_email_is_retried_then_counted(
+    api: Any, make_tenant: Callable[..., str], make_token: Callable[..., str],
+    sql: Callable[..., list[tuple[Any, ...]]],
+) -> None:  # fmt: skip
+    make_tenant("acme")
+    _settings(api, "acme", make_token("owner", "acme"), owner_emails=["refused@acme.example"])
+    before = _metric(api, "runledger_control_webhook_failures_total")
+    alert = am_alert("ProofOverdue", fingerprint="dd02", tenant="acme", audience="owner")
+    api.post("/v1/alerts/webhook", json=am_payload(alert), headers=HOOK)
+    wait_until(
+        lambda: _metric(api, "runledger_control_webhook_failures_total") == before + 1,
+        10, "the refused email counted",
+    )  # fmt: skip
+    rows = sql("SELECT channel, status, attempts, error FROM alert_deliveries")
+    assert rows == [("email", "failed", 3, "SMTP SMTPRecipientsRefused")]
+    assert "refused@" not in str(rows)
+
+
 def test_owners_manage_their_own_settings_only_and_bad_values_name_the_field(
     api: Any, make_tenant: Callable[..., str], make_token: Callable[..., str],
     sql: Callable[..., list[tuple[Any, ...]]],
