@@ -139,12 +139,6 @@ class Notifier:
             cause = exc.last_attempt.exception()
             error = str(cause) if isinstance(cause, DeliveryFailed) else type(cause).__name__
         delivered = error is None
-        if not delivered:
-            self.on_failure()
-            log.warning(
-                "%s notification for tenant %s failed after %d attempts: %s",
-                channel, message.tenant_id, attempts, error,
-            )  # fmt: skip
         try:
             with self.db.connection() as conn:
                 record_delivery(
@@ -153,6 +147,13 @@ class Notifier:
                 )  # fmt: skip
         except Exception:  # the delivery itself is done; its record is best effort
             log.exception("could not record a %s delivery", channel)
+        if not delivered:
+            # Counted once recorded: whoever sees the count can read why it failed.
+            self.on_failure()
+            log.warning(
+                "%s notification for tenant %s failed after %d attempts: %s",
+                channel, message.tenant_id, attempts, error,
+            )  # fmt: skip
         return delivered
 
     def _send_email(self, to: list[str], message: Message) -> None:
