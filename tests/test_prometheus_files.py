@@ -10,7 +10,17 @@ import yaml
 from _support.exporter import PROM_DIR, run_promtool
 
 LEVEL_RE = re.compile(r"^[a-z_]*:runledger_[a-z0-9_]+:[a-z0-9_]+$")
-ALLOWED_LABELS = {"tenant", "model", "phase", "role", "playbook", "status", "le"}
+ALLOWED_LABELS = {
+    "tenant",
+    "model",
+    "phase",
+    "role",
+    "playbook",
+    "status",
+    "le",
+    "cap",
+    "alertname",
+}
 
 
 def _rule_files() -> list[Any]:

@@ -70,3 +70,38 @@ OTEL_TRACES_SAMPLER = "OTEL_TRACES_SAMPLER"
 QUALITY_CONFIG = "RUNLEDGER_QUALITY_CONFIG"
 """YAML file of the quality jobs: the Validator plug-in, sample sizes and freeze thresholds,
 drift test settings, schedule (docs/quality.md). Unset: the defaults, and no Validator."""
+ALERT_WEBHOOK_TOKEN = "RUNLEDGER_ALERT_WEBHOOK_TOKEN"
+"""Shared bearer secret Alertmanager sends to POST /v1/alerts/webhook (unset: the webhook
+answers 503). Alertmanager reads the same secret from a file (credentials_file)."""
+
+ALERTMANAGER_URL = "RUNLEDGER_ALERTMANAGER_URL"
+"""Base URL of Alertmanager's API (e.g. http://alertmanager:9093), for muting (silences)."""
+
+SMTP_HOST = "RUNLEDGER_SMTP_HOST"
+"""SMTP server for owner alert emails (unset: the control service sends no email)."""
+
+SMTP_PORT = "RUNLEDGER_SMTP_PORT"
+"""SMTP port (default 25)."""
+
+SMTP_FROM = "RUNLEDGER_SMTP_FROM"
+"""Sender address of alert emails (default runledger@localhost)."""
+
+SMTP_USER = "RUNLEDGER_SMTP_USER"
+"""SMTP login, when the server wants one (with RUNLEDGER_SMTP_PASSWORD)."""
+
+SMTP_PASSWORD = "RUNLEDGER_SMTP_PASSWORD"
+"""SMTP password (never logged)."""
+
+SMTP_STARTTLS = "RUNLEDGER_SMTP_STARTTLS"
+"""1/true: upgrade the SMTP connection with STARTTLS before logging in (default off)."""
+
+ALERT_RENOTIFY_SECONDS = "RUNLEDGER_ALERT_RENOTIFY_SECONDS"
+"""An alert still firing is emailed (and sent to Slack) again after this long (default 43200,
+Alertmanager's owner repeat_interval)."""
+
+ALLOW_HTTP_WEBHOOKS = "RUNLEDGER_ALLOW_HTTP_WEBHOOKS"
+"""1: accept plain-http Slack webhook URLs in tenant settings (local test receivers only;
+default: https only)."""
+
+GRAFANA_URL = "RUNLEDGER_GRAFANA_URL"
+"""Base URL of Grafana; alert emails link the alert's dashboard under it (unset: no link)."""

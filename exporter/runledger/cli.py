@@ -16,6 +16,7 @@ import click
 from runledger import _env
 from runledger._click import cli_actor as _cli_actor
 from runledger._click import usd
+from runledger.alert_cli import alerts_group, tenant_notify
 from runledger.cost.cli import cost_group
 from runledger.dashboards.cli import dashboards_group
 from runledger.exporter.cli import exporter_command
@@ -292,6 +293,8 @@ main.add_command(cost_group)
 main.add_command(spool_group)
 main.add_command(dashboards_group)
 main.add_command(quality_group)
+main.add_command(alerts_group)
+tenant.add_command(tenant_notify)
 
 if __name__ == "__main__":
     main()

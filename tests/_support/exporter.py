@@ -62,11 +62,14 @@ def start_exporter(
     return proc, base
 
 
-def start_control(db_url: str, workdir: Path) -> tuple[subprocess.Popen, str]:
-    """Run the control service (gunicorn, 2 workers) on a free loopback port."""
-    port = free_port()
+def start_control(
+    db_url: str, workdir: Path, *, env: dict[str, str] | None = None, port: int | None = None
+) -> tuple[subprocess.Popen, str]:
+    """Run the control service (gunicorn, 2 workers) on a loopback port (free unless given),
+    with ``env`` added to its environment."""
+    port = port or free_port()
     log = open(workdir / "control.log", "wb")
-    env = dict(os.environ, RUNLEDGER_DATABASE_URL=db_url)
+    env = dict(os.environ, RUNLEDGER_DATABASE_URL=db_url, **(env or {}))
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "runledger.cli", "control", "--bind", f"127.0.0.1:{port}",

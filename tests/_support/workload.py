@@ -247,7 +247,7 @@ def expected_metrics(rows: list[dict[str, Any]], *, after_seq: int = 0) -> Serie
         elif kind == "user_override":
             _add(series, "runledger_user_overrides_total", 1, **tpr)
         elif kind == "cap_hit":
-            _add(series, "runledger_cap_hits_total", 1, **tpr)
+            _add(series, "runledger_cap_hits_total", 1, **tpr, cap=e["payload"]["cap"])
         elif kind == "artifact_written":
             _add(series, "runledger_artifacts_written_total", 1, **tpp)
             _add(series, "runledger_validation_failures_total", 0, **tpp)

@@ -5,8 +5,9 @@ agent tokens. Round 1 creates every series; round 2, sent once round 1's first s
 have left the rule window, moves them. Then every exported series, every ledger gauge and
 every recording rule is compared with the figures computed directly from PostgreSQL.
 
-Three inputs of the exporter have no writer in the product yet: judged alerts
-(``alert_outcomes``, written by the planned alerts work), publisher freezes
+Judged alerts go through the product: the control service receives fired alerts on its
+Alertmanager webhook and an admin judges them (``POST /v1/alerts/outcomes``). Two inputs
+of the exporter have no writer in the product yet: publisher freezes
 (``publisher_freezes``, written by the planned quality sampling) and a paused tenant (set by a
 planned pause command). The scenario inserts such rows itself, standing in for those planned
 writers, to test only the exporter's reading of the tables; the assertions about them are
@@ -57,7 +58,17 @@ from runledger.store.tokens import create_token
 
 WINDOW = 60  # seconds: every range window of the rules, in the test Prometheus
 ROUND_GAP = 12  # seconds between round 1 being scraped and round 2 being sent
-ALLOWED_LABELS = {"tenant", "model", "phase", "role", "playbook", "status", "le"}
+ALLOWED_LABELS = {
+    "tenant",
+    "model",
+    "phase",
+    "role",
+    "playbook",
+    "status",
+    "le",
+    "cap",
+    "alertname",
+}
 STUCK_AFTER = 172_800
 BURN_WINDOW = 3600
 
@@ -98,18 +109,34 @@ def _post(base: str, token: str, events: list[dict[str, Any]]) -> dict[str, Any]
     return dict(resp.json())
 
 
-def _insert_judgements_for_the_planned_alerts_work(
-    db_url: str, outcomes: list[str], tag: str
-) -> None:
-    """Insert judged alerts as the planned alerts work will (it does not exist yet)."""
-    with psycopg.connect(db_url) as conn:
-        for i, outcome in enumerate(outcomes):
-            conn.execute(
-                "INSERT INTO alert_outcomes (fingerprint, alertname, audience, tenant_id,"
-                " started_at, outcome, judged_by) VALUES (%s, 'TenantDailyCapNearlyReached',"
-                " 'owner', 'acme', now(), %s, 'owner-1')",
-                (f"{tag}-{i}", outcome),
-            )
+JUDGED = "TenantDailyCapNearlyReached"
+WEBHOOK_TOKEN = "live-test-webhook-secret"
+
+
+def _judge_alerts(base: str, admin: str, outcomes: list[str], tag: str) -> None:
+    """Alertmanager's webhook delivers fired alerts; an admin judges each one."""
+    started = datetime.now(UTC).isoformat()
+    alerts = [
+        {"status": "firing", "startsAt": started, "fingerprint": f"{tag}{i:04x}",
+         "labels": {"alertname": JUDGED, "tenant": "acme", "audience": "owner",
+                    "severity": "warning"},
+         "annotations": {"summary": "80% of the cap."}}
+        for i in range(len(outcomes))
+    ]  # fmt: skip
+    hook = requests.post(
+        f"{base}/v1/alerts/webhook",
+        json={"version": "4", "status": "firing", "receiver": "owner", "alerts": alerts},
+        headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}"}, timeout=30,
+    )  # fmt: skip
+    assert hook.status_code == 200, hook.text
+    for alert, outcome in zip(alerts, outcomes, strict=True):
+        judged = requests.post(
+            f"{base}/v1/alerts/outcomes",
+            json={"fingerprint": alert["fingerprint"], "alertname": JUDGED,
+                  "started_at": started, "outcome": outcome},
+            headers={"Authorization": f"Bearer {admin}"}, timeout=30,
+        )  # fmt: skip
+        assert judged.status_code == 201, judged.text
 
 
 def _max_seq(db_url: str) -> int:
@@ -139,13 +166,16 @@ def snapshot(module_db_url: str, module_workdir: Path) -> Any:
         for tenant, cap in TENANT_CAPS.items():
             create_tenant(conn, tenant, daily_cap_usd=Decimal(cap))
             tokens[tenant] = create_token(conn, role="agent", label=tenant, tenant_id=tenant)
+        admin = create_token(conn, role="admin", label="judge", tenant_id=None)
         # Stands in for the planned quality sampling, the writer of publisher_freezes.
         conn.execute(
             "INSERT INTO publisher_freezes (playbook, reason, frozen_by)"
             " VALUES ('web', 'strict sampling failed 3 of 10 proofs', 'quality-job')"
         )
     procs = []
-    control_proc, control_url = start_control(db_url, workdir)
+    control_proc, control_url = start_control(
+        db_url, workdir, env={"RUNLEDGER_ALERT_WEBHOOK_TOKEN": WEBHOOK_TOKEN}
+    )
     procs.append(control_proc)
     try:
         exporter_proc, exporter_url = start_exporter(
@@ -180,8 +210,8 @@ def snapshot(module_db_url: str, module_workdir: Path) -> Any:
         day_start = datetime(now.year, now.month, now.day, tzinfo=UTC)
         start = max(now - timedelta(seconds=600), day_start + timedelta(seconds=1))
         posted, sent = _send_round(control_url, tokens, 1, start, now)
-        _insert_judgements_for_the_planned_alerts_work(
-            db_url, ["true_positive", "true_positive", "false_positive"], "r1"
+        _judge_alerts(
+            control_url, admin, ["true_positive", "true_positive", "false_positive"], "a1"
         )
         # A re-sent batch (all duplicates) and an invalid event (rejected).
         again = sent["acme"][0]
@@ -201,9 +231,7 @@ def snapshot(module_db_url: str, module_workdir: Path) -> Any:
         counts, _ = _send_round(control_url, tokens, 2, start, now)
         for key in posted:
             posted[key] += counts[key]
-        _insert_judgements_for_the_planned_alerts_work(
-            db_url, ["true_positive", "false_positive"], "r2"
-        )
+        _judge_alerts(control_url, admin, ["true_positive", "false_positive"], "b2")
         last = _max_seq(db_url)
         prom.wait_for("runledger_exporter_tailed_seq", lambda v: v == last)
         prom.wait_for("sum(runledger_alert_judgements_total)", lambda v: v == 5)
@@ -230,7 +258,7 @@ def snapshot(module_db_url: str, module_workdir: Path) -> Any:
         with psycopg.connect(db_url, row_factory=dict_row) as conn:
             snap.rows = list(conn.execute("SELECT * FROM events ORDER BY seq"))
             for row in conn.execute(
-                "SELECT outcome, count(*) AS n, count(*) FILTER (WHERE fingerprint LIKE 'r2-%%')"
+                "SELECT outcome, count(*) AS n, count(*) FILTER (WHERE fingerprint LIKE 'b2%%')"
                 " AS r2 FROM alert_outcomes GROUP BY outcome"
             ):
                 snap.judgements_all[row["outcome"]] = row["n"]
@@ -387,17 +415,18 @@ def test_ledger_gauges_equal_postgres(snapshot: Snapshot) -> None:
 
 
 def test_exporter_reads_the_tables_whose_writers_are_planned(snapshot: Snapshot) -> None:
-    """The exporter's reading of ``alert_outcomes``, ``publisher_freezes`` and a tenant's
-    ``paused`` status, from rows the scenario inserted itself: the features that will write
-    them (alerts, quality sampling, pausing a tenant) are planned, not in the product."""
+    """The exporter's reading of ``publisher_freezes`` and a tenant's ``paused`` status, from
+    rows the scenario inserted itself (quality sampling and pausing a tenant are planned),
+    and of ``alert_outcomes``, written by the product's judged-alerts API."""
     raw = snapshot.raw
     assert raw["runledger_tenant_paused"][frozenset({("tenant", "umbrella")})] == 1
     assert raw["runledger_tenant_paused"][frozenset({("tenant", "acme")})] == 0
     assert raw["runledger_publisher_frozen"][frozenset({("playbook", "web")})] == 1
     judged = raw["runledger_alert_judgements_total"]
-    assert judged == {frozenset({("status", "true_positive")}): 3.0,
-                      frozenset({("status", "false_positive")}): 2.0}  # fmt: skip
-    assert judged == {frozenset({("status", k)}): float(v)
+    name = ("alertname", JUDGED)
+    assert judged == {frozenset({name, ("status", "true_positive")}): 3.0,
+                      frozenset({name, ("status", "false_positive")}): 2.0}  # fmt: skip
+    assert judged == {frozenset({("alertname", JUDGED), ("status", k)}): float(v)
                       for k, v in snapshot.judgements_all.items()}  # fmt: skip
 
 
@@ -434,10 +463,12 @@ def _grouped(
 def test_every_recording_rule_equals_the_ledger(snapshot: Snapshot) -> None:
     everything = expected_metrics(snapshot.rows)
     round2 = expected_metrics(snapshot.rows, after_seq=snapshot.boundary_seq)
-    # The judged alerts are rows inserted for the planned alerts work (see the module doc).
+    # Judged alerts come from alert_outcomes, not from events (see the module doc).
     judged = "runledger_alert_judgements_total"
-    everything[judged] = {frozenset({("status", k)}): v for k, v in snapshot.judgements_all.items()}
-    round2[judged] = {frozenset({("status", k)}): v for k, v in snapshot.judgements_round2.items()}
+    everything[judged] = {frozenset({("alertname", JUDGED), ("status", k)}): v
+                          for k, v in snapshot.judgements_all.items()}  # fmt: skip
+    round2[judged] = {frozenset({("alertname", JUDGED), ("status", k)}): v
+                      for k, v in snapshot.judgements_round2.items()}  # fmt: skip
     refreshed = snapshot.raw["runledger_exporter_gauges_refreshed_timestamp_seconds"]
     gauges = _gauges_from_postgres(
         snapshot.db_url, datetime.fromtimestamp(refreshed[frozenset()], UTC)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -56,6 +57,28 @@ def test_up_starts_the_stack_and_the_demo_fills_the_ledger(home: Path) -> None:
             requests.get(f"http://127.0.0.1:{ports['control']}/readyz", timeout=5).status_code
             == 200
         )
+        # Alertmanager runs the shipped routes, wired to this control service's webhook with
+        # the stack's secret; the control service mutes through that Alertmanager.
+        control, am = (f"http://127.0.0.1:{ports[n]}" for n in ("control", "alertmanager"))
+        status = requests.get(f"{am}/api/v2/status", timeout=5).json()
+        assert f"{control}/v1/alerts/webhook" in status["config"]["original"]
+        assert "TenantDailyCapNearlyReached" in status["config"]["original"]  # inhibition
+        secret = (home / "alert-webhook-token").read_text()
+        hook = requests.post(
+            f"{control}/v1/alerts/webhook", headers={"Authorization": f"Bearer {secret}"},
+            json={"version": "4", "status": "firing", "receiver": "admin", "alerts": []},
+            timeout=5,
+        )  # fmt: skip
+        assert hook.status_code == 200, hook.text
+        admin = json.loads((home / "tokens.json").read_text())["admin"]
+        mute = requests.post(
+            f"{control}/v1/alerts/silences", headers={"Authorization": f"Bearer {admin}"},
+            json={"tenant": "acme", "duration_minutes": 5, "reason": "checking the stack"},
+            timeout=5,
+        )  # fmt: skip
+        assert mute.status_code == 201, mute.text
+        silence = requests.get(f"{am}/api/v2/silence/{mute.json()['silence_id']}", timeout=5)
+        assert silence.json()["status"]["state"] == "active"
         # A second `up` on the same home refuses instead of fighting over ports and data.
         again = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
         assert again.returncode == 1

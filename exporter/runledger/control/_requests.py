@@ -9,12 +9,22 @@ invalid field.
 
 from __future__ import annotations
 
+import os
 from decimal import Decimal
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+)
 
+from runledger import _env
 from runledger.events import MAX_SNAPSHOT_CHARS, Ident, ModelName, Slug, Timestamp
 from runledger.money import Usd
 from runledger.store.leases import DEFAULT_LEASE_TTL_S
@@ -22,6 +32,9 @@ from runledger.store.leases import DEFAULT_LEASE_TTL_S
 __all__ = [
     "MAX_LEASE_TTL_S",
     "MAX_PROMPT_CHARS",
+    "MAX_SILENCE_MINUTES",
+    "AlertOutcome",
+    "AlertmanagerWebhook",
     "ArtifactSnapshotRecord",
     "CapRaise",
     "LeaseClose",
@@ -30,7 +43,9 @@ __all__ = [
     "PromptAuditRecord",
     "Reclaim",
     "RevertRaise",
+    "SilenceCreate",
     "TemporaryRaise",
+    "TenantNotifications",
     "Unfreeze",
 ]
 
@@ -164,3 +179,75 @@ class Unfreeze(_Request):
     """``POST /v1/playbooks/<playbook>/unfreeze``: lift the Publisher freeze (audited)."""
 
     reason: Reason
+
+
+# -- alerts (control/alerts.py) ---------------------------------------------------------------
+
+MAX_SILENCE_MINUTES = 30 * 24 * 60
+"""Longest mute: 30 days; a longer one is a threshold to change, not an alert to hide."""
+
+AlertName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,99}$")]
+Fingerprint = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{1,64}$")]
+Note = Annotated[str, _text(500, min_length=0, strip=True), AfterValidator(_no_nul)]
+LabelText = Annotated[str, _text(2000, min_length=0), AfterValidator(_no_nul)]
+
+
+def _https_unless_allowed(url: AnyHttpUrl) -> AnyHttpUrl:
+    """Refuse a plain-http webhook: the control service posts to it, so it must not be a way
+    to reach services on the control service's own network (RUNLEDGER_ALLOW_HTTP_WEBHOOKS=1
+    allows http, for a local test receiver)."""
+    if url.scheme != "https" and os.environ.get(_env.ALLOW_HTTP_WEBHOOKS) != "1":
+        raise ValueError("must be an https:// URL (a Slack incoming webhook)")
+    return url
+
+
+class WebhookAlert(BaseModel):
+    """One alert of an Alertmanager webhook notification (fields Alertmanager may add are
+    ignored)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    status: Literal["firing", "resolved"]
+    labels: dict[str, LabelText]
+    annotations: dict[str, LabelText] = Field(default_factory=dict)
+    startsAt: Timestamp
+    fingerprint: Fingerprint
+
+
+class AlertmanagerWebhook(BaseModel):
+    """``POST /v1/alerts/webhook``: Alertmanager's webhook payload, version 4."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    version: Literal["4"]
+    status: Literal["firing", "resolved"]
+    receiver: Annotated[str, _text(200)]
+    alerts: Annotated[list[WebhookAlert], Field(max_length=1000)]
+
+
+class SilenceCreate(_Request):
+    """``POST /v1/alerts/silences``: mute one alert (or all owner alerts) of a tenant."""
+
+    tenant: Ident
+    alertname: AlertName | None = None
+    duration_minutes: Annotated[int, Field(ge=1, le=MAX_SILENCE_MINUTES)] | None = None
+    ends_at: Timestamp | None = None
+    reason: Reason
+
+
+class AlertOutcome(_Request):
+    """``POST /v1/alerts/outcomes``: an admin judges a fired alert."""
+
+    fingerprint: Fingerprint
+    alertname: AlertName
+    started_at: Timestamp
+    outcome: Literal["true_positive", "false_positive"]
+    note: Note | None = None
+
+
+class TenantNotifications(_Request):
+    """``PUT /v1/tenants/<id>/notifications``: where the tenant's owner alerts go."""
+
+    owner_emails: Annotated[list[EmailStr], Field(max_length=20)] = Field(default_factory=list)
+    slack_webhook_url: Annotated[AnyHttpUrl, AfterValidator(_https_unless_allowed)] | None = None
+    slack_opt_in: bool = False

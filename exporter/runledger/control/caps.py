@@ -13,6 +13,7 @@ from typing import TypeVar
 
 from flask import Blueprint, Response, current_app
 
+from runledger.control import alerts
 from runledger.control._auth import current_principal, require
 from runledger.control._batch import json_response, parse_body
 from runledger.control._errors import ApiError
@@ -68,6 +69,11 @@ def _agent_tenant() -> str | None:
 def _lease_answer(state: LeaseState, needed: Decimal, created: bool = False) -> Response:
     body = state.as_dict()
     code = _STATUS_CODES.get(state.status, 500)
+    if state.status == "blocked" and state.tenant_id:
+        # The owner hears of it now, not a scrape and an alert rule later.
+        alerts.cap_blocked(
+            state.tenant_id, cap_usd=state.cap_usd, spend_usd=state.spend_usd, needed_usd=needed
+        )
     if state.status == "blocked":
         body["error"] = blocked_message(
             state.tenant_id or "", cap_usd=state.cap_usd, spend_usd=state.spend_usd,
@@ -201,6 +207,8 @@ def raise_cap(tenant_id: str) -> Response:
             tenant_id, new_cap_usd=req.new_cap_usd, reason=req.reason, author=principal.label,
             author_role=principal.role, expires_at=req.expires_at,
         )  # fmt: skip
+    if change.new_value_usd > change.old_value_usd:
+        alerts.cap_unblocked(tenant_id)
     return json_response(change.as_dict(), 201)
 
 
@@ -215,6 +223,8 @@ def temporary_raise(tenant_id: str) -> Response:
             tenant_id, reason=req.reason, author=principal.label, author_role=principal.role,
             new_cap_usd=req.new_cap_usd, hours=TEMPORARY_RAISE_HOURS,
         )  # fmt: skip
+    if change.new_value_usd > change.old_value_usd:
+        alerts.cap_unblocked(tenant_id)
     return json_response(change.as_dict(), 201)
 
 

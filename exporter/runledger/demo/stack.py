@@ -83,12 +83,16 @@ SERVICES: list[Service] = [
         argv=lambda c: _py("runledger.cli", "control", "--bind", f"127.0.0.1:{c.ports.control}"),
         ready_url=lambda c: f"{c.control_url}/readyz",
         shows=lambda c: f"control service   {c.control_url}  (ingest API, /readyz)",
+        env=lambda c: {
+            _env.ALERT_WEBHOOK_TOKEN: _webhook_token(c),
+            _env.ALERTMANAGER_URL: f"http://127.0.0.1:{c.ports.alertmanager}",
+        },
     ),
     Service(
         name="alertmanager",
         argv=lambda c: [
             "prometheus-alertmanager",
-            f"--config.file={c.root / 'alertmanager' / 'alertmanager.yml'}",
+            f"--config.file={_alertmanager_config(c)}",
             f"--storage.path={c.home / 'alertmanager'}",
             f"--web.listen-address=127.0.0.1:{c.ports.alertmanager}",
             "--cluster.listen-address=",
@@ -144,6 +148,29 @@ SERVICES: list[Service] = [
     ),
 ]
 """The stack's processes, started in order. Other components append their entries."""
+
+
+def _webhook_token(ctx: Context) -> str:
+    from runledger.alertmanager_config import webhook_token
+
+    return webhook_token(ctx.home / "alert-webhook-token")
+
+
+def _alertmanager_config(ctx: Context) -> Path:
+    """The shipped alertmanager.yml wired to this stack's control service.
+
+    The admin email goes through RUNLEDGER_SMTP_HOST when it is set; without it the admin
+    route keeps only the banner webhook (no relay to send through).
+    """
+    from runledger.alertmanager_config import local_alertmanager_config
+
+    _webhook_token(ctx)
+    host = os.environ.get(_env.SMTP_HOST)
+    smtp = (host, int(os.environ.get(_env.SMTP_PORT) or 25)) if host else None
+    return local_alertmanager_config(
+        ctx.root, ctx.home / "alertmanager-config", control_url=ctx.control_url,
+        token_file=ctx.home / "alert-webhook-token", smtp=smtp,
+    )  # fmt: skip
 
 
 def _prometheus_config(ctx: Context) -> Path:

@@ -29,7 +29,7 @@ class LedgerSnapshot:
     stuck: dict[tuple[str, str], int] = field(default_factory=dict)
     active_runs: dict[tuple[str, str, str], int] = field(default_factory=dict)
     frozen: dict[str, int] = field(default_factory=dict)
-    judgements: dict[str, int] = field(default_factory=dict)
+    judgements: dict[tuple[str, str], int] = field(default_factory=dict)
     drift: list[tuple[str, str, bool, float, float, float]] = field(default_factory=list)
     samples: list[tuple[str, int, int, float | None]] = field(default_factory=list)
     quality_runs: dict[str, datetime] = field(default_factory=dict)
@@ -214,11 +214,14 @@ class LedgerCollector(Collector):
 
         judgements = CounterMetricFamily(
             "runledger_alert_judgements",
-            "Fired alerts judged true or false positive (alert_outcomes rows), in alerts.",
-            labels=["status"],
+            "Fired alerts judged true or false positive (POST /v1/alerts/outcomes), by alert"
+            " name, in alerts.",
+            labels=["alertname", "status"],
         )
-        for outcome in ("true_positive", "false_positive"):
-            judgements.add_metric([outcome], snap.judgements.get(outcome, 0))
+        # Both outcomes of every judged alert, so its precision exists from its first judgement.
+        for name in sorted({name for name, _ in snap.judgements}):
+            for outcome in ("true_positive", "false_positive"):
+                judgements.add_metric([name, outcome], snap.judgements.get((name, outcome), 0))
         yield judgements
 
     def describe(self) -> Iterator[Metric]:

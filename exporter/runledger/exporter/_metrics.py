@@ -81,7 +81,10 @@ class TailMetrics:
             _TPR,
         )
         self.cap_hits = counter(
-            "runledger_cap_hits", "Caps that stopped spend (cap_hit events), in hits.", _TPR
+            "runledger_cap_hits",
+            "Caps that stopped spend (cap_hit events), by cap time, tokens, cost, external,"
+            " tenant_daily or publish, in hits.",
+            (*_TPR, "cap"),
         )
         # Artifacts and phases.
         self.artifacts_written = counter(

@@ -125,7 +125,7 @@ class EventTailer:
         elif kind == "user_override":
             m.user_overrides.labels(tenant, phase, role).inc()
         elif kind == "cap_hit":
-            m.cap_hits.labels(tenant, phase, role).inc()
+            m.cap_hits.labels(tenant, phase, role, ev["cap"] or NONE).inc()
         elif kind == "artifact_written":
             m.artifacts_written.labels(tenant, phase, playbook).inc()
             m.validation_failures.labels(tenant, phase, playbook)

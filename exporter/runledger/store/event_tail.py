@@ -22,6 +22,7 @@ SELECT e.seq, e.type, e.tenant_id, e.phase, e.role, e.playbook, e.model, e.occur
        e.tokens_in, e.tokens_out, e.cost_usd, e.cached, e.attempt, e.trace_id,
        e.payload->>'status' AS status, e.payload->>'partial' AS partial,
        e.payload->>'approved' AS approved, e.payload->>'uncapped' AS uncapped,
+       e.payload->>'cap' AS cap,
        entry.entered_at, queue.queued_at, run.tokens AS run_tokens, run.cost_usd AS run_cost,
        run.intervened, run.model AS run_model, run.trace_id AS run_trace, rec.failed_at
 FROM batch e

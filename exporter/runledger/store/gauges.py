@@ -55,7 +55,9 @@ WHERE status IN ('queued', 'running') GROUP BY tenant_id, role, status
 """
 
 _FROZEN_SQL = "SELECT playbook FROM publisher_freezes WHERE lifted_at IS NULL"
-_JUDGEMENTS_SQL = "SELECT outcome, count(*) FROM alert_outcomes GROUP BY outcome"
+_JUDGEMENTS_SQL = (
+    "SELECT alertname, outcome, count(*) FROM alert_outcomes GROUP BY alertname, outcome"
+)
 
 
 def tenants_today(conn: psycopg.Connection, *, now: datetime, burn_start: datetime) -> list[Any]:
@@ -79,6 +81,6 @@ def frozen_playbooks(conn: psycopg.Connection) -> list[str]:
     return [row[0] for row in conn.execute(_FROZEN_SQL)]
 
 
-def alert_judgements(conn: psycopg.Connection) -> dict[str, int]:
-    """Return how many fired alerts were judged each way (true or false positive)."""
-    return {outcome: int(count) for outcome, count in conn.execute(_JUDGEMENTS_SQL)}
+def alert_judgements(conn: psycopg.Connection) -> dict[tuple[str, str], int]:
+    """Return how many fired alerts were judged each way, per (alertname, outcome)."""
+    return {(name, outcome): int(n) for name, outcome, n in conn.execute(_JUDGEMENTS_SQL)}
