@@ -62,3 +62,18 @@ OTEL_TRACES_EXPORTER = "OTEL_TRACES_EXPORTER"
 OTEL_LOGS_EXPORTER = "OTEL_LOGS_EXPORTER"
 OTEL_TRACES_SAMPLER = "OTEL_TRACES_SAMPLER"
 """Standard OpenTelemetry variables the SDK honours when it builds its own providers."""
+
+CONSOLE_SECRET = "RUNLEDGER_CONSOLE_SECRET"
+"""Key that signs the console's embed links (default: a random key kept in the ledger)."""
+
+CONSOLE_URL = "RUNLEDGER_CONSOLE_URL"
+"""Base URL of the console for links in messages (default http://localhost:8480)."""
+
+GRAFANA_URL = "RUNLEDGER_GRAFANA_URL"
+"""Grafana base URL; when set the console links runs to their traces and logs there."""
+
+PROMETHEUS_URL = "RUNLEDGER_PROMETHEUS_URL"
+"""Prometheus base URL behind the console's tenant-enforcing query proxy (/prom/...)."""
+
+CONSOLE_INSECURE_COOKIE = "RUNLEDGER_CONSOLE_INSECURE_COOKIE"
+"""Set to 1 to drop the Secure flag of the console's cookie (plain HTTP on a non-local host)."""

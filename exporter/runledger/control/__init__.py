@@ -46,10 +46,20 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["runledger.ingestor"] = Ingestor(
         db, IngestLimits(retention_days=int(app.config["RETENTION_DAYS"]))
     )
-    from runledger.control import api, caps, health, metrics, telemetry
+    from runledger.control import (
+        actions,
+        api,
+        caps,
+        console,
+        health,
+        metrics,
+        openapi,
+        promproxy,
+        telemetry,
+    )
 
     metrics.init_app(app)  # sets runledger.ingest_counts and serves /metrics
     register_error_handlers(app)
-    for module in (health, api, caps, telemetry):
+    for module in (health, api, caps, telemetry, actions, console, promproxy, openapi):
         app.register_blueprint(module.bp)
     return app
