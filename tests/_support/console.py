@@ -47,7 +47,9 @@ def seed_run(
         event("run_finished" if fail is None else "run_failed", **env,
               occurred_at=(at + timedelta(seconds=2)).isoformat(), cost_usd=cost, model=model,
               tokens_in=tokens[0], tokens_out=tokens[1],
-              payload={} if fail is None else {"reason": fail}),
+              payload={} if fail is None else {"reason": fail},
+              **({} if fail is None else {"artifact_path": "site/index.html",
+                                           "artifact_version": 2})),
     ]  # fmt: skip
     resp = client.post("/v1/events", json={"events": events}, headers=bearer(agent_token))
     body = resp.get_json()

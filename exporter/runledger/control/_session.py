@@ -70,12 +70,6 @@ def page(*roles: str) -> Callable[[F], F]:
                 if request.method == "GET":
                     return redirect(url_for("console.login", next=request.full_path.rstrip("?")))
                 raise PageError(401, "log in first: your session ended or never existed")
-            if request.method == "POST":
-                sent = request.form.get("csrf_token", "")
-                if not hmac.compare_digest(sent.encode(), session.csrf_token.encode()):
-                    raise PageError(
-                        400, "the form's CSRF token is missing or wrong: reload the page and retry"
-                    )
             actor = session.principal
             effective = actor
             if session.impersonating and actor.role == "support":
@@ -85,6 +79,12 @@ def page(*roles: str) -> Callable[[F], F]:
                     403,
                     f"role {effective.role!r} may not open this page; allowed: {', '.join(roles)}",
                 )
+            if request.method == "POST":
+                sent = request.form.get("csrf_token", "")
+                if not hmac.compare_digest(sent.encode(), session.csrf_token.encode()):
+                    raise PageError(
+                        400, "the form's CSRF token is missing or wrong: reload the page and retry"
+                    )
             g.session = session
             g.viewer = effective
             g.actor = actor
