@@ -28,7 +28,9 @@ def world(db: Any, db_url: str, make_tenant: Any, make_token: Any) -> dict[str, 
     make_tenant("acme")
     make_tenant("other")
     app = create_app({"DATABASE": db, "TESTING": True, "AUTH_CACHE_SECONDS": 0})
-    tokens = {role: make_token(role, "acme" if role in ("owner", "agent") else None) for role in ROLES}
+    tokens = {
+        role: make_token(role, "acme" if role in ("owner", "agent") else None) for role in ROLES
+    }
     tokens["foreign_owner"] = make_token("owner", "other")
     with psycopg.connect(db_url) as conn:
         revoked = create_token(conn, role="admin", label="revoked", tenant_id=None)
@@ -88,7 +90,7 @@ def test_api_routes_by_role(world: dict[str, Any]) -> None:
         url = _url(rule)
         if not roles:
             code = _call(client, method, url).status_code
-            if code >= 500 or code in (401, 403) and rule.endpoint != "console.embed":
+            if code >= 500 or (code in (401, 403) and rule.endpoint != "console.embed"):
                 failures.append(f"public {method} {url}: {code}")
             continue
         for who, token in [("nobody", None), ("revoked", world["revoked"])]:
@@ -100,8 +102,8 @@ def test_api_routes_by_role(world: dict[str, Any]) -> None:
         for role in ROLES:
             code = _call(client, method, url, token=tokens[role]).status_code
             allowed = role in roles
-            if (allowed and code in (401, 403) or not allowed and code != 403
-                    or code >= 500 and code != unavailable):  # fmt: skip
+            if ((allowed and code in (401, 403)) or (not allowed and code != 403)
+                    or (code >= 500 and code != unavailable)):  # fmt: skip
                 failures.append(f"{role} {method} {url}: {code} (allowed: {allowed})")
         if "owner" in roles and TENANT_BOUND & set(rule.arguments):
             code = _call(client, method, url, token=tokens["foreign_owner"]).status_code
@@ -115,7 +117,10 @@ def test_console_pages_by_role(world: dict[str, Any]) -> None:
     sessions = {}
     for who in (*ROLES, "foreign_owner"):
         client = app.test_client()
-        sessions[who] = (client, login(client, tokens[who]) if who != "agent" else _agent_csrf(client, tokens[who]))
+        sessions[who] = (
+            client,
+            login(client, tokens[who]) if who != "agent" else _agent_csrf(client, tokens[who]),
+        )
     anonymous = app.test_client()
     failures = []
     for rule, method in _routes(app):
@@ -133,7 +138,7 @@ def test_console_pages_by_role(world: dict[str, Any]) -> None:
             client, csrf = sessions[role]
             code = _call(client, method, url, csrf=csrf, page=True).status_code
             allowed = role in roles
-            if allowed and code in (401, 403) or not allowed and code != 403 or code >= 500:
+            if (allowed and code in (401, 403)) or (not allowed and code != 403) or code >= 500:
                 failures.append(f"{role} {method} {url}: {code} (allowed: {allowed})")
         if "owner" in roles and TENANT_BOUND & set(rule.arguments):
             client, csrf = sessions["foreign_owner"]

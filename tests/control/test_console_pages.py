@@ -60,7 +60,9 @@ def test_overview_figures_equal_the_ledger(client: Any, acme: dict[str, str], sq
 
     by_model = dict(re.findall(r'<td>([\w.-]+)</td><td class="num" data-usd="([^"]+)"',
                                _table(html, "spend-by-model")))  # fmt: skip
-    assert Decimal(by_model["gpt-4.1"]) == Decimal("0.125") + Decimal("0.333333333") + Decimal("2.25")
+    assert Decimal(by_model["gpt-4.1"]) == Decimal("0.125") + Decimal("0.333333333") + Decimal(
+        "2.25"
+    )
     assert Decimal(by_model["claude-sonnet-4"]) == Decimal("1.5")
 
     filtered = client.get("/admin?tenant=acme&model=gpt-4.1").get_data(as_text=True)
@@ -163,7 +165,9 @@ def test_owner_token_counts_follow_the_audited_admin_switch(
     assert resp.get_json()["before"]["owner_sees_tokens"] is False
     assert resp.get_json()["after"]["owner_sees_tokens"] is True
     assert "1234 in / 567 out" in owner.get("/runs/ra").get_data(as_text=True)
-    audit = sql("SELECT actor, details->>'reason' FROM audit_log WHERE action = 'owner_token_visibility'")
+    audit = sql(
+        "SELECT actor, details->>'reason' FROM audit_log WHERE action = 'owner_token_visibility'"
+    )
     assert audit == [("test-admin", "owner asked for usage detail")]
 
 
@@ -183,7 +187,9 @@ def test_session_cookie_flags(client: Any, acme: dict[str, str]) -> None:
         assert flag in cookie
     bad = client.post("/login", data={"token": "rl_nope"})
     assert bad.status_code == 401 and "unknown or revoked" in bad.get_data(as_text=True)
-    assert client.get("/admin").headers["Content-Security-Policy"].endswith("frame-ancestors 'none'")
+    assert (
+        client.get("/admin").headers["Content-Security-Policy"].endswith("frame-ancestors 'none'")
+    )
 
 
 def test_pause_resume_and_reopen_are_audited_with_before_and_after(
@@ -192,9 +198,12 @@ def test_pause_resume_and_reopen_are_audited_with_before_and_after(
     seed_run(client, acme["agent"], tenant="acme", project="p1", run="r1", phase="design")
     seed_run(client, acme["agent"], tenant="acme", project="p1", run="r2", phase="build")
     admin = bearer(acme["admin"])
-    assert client.post("/v1/tenants/acme/pause", json={}, headers=admin).get_json()["fields"][0][
-        "field"
-    ] == "reason"
+    assert (
+        client.post("/v1/tenants/acme/pause", json={}, headers=admin).get_json()["fields"][0][
+            "field"
+        ]
+        == "reason"
+    )
     r = client.post("/v1/tenants/acme/pause", json={"reason": "card declined"}, headers=admin)
     assert r.status_code == 200 and r.get_json()["after"]["status"] == "paused"
     again = client.post("/v1/tenants/acme/pause", json={"reason": "again"}, headers=admin)

@@ -80,9 +80,9 @@ def test_rerun_round_trip_from_console_to_coordinator(
 
     new = run_row(sql, request.new_run_id)
     assert new["status"] == "succeeded"
-    assert sql("SELECT phase, attempt, cost_usd > 0 FROM runs WHERE run_id = %s", request.new_run_id) == [
-        ("validate", 2, True)
-    ]
+    assert sql(
+        "SELECT phase, attempt, cost_usd > 0 FROM runs WHERE run_id = %s", request.new_run_id
+    ) == [("validate", 2, True)]
     assert sql("SELECT status, claimed_by, new_run_id FROM rerun_requests") == [
         ("claimed", "coordinator-1", "r-7-rerun-1")
     ]

@@ -41,7 +41,11 @@ _FORWARD = {
 
 
 class QueryRefused(ValueError):
-    """The query would read beyond the caller's tenant (the message says where)."""
+    """The query would read beyond the caller's tenant (403), or is not PromQL (400)."""
+
+    def __init__(self, message: str, status: int = 403) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def _check_matchers(matchers: list[pp.Matcher], tenant: str) -> bool:
@@ -106,7 +110,13 @@ def _verify(query: str, tenant: str) -> None:
             if tenants != [wanted] or sel.matchers.or_matchers:
                 problems.append(str(sel))
 
-    pp.walk(pp.parse(query), pre_visit=check)
+    try:
+        reparsed = pp.parse(query)
+    except Exception:  # the parser's printer does not escape quotes inside label values
+        raise QueryRefused(
+            "the query could not be scoped safely (quotes inside a label value?)"
+        ) from None
+    pp.walk(reparsed, pre_visit=check)
     if problems:
         raise QueryRefused(f"could not scope {problems[0]} to tenant {tenant!r}")
 
@@ -114,11 +124,11 @@ def _verify(query: str, tenant: str) -> None:
 def enforce(query: str, tenant: str) -> str:
     """Return ``query`` with every selector scoped to ``tenant``; QueryRefused otherwise."""
     if len(query) > MAX_QUERY_CHARS:
-        raise QueryRefused(f"query longer than {MAX_QUERY_CHARS} characters")
+        raise QueryRefused(f"query longer than {MAX_QUERY_CHARS} characters", 400)
     try:
         expr = pp.parse(query)
     except Exception as exc:  # the parser raises a plain ValueError-like error
-        raise QueryRefused(f"query does not parse: {exc}") from None
+        raise QueryRefused(f"query does not parse: {exc}", 400) from None
     _rewrite(expr, tenant)
     scoped = str(expr)
     _verify(scoped, tenant)
@@ -130,7 +140,7 @@ def enforce_selector(selector: str, tenant: str) -> str:
     scoped = enforce(selector, tenant)
     expr = pp.parse(scoped)
     if not isinstance(expr, pp.VectorSelector):
-        raise QueryRefused('match[] must be a series selector such as up{job="x"}')
+        raise QueryRefused('match[] must be a series selector such as up{job="x"}', 400)
     return scoped
 
 
@@ -161,8 +171,7 @@ def _params(kind: str) -> list[tuple[str, str]]:
 
 def _refused(exc: QueryRefused, field: str) -> ApiError:
     problem = FieldError(field, str(exc))
-    return ApiError(403 if "beyond" in str(exc) or "may not" in str(exc) else 400,
-                    f"{field}: {exc}", fields=[problem])  # fmt: skip
+    return ApiError(exc.status, f"{field}: {exc}", fields=[problem])
 
 
 def _query_param(kind: str) -> list[tuple[str, str]]:
