@@ -293,6 +293,24 @@ def schema(check: bool) -> None:
     click.echo(f"wrote {path}")
 
 
+@main.command()
+@click.option("--check", is_flag=True, help="Exit 1 when the checked-in document is stale.")
+def openapi(check: bool) -> None:
+    """Write the control service's OpenAPI document (control/openapi.json)."""
+    from runledger.control.openapi import checked_in_path, current_document_text
+
+    text = current_document_text()
+    path = checked_in_path()
+    if check:
+        if (path.read_text() if path.exists() else "") != text:
+            click.echo(f"{path.name} is stale: run `runledger openapi`", err=True)
+            sys.exit(1)
+        click.echo(f"{path.name} is current")
+        return
+    path.write_text(text)
+    click.echo(f"wrote {path}")
+
+
 main.add_command(exporter_command)
 main.add_command(cost_group)
 main.add_command(spool_group)

@@ -9,7 +9,9 @@ the copy is stale. Console pages (HTML) are not API routes and are left out.
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app
@@ -21,7 +23,15 @@ from runledger.control import _requests as req
 from runledger.control._auth import ROLES_ATTR, public
 from runledger.control._batch import json_response
 
-__all__ = ["BODIES", "QUERIES", "bp", "build_document", "is_api_endpoint"]
+__all__ = [
+    "BODIES",
+    "QUERIES",
+    "bp",
+    "build_document",
+    "checked_in_path",
+    "current_document_text",
+    "is_api_endpoint",
+]
 
 bp = Blueprint("openapi", __name__)
 
@@ -178,6 +188,23 @@ def _err(description: str) -> dict[str, Any]:
         "description": description,
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
     }
+
+
+def checked_in_path() -> Path:
+    """Return the checked-in copy's path (shipped beside this module)."""
+    return Path(__file__).with_name("openapi.json")
+
+
+def current_document_text() -> str:
+    """Return the document of a fresh app, as the checked-in copy holds it."""
+    from runledger.control import create_app
+
+    app = create_app({"DATABASE": _NoDatabase()})
+    return json.dumps(build_document(app), indent=2, sort_keys=True) + "\n"
+
+
+class _NoDatabase:
+    """Stands in for the ledger while only the URL map is read."""
 
 
 @bp.get("/openapi.json")
