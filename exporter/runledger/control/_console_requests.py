@@ -7,10 +7,17 @@ form posts, answering 400 naming every invalid field.
 
 from __future__ import annotations
 
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 
 from runledger.events import Ident, ModelName, Slug
 from runledger.money import Usd
@@ -105,6 +112,25 @@ class RaiseCapForm(_Model):
     temporary: bool = False
 
 
+def _bound(end: bool) -> BeforeValidator:
+    """Read ``YYYY-MM-DD`` as that UTC day's start (or, for an end, the next day's start)
+    and anything else as an ISO 8601 time; a time without offset is UTC."""
+
+    def parse(value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        try:
+            if len(value) == 10:
+                start = datetime.combine(date.fromisoformat(value), time.min, tzinfo=UTC)
+                return start + timedelta(days=1) if end else start
+            at = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError("must be a date (YYYY-MM-DD) or an ISO 8601 time") from None
+        return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+    return BeforeValidator(parse)
+
+
 class ExportQuery(_Model):
     """Filters of the CSV export and the admin overview (all optional)."""
 
@@ -113,22 +139,12 @@ class ExportQuery(_Model):
     tenant: Ident | None = None
     model: ModelName | None = None
     phase: Slug | None = None
-    from_: date | datetime | None = Field(default=None, alias="from")
-    to: date | datetime | None = None
+    from_: Annotated[datetime | None, _bound(False)] = Field(default=None, alias="from")
+    to: Annotated[datetime | None, _bound(True)] = None
 
     def bounds(self) -> tuple[datetime | None, datetime | None]:
         """Return [from, to) as times: a bare date ``to`` includes that whole day."""
-        from datetime import UTC, timedelta
-
-        def at(value: date | datetime | None, end: bool) -> datetime | None:
-            if value is None:
-                return None
-            if isinstance(value, datetime):
-                return value if value.tzinfo else value.replace(tzinfo=UTC)
-            start = datetime.combine(value, time.min, tzinfo=UTC)
-            return start + timedelta(days=1) if end else start
-
-        return at(self.from_, False), at(self.to, True)
+        return self.from_, self.to
 
 
 class OverviewQuery(_Model):
