@@ -84,7 +84,9 @@ def _form(model: type[Any]) -> Any:
 
 
 def _done(target: str, message: str) -> WResponse:
-    return redirect(f"{target}{'&' if '?' in target else '?'}done={quote(message)}", code=303)
+    path, _, fragment = target.partition("#")
+    joined = f"{path}{'&' if '?' in path else '?'}done={quote(message)}"
+    return redirect(joined + (f"#{fragment}" if fragment else ""), code=303)
 
 
 def _run_action(fn: Any, *args: Any, **kwargs: Any) -> Any:
