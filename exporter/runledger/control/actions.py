@@ -7,9 +7,7 @@ Each action is audited with who, what, why and before/after (store/console_actio
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 from flask import Blueprint, Response, current_app, request, stream_with_context, url_for
@@ -28,11 +26,11 @@ from runledger.control._console_requests import (
     TokenVisibility,
 )
 from runledger.control._errors import ApiError, invalid_request
-from runledger.store.console import EXPORT_COLUMNS, Console, Filters
+from runledger.store.console import Console, Filters
 from runledger.store.console_actions import Actor, ConsoleActions, NotFound, Refused
 from runledger.store.tokens import Principal
 
-__all__ = ["bp", "console_store", "csv_stream", "export_filters", "parse_args"]
+__all__ = ["bp", "console_store", "csv_response", "export_filters", "parse_args"]
 
 bp = Blueprint("actions", __name__, url_prefix="/v1")
 
@@ -206,28 +204,10 @@ def export_filters(query: ExportQuery, principal: Principal) -> Filters:
     return Filters(tenant=tenant, model=query.model, phase=query.phase, start=start, end=end)
 
 
-def csv_stream(rows: Iterable[tuple[Any, ...]], *, tokens: bool) -> Iterator[str]:
-    """Yield CSV text in chunks of a few hundred rows (header first)."""
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(EXPORT_COLUMNS)
-    hidden = {EXPORT_COLUMNS.index("tokens_in"), EXPORT_COLUMNS.index("tokens_out")}
-    n = 0
-    for row in rows:
-        if not tokens:
-            row = tuple("" if i in hidden else v for i, v in enumerate(row))
-        writer.writerow(row)
-        n += 1
-        if n % 500 == 0:
-            yield buf.getvalue()
-            buf.seek(0)
-            buf.truncate()
-    yield buf.getvalue()
-
-
 def csv_response(filters: Filters, *, tokens: bool) -> Response:
-    rows = console_store().export_runs(filters)
-    resp = Response(stream_with_context(csv_stream(rows, tokens=tokens)), mimetype="text/csv")
+    """Stream the filtered runs as CSV; token columns blank unless ``tokens``."""
+    chunks = console_store().export_csv(filters, tokens=tokens)
+    resp = Response(stream_with_context(chunks), mimetype="text/csv")
     resp.headers["Content-Disposition"] = 'attachment; filename="runledger-runs.csv"'
     return resp
 

@@ -465,32 +465,48 @@ class Console:
     # -- CSV export -----------------------------------------------------------------------
 
     EXPORT_QUERY = (
-        "SELECT COALESCE(r.started_at, r.queued_at, r.status_at), r.tenant_id, r.project_id,"
-        " r.run_id, r.phase, r.role, r.playbook, r.model, r.status, r.attempt,"
-        " r.tokens_in, r.tokens_out, r.cost_usd,"
-        " extract(epoch FROM r.finished_at - r.started_at)::float8, r.cached, r.trace_id,"
-        " r.error, r.artifact_path, r.artifact_version"
+        "SELECT COALESCE(r.started_at, r.queued_at, r.status_at) AS timestamp, r.tenant_id,"
+        " r.project_id, r.run_id, r.phase, r.role, r.playbook, r.model, r.status, r.attempt,"
+        " CASE WHEN %(tokens)s THEN r.tokens_in END AS tokens_in,"
+        " CASE WHEN %(tokens)s THEN r.tokens_out END AS tokens_out, r.cost_usd,"
+        " round(extract(epoch FROM r.finished_at - r.started_at), 3) AS duration_s,"
+        " CASE WHEN r.cached THEN 'true' ELSE 'false' END AS cached, r.trace_id, r.error,"
+        " r.artifact_path, r.artifact_version, %(schema)s::text AS schema_version"
         " FROM runs r"
         " WHERE (%(tenant)s::text IS NULL OR r.tenant_id = %(tenant)s)"
         " AND (%(model)s::text IS NULL OR r.model = %(model)s)"
         " AND (%(phase)s::text IS NULL OR r.phase = %(phase)s)"
         " AND (%(start)s::timestamptz IS NULL OR r.status_at >= %(start)s)"
         " AND (%(end)s::timestamptz IS NULL OR r.status_at < %(end)s)"
+        " ORDER BY r.status_at, r.run_id"
     )
-    """Runs and their costs, for CSV; ordered by the caller."""
+    """Runs and their costs, one CSV row each (columns ``EXPORT_COLUMNS``)."""
 
-    def export_runs(self, filters: Filters, *, batch: int = 2000) -> Iterator[tuple[Any, ...]]:
-        """Yield the filtered runs one row at a time through a server-side cursor.
+    def export_params(self, filters: Filters, *, tokens: bool) -> dict[str, Any]:
+        """Return the export query's parameters."""
+        return {**filters.params(), "tokens": tokens, "schema": EXPORT_SCHEMA_VERSION}
 
-        The connection stays checked out of the pool while the generator lives; the CSV
-        response streams it, so memory stays bounded by ``batch`` rows whatever the count.
+    def export_csv(
+        self, filters: Filters, *, tokens: bool = True, chunk: int = 1 << 16
+    ) -> Iterator[bytes]:
+        """Yield the filtered runs as CSV (header first), streamed by PostgreSQL's COPY.
+
+        The server writes the CSV and this generator passes it on in chunks of ``chunk``
+        bytes: memory stays bounded whatever the row count, and every value is the ledger's
+        own text (times in UTC). The connection stays checked out while the generator lives.
         """
-        with self.db.connection() as conn, conn.transaction():
-            with conn.cursor(name="runledger_export") as cur:
-                cur.itersize = batch
-                cur.execute(self.EXPORT_QUERY + " ORDER BY r.status_at, r.run_id", filters.params())
-                for row in cur:
-                    yield (*row, EXPORT_SCHEMA_VERSION)
+        with self.db.connection() as conn, conn.cursor() as cur:
+            cur.execute("SET LOCAL TimeZone = 'UTC'")
+            statement = f"COPY ({self.EXPORT_QUERY}) TO STDOUT WITH (FORMAT csv, HEADER)"
+            buf = bytearray()
+            with cur.copy(statement, self.export_params(filters, tokens=tokens)) as copy:
+                for data in copy:
+                    buf += data
+                    if len(buf) >= chunk:
+                        yield bytes(buf)
+                        buf.clear()
+            if buf:
+                yield bytes(buf)
 
 
 def _fill_days(rows: list[Row], today: date, days: int) -> list[Row]:
