@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -51,6 +52,18 @@ def test_up_starts_the_stack_and_the_demo_fills_the_ledger(home: Path) -> None:
         banner = "".join(lines)
         assert "runledger is up:" in banner, banner
         assert f"http://127.0.0.1:{ports['control']}" in banner
+        # The console comes first, with the admin's login printed on the first run.
+        after = banner.split("runledger is up:\n", 1)[1].splitlines()
+        console = f"http://127.0.0.1:{ports['control']}/"
+        assert after[0].split()[:2] == ["console", console], after
+        token = after[1].split()[3]
+        assert token == json.loads((home / "tokens.json").read_text())["admin"]
+        login = requests.post(console + "login", data={"token": token}, timeout=5,
+                              allow_redirects=False)  # fmt: skip
+        assert login.status_code == 303
+        cookie = login.headers["Set-Cookie"].split(";")[0]
+        page = requests.get(console + "admin", headers={"Cookie": cookie}, timeout=10)
+        assert page.status_code == 200 and "Today at a glance" in page.text
         assert (
             requests.get(f"http://127.0.0.1:{ports['control']}/readyz", timeout=5).status_code
             == 200
