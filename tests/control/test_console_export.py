@@ -118,5 +118,18 @@ def test_export_filters_and_refusals(client: Any, make_tenant: Any, make_token: 
     assert (
         backwards.status_code == 400 and "from must be before to" in backwards.get_json()["error"]
     )
+    finance = {"Authorization": f"Bearer {make_token('finance')}"}
+    rows = list(
+        csv.DictReader(
+            io.StringIO(
+                client.get("/v1/export/runs.csv?tenant=acme", headers=finance).get_data(
+                    as_text=True
+                )
+            )
+        )
+    )
+    assert len(rows) == 25 and rows[0]["cost_usd"] and rows[0]["tokens_in"]
+    assert {(r["artifact_path"], r["artifact_version"]) for r in rows} == {("", "")}
+    assert all(r["artifact_path"].startswith("site/") for r in body)  # others see artifacts
     agent = {"Authorization": f"Bearer {make_token('agent', 'acme')}"}
     assert client.get("/v1/export/runs.csv", headers=agent).status_code == 403

@@ -204,9 +204,12 @@ def export_filters(query: ExportQuery, principal: Principal) -> Filters:
     return Filters(tenant=tenant, model=query.model, phase=query.phase, start=start, end=end)
 
 
-def csv_response(filters: Filters, *, tokens: bool) -> Response:
-    """Stream the filtered runs as CSV; token columns blank unless ``tokens``."""
-    chunks = console_store().export_csv(filters, tokens=tokens)
+def csv_response(filters: Filters, principal: Principal) -> Response:
+    """Stream the filtered runs as CSV: token columns blank for an owner unless its tenant
+    allows them, artifact columns blank for finance (never artifacts)."""
+    chunks = console_store().export_csv(
+        filters, tokens=owner_sees_tokens(principal), artifacts=principal.role != "finance"
+    )
     resp = Response(stream_with_context(chunks), mimetype="text/csv")
     resp.headers["Content-Disposition"] = 'attachment; filename="runledger-runs.csv"'
     return resp
@@ -225,4 +228,4 @@ def export_runs() -> Response:
     """Stream runs and their costs as CSV, filtered by tenant, model, phase and dates."""
     principal = current_principal()
     filters = export_filters(parse_args(ExportQuery), principal)
-    return csv_response(filters, tokens=owner_sees_tokens(principal))
+    return csv_response(filters, principal)

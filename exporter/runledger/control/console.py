@@ -48,7 +48,6 @@ from runledger.control.actions import (
     console_store,
     csv_response,
     export_filters,
-    owner_sees_tokens,
     parse_args,
 )
 from runledger.store import CapAdmin
@@ -463,7 +462,7 @@ def export_csv() -> WResponse:
         raise PageError(exc.status, exc.message) from None
     except ValidationError as exc:  # pragma: no cover - parse_args converts these
         raise PageError(400, describe(field_errors(exc))) from None
-    return csv_response(filters, tokens=owner_sees_tokens(viewer()))
+    return csv_response(filters, viewer())
 
 
 # -- template filters -----------------------------------------------------------------------

@@ -471,7 +471,9 @@ class Console:
         " CASE WHEN %(tokens)s THEN r.tokens_out END AS tokens_out, r.cost_usd,"
         " round(extract(epoch FROM r.finished_at - r.started_at), 3) AS duration_s,"
         " CASE WHEN r.cached THEN 'true' ELSE 'false' END AS cached, r.trace_id, r.error,"
-        " r.artifact_path, r.artifact_version, %(schema)s::text AS schema_version"
+        " CASE WHEN %(artifacts)s THEN r.artifact_path END AS artifact_path,"
+        " CASE WHEN %(artifacts)s THEN r.artifact_version END AS artifact_version,"
+        " %(schema)s::text AS schema_version"
         " FROM runs r"
         " WHERE (%(tenant)s::text IS NULL OR r.tenant_id = %(tenant)s)"
         " AND (%(model)s::text IS NULL OR r.model = %(model)s)"
@@ -482,13 +484,17 @@ class Console:
     )
     """Runs and their costs, one CSV row each (columns ``EXPORT_COLUMNS``)."""
 
-    def export_params(self, filters: Filters, *, tokens: bool) -> dict[str, Any]:
+    def export_params(
+        self, filters: Filters, *, tokens: bool, artifacts: bool = True
+    ) -> dict[str, Any]:
         """Return the export query's parameters."""
-        return {**filters.params(), "tokens": tokens, "schema": EXPORT_SCHEMA_VERSION}
+        return {**filters.params(), "tokens": tokens, "artifacts": artifacts,
+                "schema": EXPORT_SCHEMA_VERSION}  # fmt: skip
 
     def export_csv(
-        self, filters: Filters, *, tokens: bool = True, chunk: int = 1 << 16
-    ) -> Iterator[bytes]:
+        self, filters: Filters, *, tokens: bool = True, artifacts: bool = True,
+        chunk: int = 1 << 16,
+    ) -> Iterator[bytes]:  # fmt: skip
         """Yield the filtered runs as CSV (header first), streamed by PostgreSQL's COPY.
 
         The server writes the CSV and this generator passes it on in chunks of ``chunk``
@@ -499,7 +505,8 @@ class Console:
             cur.execute("SET LOCAL TimeZone = 'UTC'")
             statement = f"COPY ({self.EXPORT_QUERY}) TO STDOUT WITH (FORMAT csv, HEADER)"
             buf = bytearray()
-            with cur.copy(statement, self.export_params(filters, tokens=tokens)) as copy:
+            params = self.export_params(filters, tokens=tokens, artifacts=artifacts)
+            with cur.copy(statement, params) as copy:
                 for data in copy:
                     buf += data
                     if len(buf) >= chunk:
