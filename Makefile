@@ -41,6 +41,7 @@ lint: deps
 	$(BIN)/ruff format --check exporter tests bench
 	$(BIN)/mypy
 	$(BIN)/runledger schema --check
+	$(BIN)/runledger openapi --check
 
 test: deps system-deps lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider

@@ -297,9 +297,10 @@ def schema(check: bool) -> None:
 @click.option("--check", is_flag=True, help="Exit 1 when the checked-in document is stale.")
 def openapi(check: bool) -> None:
     """Write the control service's OpenAPI document (control/openapi.json)."""
-    from runledger.control.openapi import checked_in_path, current_document_text
+    from runledger.control import create_app
+    from runledger.control.openapi import NoDatabase, checked_in_path, document_text
 
-    text = current_document_text()
+    text = document_text(create_app({"DATABASE": NoDatabase()}))
     path = checked_in_path()
     if check:
         if (path.read_text() if path.exists() else "") != text:

@@ -26,10 +26,11 @@ from runledger.control._batch import json_response
 __all__ = [
     "BODIES",
     "QUERIES",
+    "NoDatabase",
     "bp",
     "build_document",
     "checked_in_path",
-    "current_document_text",
+    "document_text",
     "is_api_endpoint",
 ]
 
@@ -195,16 +196,13 @@ def checked_in_path() -> Path:
     return Path(__file__).with_name("openapi.json")
 
 
-def current_document_text() -> str:
-    """Return the document of a fresh app, as the checked-in copy holds it."""
-    from runledger.control import create_app
-
-    app = create_app({"DATABASE": _NoDatabase()})
+def document_text(app: Flask) -> str:
+    """Return ``app``'s document as the checked-in copy holds it."""
     return json.dumps(build_document(app), indent=2, sort_keys=True) + "\n"
 
 
-class _NoDatabase:
-    """Stands in for the ledger while only the URL map is read."""
+class NoDatabase:
+    """Stands in for the ledger when an app is built only to read its URL map."""
 
 
 @bp.get("/openapi.json")
