@@ -111,24 +111,28 @@ class Console:
     )
 
     def _overview_spend(self, conn: psycopg.Connection, p: Row) -> Row:
-        by_tenant = self._rows(
+        # One pass over today's events for both breakdowns (GROUPING SETS).
+        rows = self._rows(
             conn,
-            "SELECT e.tenant_id, sum(e.cost_usd) AS cost_usd, count(DISTINCT e.run_id) AS runs"
-            " FROM events e WHERE e.occurred_at >= %(day_start)s AND e.occurred_at < %(day_end)s"
-            + self._EVENT_FILTER
-            + " GROUP BY e.tenant_id ORDER BY cost_usd DESC, e.tenant_id",
-            p,
-        )
-        by_model = self._rows(
-            conn,
-            "SELECT COALESCE(e.model, '') AS model, sum(e.cost_usd) AS cost_usd,"
+            "SELECT GROUPING(e.tenant_id) AS by_model, e.tenant_id, e.model,"
+            " sum(e.cost_usd) AS cost_usd,"
+            " count(*) FILTER (WHERE e.type = 'run_started') AS runs,"
             " sum(e.tokens_in + e.tokens_out) AS tokens"
             " FROM events e WHERE e.occurred_at >= %(day_start)s AND e.occurred_at < %(day_end)s"
-            " AND e.model IS NOT NULL"
             + self._EVENT_FILTER
-            + " GROUP BY 1 ORDER BY cost_usd DESC, 1",
+            + " GROUP BY GROUPING SETS ((e.tenant_id), (e.model))",
             p,
         )
+        by_tenant = sorted(
+            ({"tenant_id": r["tenant_id"], "cost_usd": r["cost_usd"], "runs": r["runs"]}
+             for r in rows if not r["by_model"]),
+            key=lambda r: (-r["cost_usd"], r["tenant_id"]),
+        )  # fmt: skip
+        by_model = sorted(
+            ({"model": r["model"], "cost_usd": r["cost_usd"], "tokens": r["tokens"]}
+             for r in rows if r["by_model"] and r["model"] is not None),
+            key=lambda r: (-r["cost_usd"], r["model"]),
+        )  # fmt: skip
         total = sum((r["cost_usd"] for r in by_tenant), Decimal(0))
         return {"spend_by_tenant": by_tenant, "spend_by_model": by_model, "spend_total": total}
 
@@ -440,7 +444,11 @@ class Console:
                 " ORDER BY requested_at DESC",
                 (rid,),
             )
-        artifacts = [e for e in events if e["artifact_path"]]
+        # The snapshot: each artifact version the run wrote or named, latest mention kept.
+        latest = {
+            (e["artifact_path"], e["artifact_version"]): e for e in events if e["artifact_path"]
+        }
+        artifacts = sorted(latest.values(), key=lambda e: e["occurred_at"])
         return {"events": events, "costs": costs, "errors": errors, "spans": spans,
                 "reruns": reruns, "artifacts": artifacts}  # fmt: skip
 
