@@ -185,7 +185,11 @@ def main() -> None:
         try:
             app = create_app({"DATABASE": db})
             client = app.test_client()
-            assert client.post("/login", data={"token": admin}).status_code == 303
+            page = client.get("/login").get_data(as_text=True)
+            csrf = page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+            assert (
+                client.post("/login", data={"token": admin, "csrf_token": csrf}).status_code == 303
+            )
             console = Console(db)
             render(client, 3)  # warm: templates compiled, pool filled, plans prepared
             bare_select(db, console, 3)

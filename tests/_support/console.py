@@ -13,9 +13,16 @@ CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 def login(client: Any, token: str) -> str:
     """Log ``client`` in with ``token``; return the session's CSRF token."""
-    resp = client.post("/login", data={"token": token})
+    resp = client.post("/login", data={"token": token, "csrf_token": login_csrf(client)})
     assert resp.status_code == 303, resp.get_data(as_text=True)
     return csrf_of(client)
+
+
+def login_csrf(client: Any) -> str:
+    """Open the login form and return its CSRF token (its cookie stays in the client)."""
+    found = CSRF_RE.search(client.get("/login").get_data(as_text=True))
+    assert found, "no CSRF token on the login form"
+    return found.group(1)
 
 
 def csrf_of(client: Any) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from _support.console import bearer, login, seed_run
+from _support.console import bearer, login, login_csrf, seed_run
 from runledger.control import create_app
 from runledger.control._auth import ROLES_ATTR
 from runledger.store.tokens import create_token, revoke_token
@@ -150,7 +150,7 @@ def test_console_pages_by_role(world: dict[str, Any]) -> None:
 
 def _agent_csrf(client: Any, token: str) -> str:
     """Agents may log in but see no page; their CSRF token is not needed to be refused."""
-    resp = client.post("/login", data={"token": token})
+    resp = client.post("/login", data={"token": token, "csrf_token": login_csrf(client)})
     assert resp.status_code == 303
     return "not-needed"
 

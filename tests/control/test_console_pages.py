@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from _support import event
-from _support.console import bearer, csrf_of, login, seed_run
+from _support.console import bearer, csrf_of, login, login_csrf, seed_run
 
 USD_RE = re.compile(r'<td class="num" data-usd="([^"]+)">')
 
@@ -71,7 +71,7 @@ def test_overview_figures_equal_the_ledger(client: Any, acme: dict[str, str], sq
 
 
 def test_failures_link_run_trace_and_artifact(
-    client: Any, acme: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    client: Any, acme: dict[str, str], monkeypatch: pytest.MonkeyPatch, sql: Any
 ) -> None:
     monkeypatch.setenv("RUNLEDGER_GRAFANA_URL", "http://grafana.test:3000")
     seed_run(client, acme["agent"], tenant="acme", project="p1", run="r-bad", fail="lint failed")
@@ -83,6 +83,13 @@ def test_failures_link_run_trace_and_artifact(
     assert 'id="trace-link"' in run and 'id="logs-link"' in run and "ab" * 16 in run
     monkeypatch.delenv("RUNLEDGER_GRAFANA_URL")
     assert 'id="trace-link"' not in client.get("/runs/r-bad").get_data(as_text=True)
+    assert 'id="spans"' not in client.get("/runs/r-bad").get_data(as_text=True)
+    # Span summaries, as the OTLP receiver stores them, appear when there are any.
+    sql("INSERT INTO trace_spans (trace_id, span_id, run_id, tenant_id, name, started_at,"
+        " duration_ms) VALUES (%s, 'cd00000000000001', 'r-bad', 'acme', 'chat gpt-4.1',"
+        " now(), 812.5)", "ab" * 16)  # fmt: skip
+    spans = _table(client.get("/runs/r-bad").get_data(as_text=True), "spans")
+    assert "chat gpt-4.1" in spans and "812.5" in spans
 
 
 def test_why_blocked_names_every_reason_with_evidence_and_action(
@@ -180,13 +187,19 @@ def test_form_post_without_csrf_is_refused(client: Any, acme: dict[str, str], sq
     assert sql("SELECT status FROM tenants WHERE tenant_id = 'acme'") == [("active",)]
 
 
-def test_session_cookie_flags(client: Any, acme: dict[str, str]) -> None:
-    resp = client.post("/login", data={"token": acme["admin"]})
-    cookie = resp.headers["Set-Cookie"]
+def test_login_form_csrf_and_session_cookie_flags(client: Any, acme: dict[str, str]) -> None:
+    # The login form is a form too: without its token (a cookie and a field) it is refused.
+    forged = client.post("/login", data={"token": acme["admin"]})
+    assert forged.status_code == 400 and "CSRF token is missing or wrong" in forged.get_data(
+        as_text=True
+    )
+    assert client.get("/admin").status_code == 302  # no session was opened
+    bad = client.post("/login", data={"token": "rl_nope", "csrf_token": login_csrf(client)})
+    assert bad.status_code == 401 and "unknown or revoked" in bad.get_data(as_text=True)
+    resp = client.post("/login", data={"token": acme["admin"], "csrf_token": login_csrf(client)})
+    cookie = next(c for c in resp.headers.getlist("Set-Cookie") if c.startswith("rl_session="))
     for flag in ("Secure", "HttpOnly", "SameSite=Strict", "Path=/"):
         assert flag in cookie
-    bad = client.post("/login", data={"token": "rl_nope"})
-    assert bad.status_code == 401 and "unknown or revoked" in bad.get_data(as_text=True)
     assert (
         client.get("/admin").headers["Content-Security-Policy"].endswith("frame-ancestors 'none'")
     )

@@ -58,10 +58,18 @@ def test_up_starts_the_stack_and_the_demo_fills_the_ledger(home: Path) -> None:
         assert after[0].split()[:2] == ["console", console], after
         token = after[1].split()[3]
         assert token == json.loads((home / "tokens.json").read_text())["admin"]
-        login = requests.post(console + "login", data={"token": token}, timeout=5,
-                              allow_redirects=False)  # fmt: skip
-        assert login.status_code == 303
-        cookie = login.headers["Set-Cookie"].split(";")[0]
+        form = requests.get(console + "login", timeout=5)
+        csrf = form.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+        login = requests.post(
+            console + "login", data={"token": token, "csrf_token": csrf}, timeout=5,
+            allow_redirects=False,
+            headers={"Cookie": form.headers["Set-Cookie"].split(";")[0]},
+        )  # fmt: skip
+        assert login.status_code == 303, login.text
+        cookie = next(
+            c.split(";")[0] for c in login.headers["Set-Cookie"].split(", ")
+            if c.startswith("rl_session=")
+        )  # fmt: skip
         page = requests.get(console + "admin", headers={"Cookie": cookie}, timeout=10)
         assert page.status_code == 200 and "Today at a glance" in page.text
         assert (

@@ -7,8 +7,10 @@ docs/console.md describes each page and action.
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
+import secrets
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -180,23 +182,46 @@ def _safe_next(target: str | None) -> str:
     return parts.path + (f"?{parts.query}" if parts.query else "")
 
 
+LOGIN_COOKIE = "rl_login_csrf"
+
+
+def _secure_cookie() -> bool:
+    return os.environ.get(_env.CONSOLE_INSECURE_COOKIE) != "1"
+
+
+def _login_form(error: str | None, status: int) -> Any:
+    """Render the login form with a fresh CSRF token, also set as a cookie (double submit:
+    there is no session yet to hold it)."""
+    token = secrets.token_urlsafe(24)
+    page = _render("login.html", next=request.values.get("next", ""), error=error,
+                   login_csrf=token)  # fmt: skip
+    resp = current_app.make_response((page, status))
+    resp.set_cookie(LOGIN_COOKIE, token, max_age=3600, httponly=True, secure=_secure_cookie(),
+                    samesite="Strict", path="/login")  # fmt: skip
+    return resp
+
+
 @bp.route("/login", methods=["GET", "POST"])
 @public
 def login() -> Any:
     """Log in with an API token; the session then acts as that token."""
     if request.method == "GET":
-        return _render("login.html", next=request.args.get("next", ""), error=None)
+        return _login_form(None, 200)
+    sent = request.form.get("csrf_token", "")
+    expected = request.cookies.get(LOGIN_COOKIE, "")
+    if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
+        return _login_form("The form's CSRF token is missing or wrong: log in again.", 400)
     token = (request.form.get("token") or "").strip()
     opened = sessions().open(token) if token and len(token) < 200 else None
     if opened is None:
-        return _render("login.html", next=request.form.get("next", ""),
-                       error="That token is unknown or revoked."), 401  # fmt: skip
+        return _login_form("That token is unknown or revoked.", 401)
     session_id, _principal = opened
     resp = redirect(_safe_next(request.form.get("next")), code=303)
     resp.set_cookie(
         COOKIE, session_id, max_age=int(sessions().hours * 3600), httponly=True,
-        secure=os.environ.get(_env.CONSOLE_INSECURE_COOKIE) != "1", samesite="Strict", path="/",
+        secure=_secure_cookie(), samesite="Strict", path="/",
     )  # fmt: skip
+    resp.delete_cookie(LOGIN_COOKIE, path="/login")
     return resp
 
 
