@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from runledger.store._database import Database
 from runledger.store.audit import record_audit
@@ -67,6 +67,11 @@ class SessionStore:
             if row is None:
                 return None
             principal = Principal(row[0], row[1], row[2])
+            # Sessions ended or expired a week ago go as new ones open: the table stays small.
+            conn.execute(
+                "DELETE FROM console_sessions WHERE COALESCE(ended_at, expires_at)"
+                " < now() - interval '7 days'"
+            )
             conn.execute(
                 "INSERT INTO console_sessions (session_sha256, token_sha256, csrf_token,"
                 " expires_at) VALUES (%s, %s, %s, now() + make_interval(secs => %s))",
@@ -127,12 +132,3 @@ class SessionStore:
                 tenant_id=tenant_id or session.impersonating, target="console_session",
                 details={"reason": reason or session.impersonation_reason},
             )  # fmt: skip
-
-    def purge(self, older_than: timedelta = timedelta(days=7)) -> int:
-        """Delete sessions that ended or expired more than ``older_than`` ago."""
-        with self.db.connection() as conn:
-            cur = conn.execute(
-                "DELETE FROM console_sessions WHERE COALESCE(ended_at, expires_at) < now() - %s",
-                (older_than,),
-            )
-            return cur.rowcount
