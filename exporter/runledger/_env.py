@@ -66,9 +66,6 @@ OTEL_TRACES_SAMPLER = "OTEL_TRACES_SAMPLER"
 CONSOLE_SECRET = "RUNLEDGER_CONSOLE_SECRET"
 """Key that signs the console's embed links (default: a random key kept in the ledger)."""
 
-CONSOLE_URL = "RUNLEDGER_CONSOLE_URL"
-"""Base URL of the console for links in messages (default http://localhost:8480)."""
-
 GRAFANA_URL = "RUNLEDGER_GRAFANA_URL"
 """Grafana base URL; when set the console links runs to their traces and logs there."""
 
