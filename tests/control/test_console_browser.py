@@ -1,12 +1,16 @@
 """The console in headless Chromium against the real control service (gunicorn).
 
-Saves a screenshot of each page under docs/img/ for the README.
+Takes a screenshot of each page: into docs/img/ (the README's) with
+RUNLEDGER_UPDATE_SCREENSHOTS=1, else into the test's temporary folder, so a test run leaves
+the checkout unchanged.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +23,13 @@ from runledger.control import _embed, create_app
 from runledger.cost import TenantPaused
 from runledger.sdk import Ledger
 
-IMG = ROOT / "docs" / "img"
+
+@pytest.fixture
+def img(tmp_path: Path) -> Path:
+    """Where screenshots go: docs/img/ when asked to update them, else a temporary folder."""
+    return (
+        ROOT / "docs" / "img" if os.environ.get("RUNLEDGER_UPDATE_SCREENSHOTS") == "1" else tmp_path
+    )
 
 
 class _Api:
@@ -75,20 +85,20 @@ def _login(page: Any, base: str, token: str) -> None:
 
 
 def test_admin_raises_a_cap_and_pauses_a_tenant(
-    browser: Any, world: dict[str, Any], make_ledger: Callable[..., Ledger], sql: Any
+    browser: Any, world: dict[str, Any], make_ledger: Callable[..., Ledger], sql: Any, img: Path
 ) -> None:
     base = world["url"]
     ctx = browser.new_context(viewport={"width": 1280, "height": 900})
     page = ctx.new_page()
     page.goto(base + "/login")
-    page.screenshot(path=str(IMG / "console-login.png"))
+    page.screenshot(path=str(img / "console-login.png"))
     _login(page, base, world["tokens"]["admin"])
     assert page.url == base + "/admin"
     assert "Exporter scrape slow" in page.inner_text("#banners")
     assert "Daily cap at 84%" not in page.inner_text("#banners")
     assert page.inner_text("#spend-total") == "$18.60"  # acme $16.85 and other $1.75
     assert "acme" in page.inner_text("#caps-near")  # $16.85 of $20 is past 80%
-    page.screenshot(path=str(IMG / "console-admin.png"), full_page=True)
+    page.screenshot(path=str(img / "console-admin.png"), full_page=True)
 
     page.click("#spend-by-tenant >> text=acme")
     page.fill("#raise-cap-form input[name=new_cap_usd]", "50")
@@ -107,7 +117,7 @@ def test_admin_raises_a_cap_and_pauses_a_tenant(
     page.wait_for_load_state()
     assert page.inner_text("#tenant-status") == "paused"
     assert "tenant_paused" in page.inner_text("#audit")
-    page.screenshot(path=str(IMG / "console-tenant.png"), full_page=True)
+    page.screenshot(path=str(img / "console-tenant.png"), full_page=True)
 
     ledger = make_ledger(base, world["tokens"]["agent"])
     with pytest.raises(TenantPaused, match="paused by an admin: no new runs"):
@@ -116,12 +126,12 @@ def test_admin_raises_a_cap_and_pauses_a_tenant(
     page.goto(base + "/projects/site-42")
     reasons = page.locator("[data-reason]").evaluate_all("els => els.map(e => e.dataset.reason)")
     assert "tenant_paused" in reasons and "card declined" in page.inner_text("#why-blocked ~ div")
-    page.screenshot(path=str(IMG / "console-project.png"), full_page=True)
+    page.screenshot(path=str(img / "console-project.png"), full_page=True)
     page.goto(base + "/runs/run-2")
     assert "lint: missing alt text" in page.inner_text("#errors")
-    page.screenshot(path=str(IMG / "console-run.png"), full_page=True)
+    page.screenshot(path=str(img / "console-run.png"), full_page=True)
     page.goto(base + "/export")
-    page.screenshot(path=str(IMG / "console-export.png"))
+    page.screenshot(path=str(img / "console-export.png"))
 
     # A form post without the CSRF token is refused, with the session cookie sent.
     refused = ctx.request.post(base + "/tenants/acme/resume", form={"reason": "no csrf"})
@@ -131,7 +141,7 @@ def test_admin_raises_a_cap_and_pauses_a_tenant(
 
 
 def test_owner_sees_only_their_tenant_and_embed_links_are_tamper_proof(
-    browser: Any, world: dict[str, Any], db: Any
+    browser: Any, world: dict[str, Any], db: Any, img: Path
 ) -> None:
     base = world["url"]
     ctx = browser.new_context(viewport={"width": 1280, "height": 900})
@@ -142,7 +152,7 @@ def test_owner_sees_only_their_tenant_and_embed_links_are_tamper_proof(
     assert "Daily cap at 84%" in banners
     assert "Other tenant blocked" not in banners and "Exporter scrape slow" not in banners
     assert "run-o" not in page.inner_text("main") and "100 / 40" not in page.inner_text("main")
-    page.screenshot(path=str(IMG / "console-owner.png"), full_page=True)
+    page.screenshot(path=str(img / "console-owner.png"), full_page=True)
     assert page.goto(base + "/tenants/other").status == 404
     assert page.goto(base + "/runs/run-o").status == 404
     assert page.goto(base + "/admin").status == 403
@@ -156,7 +166,7 @@ def test_owner_sees_only_their_tenant_and_embed_links_are_tamper_proof(
     assert embed.goto(url).status == 200
     assert "acme" in embed.inner_text("h1") and "Daily cap at 84%" in embed.inner_text("#banners")
     assert embed.locator("form").count() == 0
-    embed.screenshot(path=str(IMG / "console-embed.png"), full_page=True)
+    embed.screenshot(path=str(img / "console-embed.png"), full_page=True)
 
     signed = url.removeprefix(base + "/embed/")
     tampered = signed.replace(signed[5], "A" if signed[5] != "A" else "B", 1)
