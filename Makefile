@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEBIAN_PACKAGES := prometheus prometheus-alertmanager docker-compose nginx
+DEBIAN_PACKAGES := prometheus prometheus-alertmanager docker-compose nginx chromium
 export RUNLEDGER_HOME ?= $(CURDIR)/.runledger
 
 .PHONY: up down test bench lint deps system-deps grammar clean
@@ -51,6 +51,7 @@ lint: deps
 	$(BIN)/ruff format --check exporter tests bench
 	$(BIN)/mypy
 	$(BIN)/runledger schema --check
+	$(BIN)/runledger openapi --check
 
 test: deps system-deps grammar lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider

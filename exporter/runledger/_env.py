@@ -104,4 +104,14 @@ ALLOW_HTTP_WEBHOOKS = "RUNLEDGER_ALLOW_HTTP_WEBHOOKS"
 default: https only)."""
 
 GRAFANA_URL = "RUNLEDGER_GRAFANA_URL"
-"""Base URL of Grafana; alert emails link the alert's dashboard under it (unset: no link)."""
+"""Base URL of Grafana: alert emails link the alert's dashboard under it and the console links
+runs to their traces and logs there (unset: no Grafana links)."""
+
+CONSOLE_SECRET = "RUNLEDGER_CONSOLE_SECRET"
+"""Key that signs the console's embed links (default: a random key kept in the ledger)."""
+
+PROMETHEUS_URL = "RUNLEDGER_PROMETHEUS_URL"
+"""Prometheus base URL behind the console's tenant-enforcing query proxy (/prom/...)."""
+
+CONSOLE_INSECURE_COOKIE = "RUNLEDGER_CONSOLE_INSECURE_COOKIE"
+"""Set to 1 to drop the Secure flag of the console's cookie (plain HTTP on a non-local host)."""

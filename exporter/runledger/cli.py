@@ -288,6 +288,25 @@ def schema(check: bool) -> None:
     click.echo(f"wrote {path}")
 
 
+@main.command()
+@click.option("--check", is_flag=True, help="Exit 1 when the checked-in document is stale.")
+def openapi(check: bool) -> None:
+    """Write the control service's OpenAPI document (control/openapi.json)."""
+    from runledger.control import create_app
+    from runledger.control.openapi import NoDatabase, checked_in_path, document_text
+
+    text = document_text(create_app({"DATABASE": NoDatabase()}))
+    path = checked_in_path()
+    if check:
+        if (path.read_text() if path.exists() else "") != text:
+            click.echo(f"{path.name} is stale: run `runledger openapi`", err=True)
+            sys.exit(1)
+        click.echo(f"{path.name} is current")
+        return
+    path.write_text(text)
+    click.echo(f"wrote {path}")
+
+
 main.add_command(exporter_command)
 main.add_command(cost_group)
 main.add_command(spool_group)

@@ -53,6 +53,26 @@ def test_up_starts_the_stack_and_the_demo_fills_the_ledger(home: Path) -> None:
         assert "runledger is up:" in banner, banner
         assert f"http://127.0.0.1:{ports['control']}" in banner
         assert "quality jobs      proof sampling, drift and retention on a schedule" in banner
+        # The console comes first, with the admin's login printed on the first run.
+        after = banner.split("runledger is up:\n", 1)[1].splitlines()
+        console = f"http://127.0.0.1:{ports['control']}/"
+        assert after[0].split()[:2] == ["console", console], after
+        token = after[1].split()[3]
+        assert token == json.loads((home / "tokens.json").read_text())["admin"]
+        form = requests.get(console + "login", timeout=5)
+        csrf = form.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+        login = requests.post(
+            console + "login", data={"token": token, "csrf_token": csrf}, timeout=5,
+            allow_redirects=False,
+            headers={"Cookie": form.headers["Set-Cookie"].split(";")[0]},
+        )  # fmt: skip
+        assert login.status_code == 303, login.text
+        cookie = next(
+            c.split(";")[0] for c in login.headers["Set-Cookie"].split(", ")
+            if c.startswith("rl_session=")
+        )  # fmt: skip
+        page = requests.get(console + "admin", headers={"Cookie": cookie}, timeout=10)
+        assert page.status_code == 200 and "Today at a glance" in page.text
         assert (
             requests.get(f"http://127.0.0.1:{ports['control']}/readyz", timeout=5).status_code
             == 200

@@ -46,10 +46,23 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["runledger.ingestor"] = Ingestor(
         db, IngestLimits(retention_days=int(app.config["RETENTION_DAYS"]))
     )
-    from runledger.control import alerts, api, caps, health, metrics, quality, telemetry
+    from runledger.control import (
+        actions,
+        alerts,
+        api,
+        caps,
+        console,
+        health,
+        metrics,
+        openapi,
+        promproxy,
+        quality,
+        telemetry,
+    )
 
     metrics.init_app(app)  # sets runledger.ingest_counts and serves /metrics
     register_error_handlers(app)
-    for module in (health, api, caps, telemetry, quality, alerts):
+    modules = (health, api, caps, telemetry, quality, alerts, actions, console, promproxy, openapi)
+    for module in modules:
         app.register_blueprint(module.bp)
     return app

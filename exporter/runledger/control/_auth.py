@@ -13,7 +13,11 @@ from flask import current_app, g, request
 from runledger.control._errors import ApiError
 from runledger.store.tokens import Principal, lookup_token
 
-__all__ = ["TokenCache", "current_principal", "require"]
+__all__ = ["ROLES_ATTR", "TokenCache", "authenticate", "current_principal", "public", "require"]
+
+ROLES_ATTR = "runledger_roles"
+"""Attribute naming the roles a view allows (``require``, the console's ``page``); the
+authorisation test reads it for every route of the URL map. ``public`` sets it empty."""
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -42,6 +46,11 @@ class TokenCache:
                 self._entries.clear()
             self._entries[token] = (now + self.ttl, principal)
         return principal
+
+
+def authenticate() -> Principal:
+    """Return the principal of the request's bearer token (401 when missing or revoked)."""
+    return _authenticate()
 
 
 def _authenticate() -> Principal:
@@ -76,9 +85,16 @@ def require(*roles: str) -> Callable[[F], F]:
             g.principal = principal
             return view(*args, **kwargs)
 
+        setattr(inner, ROLES_ATTR, tuple(roles))
         return inner  # type: ignore[return-value]
 
     return wrap
+
+
+def public(view: F) -> F:
+    """Mark a view as open to anyone (probes, login, the OpenAPI document, static files)."""
+    setattr(view, ROLES_ATTR, ())
+    return view
 
 
 def current_principal() -> Principal:

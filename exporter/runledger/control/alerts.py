@@ -10,20 +10,22 @@ Alertmanager silence, audited. docs/alerts.md describes the whole path.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 import os
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Blueprint, Flask, Response, current_app, request
 
 from runledger import _env
 from runledger.alert_rules import alert_names
 from runledger.control._alertmanager import AlertmanagerClient, AlertmanagerError
-from runledger.control._auth import current_principal, require
+from runledger.control._auth import ROLES_ATTR, current_principal, require
 from runledger.control._batch import json_response, parse_body
 from runledger.control._delivery import Message, Notifier, RetryPolicy, SmtpSettings
 from runledger.control._errors import ApiError
@@ -40,7 +42,19 @@ from runledger.store.audit import record_audit
 from runledger.store.cap_admin import blocked_message
 from runledger.validation import FieldError
 
-__all__ = ["CAP_REACHED_ALERT", "bp", "cap_blocked", "notifier"]
+__all__ = [
+    "ALERTMANAGER_ROLE",
+    "CAP_REACHED_ALERT",
+    "alertmanager_only",
+    "bp",
+    "cap_blocked",
+    "notifier",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+ALERTMANAGER_ROLE = "alertmanager"
+"""Pseudo-role of the webhook: no token has it; only the shared secret opens the route."""
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +125,20 @@ def _check_webhook_secret() -> None:
         raise ApiError(401, "invalid webhook token")
 
 
+def alertmanager_only(view: F) -> F:
+    """Allow the view only to Alertmanager: the shared webhook secret, never a user token.
+
+    The authorisation test reads the pseudo-role ``alertmanager`` that this sets."""
+
+    @functools.wraps(view)
+    def inner(*args: Any, **kwargs: Any) -> Any:
+        _check_webhook_secret()
+        return view(*args, **kwargs)
+
+    setattr(inner, ROLES_ATTR, (ALERTMANAGER_ROLE,))
+    return inner  # type: ignore[return-value]
+
+
 def _dedupe_key(alert: WebhookAlert) -> str:
     if alert.labels.get("alertname") == CAP_REACHED_ALERT and alert.labels.get("tenant"):
         # Shared with the immediate notice of a refused lease: one banner, one email.
@@ -141,9 +169,9 @@ def _tenant_exists(conn: Any, tenant_id: str) -> bool:
 
 
 @bp.post("/v1/alerts/webhook")
+@alertmanager_only
 def webhook() -> Response:
     """Store banners for firing alerts, clear resolved ones, notify owners."""
-    _check_webhook_secret()
     payload = parse_body(AlertmanagerWebhook)
     opened = resolved = ignored = 0
     to_notify: list[tuple[store.NotificationSettings, Message]] = []

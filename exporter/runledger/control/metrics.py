@@ -22,6 +22,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, values
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
+from runledger.control._auth import public
+
 __all__ = ["ControlMetrics", "bp", "gunicorn_hooks", "init_app", "use_multiprocess_dir"]
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -100,6 +102,7 @@ def init_app(app: Flask) -> ControlMetrics:
 
 
 @bp.get("/metrics")
+@public
 def metrics_view() -> Response:
     """Expose the control service's metrics (summed over workers under gunicorn)."""
     if os.environ.get(MULTIPROC_ENV):

@@ -439,14 +439,20 @@ class TenantBudget:
     def prepare(self) -> None:
         """Open the lease now, so that the first call finds it ready.
 
-        Nothing is refused here: when the ledger cannot grant a lease (the cap is reached,
-        the ledger is down or missing), the first call that needs one asks again and raises.
+        Only a paused tenant is refused here (``TenantPaused``): when the ledger cannot grant
+        a lease otherwise (the cap is reached, the ledger is down or missing), the first call
+        that needs one asks again and raises.
         After the cap refused a call, runs of the tenant wait for their first call instead.
         """
         if self.size.refused:
             return
         try:
             self.reserve(Decimal(0)).release()
+        except TenantPaused:
+            # A paused tenant starts no new run: its runs in flight keep their leases and
+            # finish, but a run that has none is refused before it begins.
+            self.close()
+            raise
         except BudgetError as exc:
             log.debug("lease of %s not opened ahead of its first call: %s", self.holder, exc)
 
@@ -703,8 +709,8 @@ class TenantBudget:
             )  # fmt: skip
         if state.status == "paused":
             raise TenantPaused(
-                f"tenant {self.tenant_id!r} is paused by an admin: no new model calls until it "
-                "is resumed"
+                f"tenant {self.tenant_id!r} is paused by an admin: no new runs or new leases "
+                "until an admin resumes it (runs already in flight finish)"
             )
         if state.status == "unknown":
             raise BudgetError(f"unknown tenant {self.tenant_id!r}: the ledger has no such tenant")

@@ -83,9 +83,11 @@ SERVICES: list[Service] = [
         argv=lambda c: _py("runledger.cli", "control", "--bind", f"127.0.0.1:{c.ports.control}"),
         ready_url=lambda c: f"{c.control_url}/readyz",
         shows=lambda c: f"control service   {c.control_url}  (ingest API, /readyz)",
+        # The console's tenant-enforcing PromQL proxy (/prom/api/v1/...) reads this Prometheus.
         env=lambda c: {
             _env.ALERT_WEBHOOK_TOKEN: _webhook_token(c),
             _env.ALERTMANAGER_URL: f"http://127.0.0.1:{c.ports.alertmanager}",
+            _env.PROMETHEUS_URL: f"http://127.0.0.1:{c.ports.prometheus}",
         },
     ),
     Service(
@@ -290,6 +292,7 @@ def up(duration: float | None = None, ports: Ports | None = None) -> int:
         url = str(server.get_uri(DATABASE_NAME))
     applied = migrate(url)
     print(f"PostgreSQL ready; {len(applied)} migration(s) applied")
+    first_run = not (home / "tokens.json").exists()
     ctx = Context(home, url, ports, seed_demo(url, home), Path.cwd())
     procs: list[tuple[Service, subprocess.Popen[bytes]]] = []
     stopping = {"now": False}
@@ -319,6 +322,9 @@ def up(duration: float | None = None, ports: Ports | None = None) -> int:
                     print(f"{svc.name} failed to start: {exc}; see {log.name}", file=sys.stderr)
                     return 1
         print("\nrunledger is up:")
+        print(f"  console           {ctx.control_url}/  (log in with the admin token)")
+        if first_run:
+            print(f"  admin login token {ctx.tokens['admin']}  (shown once; kept in tokens.json)")
         for svc, _ in procs:
             print(f"  {svc.shows(ctx)}")
         print(f"  tokens            {home / 'tokens.json'} (admin, agent and owner per tenant)")

@@ -18,6 +18,7 @@ from runledger.sdk._calls import ExternalCall, ModelCall, model_call
 from runledger.sdk._config import CostOptions, DeliveryOptions, TelemetryOptions
 from runledger.sdk._costs import PartialResult, PublisherFrozen, RunCapReached
 from runledger.sdk._ledger import Ledger
+from runledger.sdk._reruns import RerunError, RerunRequest
 from runledger.sdk._run import Budget, Run, current_run
 from runledger.sdk._spool import SpoolFullError
 from runledger.sdk._telemetry import RateLimitingSampler
@@ -32,6 +33,8 @@ __all__ = [
     "PartialResult",
     "PublisherFrozen",
     "RateLimitingSampler",
+    "RerunError",
+    "RerunRequest",
     "Run",
     "RunCapReached",
     "SpoolFullError",

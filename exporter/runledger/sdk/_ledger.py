@@ -28,6 +28,7 @@ from runledger.events import EVENT_MODELS
 from runledger.money import parse_usd, usd
 from runledger.redact import Redactor, default_redactor
 from runledger.sdk._config import CostOptions, DeliveryOptions, Settings, TelemetryOptions
+from runledger.sdk._reruns import RerunError, RerunRequest, claim_rerun
 from runledger.sdk._run import Budget, Run, RunSpec, current_run
 from runledger.sdk._sender import Sender
 from runledger.sdk._services import FreezeCheckFailed, OpenRunHandle, RunServices
@@ -421,6 +422,37 @@ class Ledger:
         }
         self._spool_event(event)
         return run_id
+
+    def claim_rerun(self, tenant_id: str, *, holder: str = "coordinator") -> RerunRequest | None:
+        """Claim the tenant's oldest rerun request from the console; None when none waits.
+
+        Usage::
+
+            request = ledger.claim_rerun("acme")
+            if request is not None:
+                with ledger.rerun(request) as run:
+                    ...  # do the step again
+
+        Raises:
+            RerunError: no control service is configured, or it refused the claim.
+        """
+        self._check_open()
+        if not (self.url and self._token):
+            raise RerunError("claiming reruns needs RUNLEDGER_URL and RUNLEDGER_TOKEN")
+        return claim_rerun(self.url, self._token, tenant_id, holder=holder)
+
+    def rerun(self, request: RerunRequest, **kwargs: Any) -> Run:
+        """Return the run of a claimed rerun: its assigned id, the next attempt."""
+        attributes = {
+            **dict(kwargs.pop("attributes", None) or {}),
+            "runledger.rerun_of": request.run_id,
+            "runledger.rerun_request": request.request_id,
+        }
+        return self.run(
+            request.tenant_id, request.project_id, request.phase, request.role,
+            run_id=request.new_run_id, playbook=request.playbook,
+            attempt=request.attempt + 1, attributes=attributes, **kwargs,
+        )  # fmt: skip
 
     def emit(self, event: Mapping[str, Any]) -> str:
         """Spool one complete event (a dict of the spec); return its event id.

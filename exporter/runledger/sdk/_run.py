@@ -198,7 +198,12 @@ class Run:
         }
         lease = self.services.tenant_budget
         if self.caps is not None or lease is not None:
-            budget = lease(self.tenant_id, self.run_id, self.role) if lease is not None else None
+            try:
+                # Raises TenantPaused for a paused tenant: the run is refused before it starts.
+                budget = lease(self.tenant_id, self.run_id, self.role) if lease else None
+            except BaseException:
+                self._span.end()
+                raise
             self.costs = CostGuard(self, self.caps, budget)
         self.services.opened(self)
         try:
