@@ -46,9 +46,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["runledger.ingestor"] = Ingestor(
         db, IngestLimits(retention_days=int(app.config["RETENTION_DAYS"]))
     )
-    from runledger.control import api, caps, health, metrics, telemetry
+    from runledger.control import api, caps, health, metrics, otlp, telemetry
 
     metrics.init_app(app)  # sets runledger.ingest_counts and serves /metrics
+    otlp.init_app(app)  # POST /v1/traces
     register_error_handlers(app)
     for module in (health, api, caps, telemetry):
         app.register_blueprint(module.bp)

@@ -1,0 +1,86 @@
+"""Spans received over OTLP, stored in ``trace_spans`` (idempotent by trace and span id)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from runledger.store._database import Database
+
+__all__ = ["SpanRow", "spans_of_run", "store_spans"]
+
+
+@dataclass(slots=True)
+class SpanRow:
+    """One span as ``trace_spans`` holds it (attributes already redacted)."""
+
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None
+    run_id: str
+    tenant_id: str
+    name: str
+    started_at: datetime
+    duration_ms: float
+    kind: str
+    status: str
+    service: str | None
+    unpriced: bool
+    attributes: dict[str, Any]
+
+
+def _row(span: SpanRow) -> dict[str, Any]:
+    return {
+        "trace_id": span.trace_id, "span_id": span.span_id,
+        "parent_span_id": span.parent_span_id, "run_id": span.run_id,
+        "tenant_id": span.tenant_id, "name": span.name,
+        "started_at": span.started_at.isoformat(), "duration_ms": span.duration_ms,
+        "kind": span.kind, "status": span.status, "service": span.service,
+        "unpriced": span.unpriced, "attributes": span.attributes,
+    }  # fmt: skip
+
+
+def store_spans(db: Database, spans: Sequence[SpanRow]) -> int:
+    """Insert ``spans`` (one statement); a span already stored is left as it is.
+
+    Returns the number of spans newly stored.
+    """
+    if not spans:
+        return 0
+    body = orjson.dumps([_row(s) for s in spans]).decode()
+    with db.connection() as conn:
+        cur = conn.execute(
+            """
+            INSERT INTO trace_spans (trace_id, span_id, parent_span_id, run_id, tenant_id, name,
+                                     started_at, duration_ms, kind, status, service, unpriced,
+                                     attributes)
+            SELECT x.trace_id, x.span_id, x.parent_span_id, x.run_id, x.tenant_id, x.name,
+                   x.started_at, x.duration_ms, x.kind, x.status, x.service, x.unpriced,
+                   x.attributes
+            FROM json_to_recordset(%s::json) AS x(
+                trace_id text, span_id text, parent_span_id text, run_id text, tenant_id text,
+                name text, started_at timestamptz, duration_ms double precision, kind text,
+                status text, service text, unpriced boolean, attributes jsonb)
+            JOIN tenants t ON t.tenant_id = x.tenant_id
+            ON CONFLICT (trace_id, span_id) DO NOTHING
+            """,
+            (body,),
+        )
+        return cur.rowcount
+
+
+def spans_of_run(db: Database, run_id: str) -> list[dict[str, Any]]:
+    """Return the stored spans of ``run_id`` in start order (for the run page)."""
+    with db.connection() as conn:
+        cur = conn.execute(
+            "SELECT trace_id, span_id, parent_span_id, name, started_at, duration_ms, kind,"
+            " status, service, unpriced, attributes FROM trace_spans WHERE run_id = %s"
+            " ORDER BY started_at, span_id",
+            (run_id,),
+        )
+        names = [c.name for c in cur.description or ()]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
