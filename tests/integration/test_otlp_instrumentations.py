@@ -171,8 +171,12 @@ def test_openllmetry_anthropic_instrumentation_reports_cache_reads_and_writes(
     instrumentor = AnthropicInstrumentor()
     instrumentor.instrument(tracer_provider=provider)
     ctx = None
-    for key, value in {"runledger.run": "run-42", "runledger.project": "site-9",
-                       "runledger.phase": "publish", "runledger.role": "publisher"}.items():
+    for key, value in {
+        "runledger.run": "run-42",
+        "runledger.project": "site-9",
+        "runledger.phase": "publish",
+        "runledger.role": "publisher",
+    }.items():
         ctx = baggage.set_baggage(key, value, context=ctx)  # fmt: skip
     token = context.attach(ctx)  # type: ignore[arg-type]
     try:
@@ -206,4 +210,3 @@ def test_openllmetry_anthropic_instrumentation_reports_cache_reads_and_writes(
     # Prompt content never reaches the span store.
     attrs = sql("SELECT attributes::text FROM trace_spans")
     assert attrs and not any("sk-ant-api03" in a or "gen_ai.input.messages" in a for (a,) in attrs)
-
