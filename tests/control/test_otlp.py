@@ -70,6 +70,9 @@ CHAT = {
 }
 
 
+INVOKE = "gen_ai.operation.name"
+
+
 def _pb(doc: dict[str, Any]) -> bytes:
     """The protobuf form of an OTLP/JSON document (via the receiver's own JSON reading)."""
     from runledger.control.otlp import _parse_json
@@ -162,7 +165,7 @@ def test_spans_without_genai_usage_and_sdk_spans_are_stored_but_cost_nothing(
             "0000000000000002",
             "invoke_agent",
             {**named, **CHAT, "gen_ai.operation.name": "invoke_agent"},
-        ),  # fmt: skip
+        ),
         # The runledger SDK's own model-call span: its usage reached the ledger on events.
         _span("0000000000000003", "chat gpt-4.1", {**named, **CHAT, "runledger.cost_usd": 0.1}),
     ]

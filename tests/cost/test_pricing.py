@@ -94,7 +94,8 @@ def test_malformed_pricing_file_names_the_offending_key(
 def test_cached_tokens_cannot_exceed_input_tokens() -> None:
     with pytest.raises(
         PricingError,
-        match=r"cached_tokens_in \(5\) plus cache_write_tokens_in \(0\) cannot exceed tokens_in \(2\)",
+        match=r"cached_tokens_in \(5\) plus cache_write_tokens_in \(0\) cannot exceed"
+        r" tokens_in \(2\)",
     ):
         default_pricing().cost("gpt-4o", tokens_in=2, tokens_out=0, cached_tokens_in=5)
 
