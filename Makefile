@@ -13,7 +13,7 @@ export RUNLEDGER_HOME ?= $(CURDIR)/.runledger
 $(STAMP): pyproject.toml
 	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[server,test]'
 	@touch $(STAMP)
 
 deps: $(STAMP)
