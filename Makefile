@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBIAN_PACKAGES := prometheus prometheus-alertmanager docker-compose nginx
 export RUNLEDGER_HOME ?= $(CURDIR)/.runledger
 
-.PHONY: up down test bench lint deps system-deps clean
+.PHONY: up down test test-lowest bench lint deps system-deps clean
 
 $(STAMP): pyproject.toml
 	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ lint: deps
 
 test: deps system-deps lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(MAKE) test-lowest
+
+# The SDK at its lowest declared versions beside openai, anthropic and google-genai (~1 min).
+test-lowest: deps
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m lowest tests/packaging
 
 bench: deps system-deps
 	$(BIN)/python bench/run_all.py
