@@ -221,7 +221,7 @@ def _envelope(
         "run_id": ctx.run,
         "phase": ctx.phase,
         "role": ctx.role,
-        "occurred_at": at,
+        "occurred_at": at.isoformat(),
         "trace_id": trace_id,
         "span_id": span_id,
     }
@@ -329,7 +329,8 @@ def _map_span(
         raise _Refused("has no start or end time")
     trace_id, span_id = span.trace_id.hex(), span.span_id.hex()
     parent = span.parent_span_id.hex() if any(span.parent_span_id) else None
-    attrs = {**resource, **attributes(span.attributes)}
+    own = attributes(span.attributes)
+    attrs = {**resource, **own}
     ctx = _context(attrs, principal, trace_id, service)
     start, end = _time(span.start_time_unix_nano), _time(span.end_time_unix_nano)
     end = max(start, end)
@@ -349,7 +350,7 @@ def _map_span(
         else:
             done = _envelope(ctx, "run_finished", trace_id, span_id, end)
         events.append(done)
-    stored = _stored_attributes(attributes(span.attributes), redactor)
+    stored = _stored_attributes(own, redactor)
     if found is not None:
         stored["runledger.cost_usd"] = float(found[0]["cost_usd"])
     row = SpanRow(

@@ -28,7 +28,7 @@ from runledger.control._auth import current_principal, require
 from runledger.control._errors import ApiError
 from runledger.control._otlp_mapping import MappedBatch, map_request
 from runledger.cost.pricing import PricingTable, default_pricing
-from runledger.events import validate_batch
+from runledger.events import parse_batch_json, validate_batch
 from runledger.redact import default_redactor
 from runledger.store import Ingestor
 from runledger.store.spans import store_spans
@@ -255,6 +255,18 @@ def _ingest(ingestor: Ingestor, mapped: MappedBatch) -> tuple[dict[int, str], se
     refused: dict[int, str] = {}
     if not mapped.events:
         return refused, set()
+    # The common case: every event valid. pydantic-core reads the JSON straight into the
+    # models, and the same JSON goes to PostgreSQL, as on POST /v1/events.
+    body = orjson.dumps({"events": mapped.events})
+    fast = parse_batch_json(body)
+    if fast is not None:
+        return _store_events(
+            ingestor,
+            mapped,
+            list(zip(fast.events, mapped.event_span, strict=True)),
+            refused,
+            body if fast.as_sent else None,
+        )
     validated = validate_batch(mapped.events)
     good: list[tuple[Any, int]] = []
     for item, span_index, event in zip(validated, mapped.event_span, mapped.events, strict=True):
@@ -264,9 +276,17 @@ def _ingest(ingestor: Ingestor, mapped: MappedBatch) -> tuple[dict[int, str], se
         else:
             good.append((item, span_index))
     kept = [(m, s) for m, s in good if s not in refused]
+    return _store_events(ingestor, mapped, kept, refused, None)
+
+
+def _store_events(
+    ingestor: Ingestor, mapped: MappedBatch, kept: list[tuple[Any, int]],
+    refused: dict[int, str], body: bytes | None,
+) -> tuple[dict[int, str], set[int]]:  # fmt: skip
+    """Ingest ``kept`` (event model, span index) pairs; see ``_ingest``."""
     if not kept:
         return refused, set()
-    results = ingestor.ingest([m for m, _ in kept])
+    results = ingestor.ingest([m for m, _ in kept], body=body)
     statuses: Counter[str] = Counter()
     fresh: set[int] = set()
     for res, (_, span_index) in zip(results, kept, strict=True):

@@ -188,6 +188,7 @@ class Ledger:
         self.redactor = redactor or default_redactor()
         self.prompt_audit_enabled = settings.prompt_audit if prompt_audit is None else prompt_audit
         self._pricing = costs.pricing
+        self._pricing_lock = threading.Lock()
         self._priced: set[tuple[str, str]] = set()
         self._runs: dict[str, OpenRunHandle] = {}
         self._runs_lock = threading.Lock()
@@ -230,6 +231,7 @@ class Ledger:
         )
         self._recover()
         self._sender.start()
+        self._warm_up()
         atexit.register(self.close)
 
     # -- providers --------------------------------------------------------------------------
@@ -258,10 +260,25 @@ class Ledger:
     def pricing(self) -> PricingTable:
         """The pricing table model calls are costed with."""
         if self._pricing is None:
-            from runledger.cost.pricing import default_pricing
+            with self._pricing_lock:  # runs may start calls from several threads
+                if self._pricing is None:
+                    from runledger.cost.pricing import default_pricing
 
-            self._pricing = default_pricing()
+                    self._pricing = default_pricing()
         return self._pricing
+
+    def _warm_up(self) -> None:
+        """Load what the first model call needs (pricing, cost controls) now, in ``Ledger()``.
+
+        The first model call of a process then costs what the next ones cost, instead of
+        importing the cost controls and reading the pricing table (docs/sdk.md).
+        """
+        try:
+            _ = self.pricing
+            if self.enforce_tenant_cap:
+                import runledger.cost.lease  # noqa: F401
+        except Exception:  # the first call reports the same problem where it can be handled
+            log.debug("runledger: warm-up failed", exc_info=True)
 
     @property
     def routing(self) -> RoutingTable | None:
