@@ -8,6 +8,7 @@ id is derived from the trace id, span id and event type, so a re-sent export is 
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from collections import Counter
@@ -21,11 +22,13 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from runledger.cost.pricing import PricingError, PricingTable
 from runledger.redact import Redactor
+from runledger.store.ingest import IngestLimits
 from runledger.store.spans import SpanRow
 from runledger.store.tokens import Principal
 
 __all__ = [
     "EVENT_NAMESPACE",
+    "AttributeRedactor",
     "MappedBatch",
     "event_id",
     "map_request",
@@ -80,9 +83,21 @@ _STATUSES = ("unset", "ok", "error")
 _NOT_IDENT = re.compile(r"[^A-Za-z0-9._:-]+")
 
 
-def event_id(trace_id: str, span_id: str, kind: str) -> uuid.UUID:
-    """Return the id of the ``kind`` event derived from span ``span_id`` of ``trace_id``."""
-    return uuid.uuid5(EVENT_NAMESPACE, f"{trace_id}:{span_id}:{kind}")
+_NS_BYTES = EVENT_NAMESPACE.bytes
+
+
+def event_id(trace_id: str, span_id: str, kind: str) -> str:
+    """Return the id of the ``kind`` event derived from span ``span_id`` of ``trace_id``.
+
+    ``uuid5(EVENT_NAMESPACE, f"{trace_id}:{span_id}:{kind}")``, as text, computed without
+    building a ``UUID`` object (this runs for every span).
+    """
+    name = _NS_BYTES + f"{trace_id}:{span_id}:{kind}".encode()
+    digest = bytearray(hashlib.sha1(name, usedforsecurity=False).digest())
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest[:16].hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 @dataclass
@@ -101,17 +116,24 @@ class MappedBatch:
     """(tenant, model) of GenAI spans whose model has no price."""
 
 
+_SCALAR_FIELDS = frozenset({"string_value", "int_value", "double_value", "bool_value"})
+
+
 def _value(v: AnyValue) -> Any:
-    kind = v.WhichOneof("value")
-    if kind is None:
+    fields = v.ListFields()  # the one member of the oneof that is set, if any
+    if not fields:
         return None
-    if kind == "array_value":
-        return [_value(x) for x in v.array_value.values]
-    if kind == "kvlist_value":
-        return {kv.key: _value(kv.value) for kv in v.kvlist_value.values}
-    if kind == "bytes_value":
-        return v.bytes_value.hex()
-    return getattr(v, kind)
+    field, value = fields[0]
+    name = field.name
+    if name in _SCALAR_FIELDS:
+        return value
+    if name == "array_value":
+        return [_value(x) for x in value.values]
+    if name == "kvlist_value":
+        return {kv.key: _value(kv.value) for kv in value.values}
+    if name == "bytes_value":
+        return value.hex()
+    return None
 
 
 def attributes(kvs: Iterable[KeyValue]) -> dict[str, Any]:
@@ -154,21 +176,68 @@ def _short(value: Any) -> str | None:
     return str(value)[:128] if value is not None else None
 
 
-def _stored_attributes(attrs: Mapping[str, Any], redactor: Redactor) -> dict[str, Any]:
-    kept: dict[str, Any] = {}
-    for key, value in attrs.items():
-        if key.startswith(CONTENT_PREFIXES):
-            continue
-        if isinstance(value, str) and len(value) > MAX_TEXT:
-            value = value[:MAX_TEXT]
-        kept[key] = value
-        if len(kept) >= MAX_ATTRIBUTES:
-            break
-    return redactor.value(kept)
+class AttributeRedactor:
+    """Redact span attributes for storage, remembering what repeats.
+
+    Spans repeat most of their attributes (model, operation, provider, token counts under the
+    same keys): an attribute redacted once is looked up, not redacted again. Both memories
+    are bounded; redaction is a pure function of the key and value, so a memory never
+    changes a result.
+    """
+
+    _LIMIT = 20_000
+
+    def __init__(self, redactor: Redactor) -> None:
+        self.redactor = redactor
+        self._texts: dict[tuple[str, str], Any] = {}
+        self._numeric_keys: set[str] = set()
+        """Keys under which a number was seen to stay as it is (not a secret's name)."""
+
+    def __call__(self, attrs: Mapping[str, Any]) -> dict[str, Any]:
+        """Return ``attrs`` to store: content dropped, long strings cut, everything redacted."""
+        out: dict[str, Any] = {}
+        texts, numeric = self._texts, self._numeric_keys
+        for key, value in attrs.items():
+            if key.startswith(CONTENT_PREFIXES):
+                continue
+            if len(out) >= MAX_ATTRIBUTES:
+                break
+            kind = type(value)
+            if kind is str:
+                value = value[:MAX_TEXT]
+                hit = texts.get((key, value), texts)
+                if hit is texts:
+                    hit = self.redactor.value({key: value})
+                    if len(texts) >= self._LIMIT:
+                        texts.clear()
+                    texts[(key, value)] = hit
+                out.update(hit)
+            elif (kind is int or kind is float) and key in numeric:
+                out[key] = value
+            else:
+                clean = self.redactor.value({key: value})
+                if (kind is int or kind is float) and clean == {key: value}:
+                    if len(numeric) < self._LIMIT:
+                        numeric.add(key)
+                out.update(clean)
+        return out
 
 
 class _Refused(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class _TimeCheck:
+    """The ledger's bounds on event times (retention window, clock skew), checked per span."""
+
+    limits: IngestLimits
+    now: datetime
+
+    def __call__(self, at: datetime, what: str) -> None:
+        problem = self.limits.check(at, self.now)
+        if problem:
+            raise _Refused(f"{what} at {at.isoformat()}, which {problem}")
 
 
 @dataclass(frozen=True)
@@ -214,7 +283,7 @@ def _envelope(
     ctx: _Context, kind: str, trace_id: str, span_id: str, at: datetime
 ) -> dict[str, Any]:
     return {
-        "event_id": str(event_id(trace_id, span_id, kind)),
+        "event_id": event_id(trace_id, span_id, kind),
         "type": kind,
         "tenant_id": ctx.tenant,
         "project_id": ctx.project,
@@ -300,9 +369,14 @@ def map_request(
     principal: Principal,
     pricing: PricingTable,
     redactor: Redactor,
+    store_redactor: AttributeRedactor | None = None,
+    *,
+    limits: IngestLimits | None = None,
 ) -> MappedBatch:
     """Map every span of ``req`` to rows and events, refusing spans the token may not write."""
     out = MappedBatch()
+    store_redactor = store_redactor or AttributeRedactor(redactor)
+    check = _TimeCheck(limits or IngestLimits(), datetime.now(UTC))
     for rs in req.resource_spans:
         resource = attributes(rs.resource.attributes)
         service = resource.get("service.name")
@@ -310,7 +384,10 @@ def map_request(
         for ss in rs.scope_spans:
             for span in ss.spans:
                 try:
-                    _map_span(span, resource, service, principal, pricing, redactor, out)
+                    _map_span(
+                        span, resource, service, principal, pricing,
+                        (redactor, store_redactor), check, out,
+                    )  # fmt: skip
                 except _Refused as exc:
                     name = redactor.text(span.name, limit=100)
                     out.rejected.append(f"span {span.span_id.hex() or '?'} ({name!r}) {exc}")
@@ -319,8 +396,10 @@ def map_request(
 
 def _map_span(
     span: Any, resource: Mapping[str, Any], service: str | None, principal: Principal,
-    pricing: PricingTable, redactor: Redactor, out: MappedBatch,
+    pricing: PricingTable, redactors: tuple[Redactor, AttributeRedactor], check: _TimeCheck,
+    out: MappedBatch,
 ) -> None:  # fmt: skip
+    redactor, store_redactor = redactors
     if len(span.trace_id) != 16 or not any(span.trace_id):
         raise _Refused("has no valid trace_id (16 bytes, not all zero)")
     if len(span.span_id) != 8 or not any(span.span_id):
@@ -334,6 +413,8 @@ def _map_span(
     ctx = _context(attrs, principal, trace_id, service)
     start, end = _time(span.start_time_unix_nano), _time(span.end_time_unix_nano)
     end = max(start, end)
+    check(start, "starts")
+    check(end, "ends")
     events: list[dict[str, Any]] = []
     found = _model_call(attrs, ctx, pricing, (trace_id, span_id), (start, end), out)
     unpriced = False
@@ -350,7 +431,7 @@ def _map_span(
         else:
             done = _envelope(ctx, "run_finished", trace_id, span_id, end)
         events.append(done)
-    stored = _stored_attributes(own, redactor)
+    stored = store_redactor(own)
     if found is not None:
         stored["runledger.cost_usd"] = float(found[0]["cost_usd"])
     row = SpanRow(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import zlib
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
@@ -26,12 +27,12 @@ from prometheus_client import Counter as PromCounter
 
 from runledger.control._auth import current_principal, require
 from runledger.control._errors import ApiError
-from runledger.control._otlp_mapping import MappedBatch, map_request
+from runledger.control._otlp_mapping import AttributeRedactor, MappedBatch, map_request
 from runledger.cost.pricing import PricingTable, default_pricing
 from runledger.events import parse_batch_json, validate_batch
 from runledger.redact import default_redactor
 from runledger.store import Ingestor
-from runledger.store.spans import store_spans
+from runledger.store.spans import forget_spans, store_spans
 
 __all__ = ["DEFAULT_MAX_BYTES", "JSON", "PROTOBUF", "OtlpMetrics", "bp", "init_app"]
 
@@ -71,6 +72,10 @@ def init_app(app: Flask) -> None:
     app.config.setdefault("OTLP_MAX_BYTES", DEFAULT_MAX_BYTES)
     pricing = app.config.get("PRICING")
     app.extensions["runledger.pricing"] = pricing if pricing is not None else default_pricing()
+    app.extensions["runledger.otlp_redactor"] = AttributeRedactor(default_redactor())
+    app.extensions["runledger.otlp_pool"] = ThreadPoolExecutor(
+        max_workers=4, thread_name_prefix="runledger-otlp-spans"
+    )
     app.extensions["runledger.otlp_metrics"] = OtlpMetrics(
         app.extensions["runledger.metrics"].registry
     )
@@ -218,10 +223,27 @@ def post_traces() -> Response:
     app = current_app
     pricing: PricingTable = app.extensions["runledger.pricing"]
     metrics: OtlpMetrics = app.extensions["runledger.otlp_metrics"]
-    mapped = map_request(req, current_principal(), pricing, default_redactor())
-    refused, duplicates = _ingest(app.extensions["runledger.ingestor"], mapped)
-    keep = [s for i, s in enumerate(mapped.spans) if i not in refused]
-    store_spans(app.extensions["runledger.db"], keep)
+    ingestor: Ingestor = app.extensions["runledger.ingestor"]
+    db = app.extensions["runledger.db"]
+    mapped = map_request(
+        req, current_principal(), pricing, default_redactor(),
+        app.extensions["runledger.otlp_redactor"], limits=ingestor.limits,
+    )  # fmt: skip
+    refused, kept, body = _validate(mapped)
+    # Spans and events go to PostgreSQL at once, on two connections: the request waits for
+    # the slower, not the sum. A span the ingest then refuses (rare: the checks it shares
+    # with validation ran above) is deleted again.
+    stored = app.extensions["runledger.otlp_pool"].submit(
+        store_spans, db, [s for i, s in enumerate(mapped.spans) if i not in refused]
+    )
+    try:
+        late, duplicates = _store_events(ingestor, mapped, kept, body)
+    finally:
+        inserted = stored.result()
+    if late:
+        keys = [(mapped.spans[i].trace_id, mapped.spans[i].span_id) for i in late]
+        forget_spans(db, [k for k in keys if k in inserted])
+        refused.update(late)
     messages = list(mapped.rejected) + [refused[i] for i in sorted(refused)]
     rejected = len(mapped.rejected) + len(refused)
     if mapped.unpriced:
@@ -246,44 +268,42 @@ def post_traces() -> Response:
     return _answer(rejected, messages)
 
 
-def _ingest(ingestor: Ingestor, mapped: MappedBatch) -> tuple[dict[int, str], set[int]]:
-    """Validate and ingest the batch's events.
+def _validate(mapped: MappedBatch) -> tuple[dict[int, str], list[tuple[Any, int]], bytes | None]:
+    """Validate the batch's events.
 
-    Returns why each refused span was refused, and the spans all of whose events were
-    already stored (a re-sent export).
+    Returns why each span with an invalid event is refused, the valid (event, span index)
+    pairs of the other spans, and the JSON body PostgreSQL may read as is (or None).
     """
     refused: dict[int, str] = {}
     if not mapped.events:
-        return refused, set()
+        return refused, [], None
     # The common case: every event valid. pydantic-core reads the JSON straight into the
     # models, and the same JSON goes to PostgreSQL, as on POST /v1/events.
     body = orjson.dumps({"events": mapped.events})
     fast = parse_batch_json(body)
     if fast is not None:
-        return _store_events(
-            ingestor,
-            mapped,
-            list(zip(fast.events, mapped.event_span, strict=True)),
-            refused,
-            body if fast.as_sent else None,
-        )
-    validated = validate_batch(mapped.events)
+        pairs = list(zip(fast.events, mapped.event_span, strict=True))
+        return refused, pairs, body if fast.as_sent else None
     good: list[tuple[Any, int]] = []
+    validated = validate_batch(mapped.events)
     for item, span_index, event in zip(validated, mapped.event_span, mapped.events, strict=True):
         if isinstance(item, list):
             problems = ", ".join(f"{e.field}: {e.message}" for e in item)
             refused.setdefault(span_index, _why(mapped, span_index, f"{event['type']} {problems}"))
         else:
             good.append((item, span_index))
-    kept = [(m, s) for m, s in good if s not in refused]
-    return _store_events(ingestor, mapped, kept, refused, None)
+    return refused, [(m, s) for m, s in good if s not in refused], None
 
 
 def _store_events(
-    ingestor: Ingestor, mapped: MappedBatch, kept: list[tuple[Any, int]],
-    refused: dict[int, str], body: bytes | None,
-) -> tuple[dict[int, str], set[int]]:  # fmt: skip
-    """Ingest ``kept`` (event model, span index) pairs; see ``_ingest``."""
+    ingestor: Ingestor, mapped: MappedBatch, kept: list[tuple[Any, int]], body: bytes | None
+) -> tuple[dict[int, str], set[int]]:
+    """Ingest ``kept`` (event model, span index) pairs.
+
+    Returns why each span the ledger refused was refused, and the spans all of whose events
+    were already stored (a re-sent export).
+    """
+    refused: dict[int, str] = {}
     if not kept:
         return refused, set()
     results = ingestor.ingest([m for m, _ in kept], body=body)

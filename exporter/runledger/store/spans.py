@@ -11,7 +11,7 @@ import orjson
 
 from runledger.store._database import Database
 
-__all__ = ["SpanRow", "spans_of_run", "store_spans"]
+__all__ = ["SpanRow", "forget_spans", "spans_of_run", "store_spans"]
 
 
 @dataclass(slots=True)
@@ -44,13 +44,13 @@ def _row(span: SpanRow) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def store_spans(db: Database, spans: Sequence[SpanRow]) -> int:
+def store_spans(db: Database, spans: Sequence[SpanRow]) -> set[tuple[str, str]]:
     """Insert ``spans`` (one statement); a span already stored is left as it is.
 
-    Returns the number of spans newly stored.
+    Returns the (trace id, span id) of the spans newly stored.
     """
     if not spans:
-        return 0
+        return set()
     body = orjson.dumps([_row(s) for s in spans]).decode()
     with db.connection() as conn:
         cur = conn.execute(
@@ -67,10 +67,23 @@ def store_spans(db: Database, spans: Sequence[SpanRow]) -> int:
                 status text, service text, unpriced boolean, attributes jsonb)
             JOIN tenants t ON t.tenant_id = x.tenant_id
             ON CONFLICT (trace_id, span_id) DO NOTHING
+            RETURNING trace_id, span_id
             """,
             (body,),
         )
-        return cur.rowcount
+        return {(row[0], row[1]) for row in cur.fetchall()}
+
+
+def forget_spans(db: Database, keys: Sequence[tuple[str, str]]) -> None:
+    """Delete the spans ``keys`` (trace id, span id): stored, then refused by the ledger."""
+    if not keys:
+        return
+    with db.connection() as conn:
+        conn.execute(
+            "DELETE FROM trace_spans t USING unnest(%s::text[], %s::text[]) AS k(tr, sp)"
+            " WHERE t.trace_id = k.tr AND t.span_id = k.sp",
+            ([k[0] for k in keys], [k[1] for k in keys]),
+        )
 
 
 def spans_of_run(db: Database, run_id: str) -> list[dict[str, Any]]:

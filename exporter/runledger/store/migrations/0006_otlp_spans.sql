@@ -4,7 +4,9 @@
 -- kind and status are the span's (OTLP enum names: 'client', 'internal', ...; 'unset', 'ok',
 -- 'error'); service is the resource's service.name. unpriced marks a GenAI span whose model
 -- has no price: it was stored with cost 0 and counted, never costed silently; the partial
--- index finds those spans for an operator without scanning the table.
+-- index finds those spans for an operator without scanning the table. No other index: the
+-- baseline's (run_id, started_at and the key) serve the run page and retention, and each
+-- one more would cost every export.
 ALTER TABLE trace_spans
     ADD COLUMN kind        text,
     ADD COLUMN status      text,
@@ -12,5 +14,4 @@ ALTER TABLE trace_spans
     ADD COLUMN unpriced    boolean NOT NULL DEFAULT false,
     ADD COLUMN received_at timestamptz NOT NULL DEFAULT now();
 
-CREATE INDEX trace_spans_tenant_started ON trace_spans (tenant_id, started_at);
 CREATE INDEX trace_spans_unpriced ON trace_spans (tenant_id, started_at) WHERE unpriced;
