@@ -69,3 +69,11 @@ def test_sdk_works_at_its_lowest_versions_beside_the_provider_packages(tmp_path:
     assert report["server_modules"] == []
     assert report["delivered"] is False  # nothing listens: events wait in the spool
     assert report["close_s"] < 4.0  # flush(1) + close(1) + telemetry bound
+    # The administration command says what to install instead of a traceback.
+    cli = subprocess.run(
+        [str(python), "-m", "runledger._entry", "--help"], capture_output=True, text=True,
+        timeout=60, env={"PYTHONPATH": str(ROOT / "exporter"), "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert cli.returncode == 2
+    assert "needs the server extra" in cli.stderr
+    assert "pip install 'runledger[server]'" in cli.stderr
