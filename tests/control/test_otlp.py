@@ -201,6 +201,21 @@ def test_admin_token_needs_a_tenant_on_the_span(
     assert sql("SELECT span_id FROM trace_spans") == [(ROOT_SPAN,)]
 
 
+def test_spans_of_a_tenant_that_does_not_exist_are_refused(
+    client: Any, make_tenant: Callable[..., str], make_token: Callable[..., str], sql: Sql
+) -> None:
+    make_tenant("acme")
+    spans = [
+        _span(CALL_SPAN, "GET /", {"runledger.tenant": "nobody", "runledger.run": "r1"}),
+        _span(ROOT_SPAN, "GET /", {"runledger.tenant": "acme", "runledger.run": "r1"}),
+    ]
+    resp = _post(client, make_token("admin"), _pb(_export(spans)))
+    answer = ExportTraceServiceResponse.FromString(resp.data)
+    assert answer.partial_success.rejected_spans == 1
+    assert "unknown tenant 'nobody'" in answer.partial_success.error_message
+    assert sql("SELECT tenant_id FROM trace_spans") == [("acme",)]
+
+
 def test_owner_tokens_and_missing_tokens_are_refused(
     client: Any, make_tenant: Callable[..., str], make_token: Callable[..., str]
 ) -> None:

@@ -32,7 +32,7 @@ from runledger.cost.pricing import PricingTable, default_pricing
 from runledger.events import parse_batch_json, validate_batch
 from runledger.redact import default_redactor
 from runledger.store import Ingestor
-from runledger.store.spans import forget_spans, store_spans
+from runledger.store.spans import forget_spans, known_tenants, store_spans
 
 __all__ = ["DEFAULT_MAX_BYTES", "JSON", "PROTOBUF", "OtlpMetrics", "bp", "init_app"]
 
@@ -230,6 +230,8 @@ def post_traces() -> Response:
         app.extensions["runledger.otlp_redactor"], limits=ingestor.limits,
     )  # fmt: skip
     refused, kept, body = _validate(mapped)
+    _refuse_unknown_tenants(db, mapped, refused)
+    kept = [(m, i) for m, i in kept if i not in refused]
     # Spans and events go to PostgreSQL at once, on two connections: the request waits for
     # the slower, not the sum. A span the ingest then refuses (rare: the checks it shares
     # with validation ran above) is deleted again.
@@ -266,6 +268,15 @@ def post_traces() -> Response:
         if n:
             metrics.spans.labels(status).inc(n)
     return _answer(rejected, messages)
+
+
+def _refuse_unknown_tenants(db: Any, mapped: MappedBatch, refused: dict[int, str]) -> None:
+    """Refuse the spans of tenants that do not exist (an admin token may name any)."""
+    named = {s.tenant_id for s in mapped.spans}
+    unknown = named - known_tenants(db, named)
+    for i, span in enumerate(mapped.spans):
+        if span.tenant_id in unknown:
+            refused.setdefault(i, _why(mapped, i, f"unknown tenant {span.tenant_id!r}"))
 
 
 def _validate(mapped: MappedBatch) -> tuple[dict[int, str], list[tuple[Any, int]], bytes | None]:

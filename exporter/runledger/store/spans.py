@@ -11,7 +11,7 @@ import orjson
 
 from runledger.store._database import Database
 
-__all__ = ["SpanRow", "forget_spans", "spans_of_run", "store_spans"]
+__all__ = ["SpanRow", "forget_spans", "known_tenants", "spans_of_run", "store_spans"]
 
 
 @dataclass(slots=True)
@@ -72,6 +72,17 @@ def store_spans(db: Database, spans: Sequence[SpanRow]) -> set[tuple[str, str]]:
             (body,),
         )
         return {(row[0], row[1]) for row in cur.fetchall()}
+
+
+def known_tenants(db: Database, tenant_ids: set[str]) -> set[str]:
+    """Return the ids among ``tenant_ids`` of tenants that exist."""
+    if not tenant_ids:
+        return set()
+    with db.connection() as conn:
+        rows = conn.execute(
+            "SELECT tenant_id FROM tenants WHERE tenant_id = ANY(%s)", (sorted(tenant_ids),)
+        ).fetchall()
+    return {r[0] for r in rows}
 
 
 def forget_spans(db: Database, keys: Sequence[tuple[str, str]]) -> None:
