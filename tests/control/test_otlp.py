@@ -216,6 +216,18 @@ def test_spans_of_a_tenant_that_does_not_exist_are_refused(
     assert sql("SELECT tenant_id FROM trace_spans") == [("acme",)]
 
 
+def test_a_span_with_an_invalid_run_id_is_refused_naming_it(
+    client: Any, agent: dict[str, str], sql: Sql
+) -> None:
+    span = _span(CALL_SPAN, "GET /", {"runledger.run": "run with spaces"})
+    answer = ExportTraceServiceResponse.FromString(
+        _post(client, agent["token"], _pb(_export([span]))).data
+    )
+    assert answer.partial_success.rejected_spans == 1
+    assert "has an invalid runledger.run 'run with spaces'" in answer.partial_success.error_message
+    assert sql("SELECT count(*) FROM trace_spans") == [(0,)]
+
+
 def test_owner_tokens_and_missing_tokens_are_refused(
     client: Any, make_tenant: Callable[..., str], make_token: Callable[..., str]
 ) -> None:

@@ -21,6 +21,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from runledger.cost.pricing import PricingError, PricingTable
+from runledger.events import IDENT_PATTERN
 from runledger.redact import Redactor
 from runledger.store.ingest import IngestLimits
 from runledger.store.spans import SpanRow
@@ -81,6 +82,7 @@ MAX_TEXT = 1000
 _KINDS = ("unspecified", "internal", "server", "client", "producer", "consumer")
 _STATUSES = ("unset", "ok", "error")
 _NOT_IDENT = re.compile(r"[^A-Za-z0-9._:-]+")
+_IDENT = re.compile(IDENT_PATTERN)
 
 
 _NS_BYTES = EVENT_NAMESPACE.bytes
@@ -269,6 +271,12 @@ def _context(
     project = _first(attrs, PROJECT_KEYS)
     if project is None:
         project = f"otel-{_ident(service)}" if service and _ident(service) else "otel"
+    for name, value in (("runledger.tenant", tenant), ("runledger.project", project),
+                        ("runledger.run", run)):  # fmt: skip
+        if value is not None and not _IDENT.match(str(value)):
+            raise _Refused(
+                f"has an invalid {name} {str(value)[:40]!r}: 1-128 letters, digits and . _ : -"
+            )
     return _Context(
         tenant=tenant,
         project=str(project),
