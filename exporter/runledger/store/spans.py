@@ -33,17 +33,6 @@ class SpanRow:
     attributes: dict[str, Any]
 
 
-def _row(span: SpanRow) -> dict[str, Any]:
-    return {
-        "trace_id": span.trace_id, "span_id": span.span_id,
-        "parent_span_id": span.parent_span_id, "run_id": span.run_id,
-        "tenant_id": span.tenant_id, "name": span.name,
-        "started_at": span.started_at.isoformat(), "duration_ms": span.duration_ms,
-        "kind": span.kind, "status": span.status, "service": span.service,
-        "unpriced": span.unpriced, "attributes": span.attributes,
-    }  # fmt: skip
-
-
 def store_spans(db: Database, spans: Sequence[SpanRow]) -> set[tuple[str, str]]:
     """Insert ``spans`` (one statement); a span already stored is left as it is.
 
@@ -51,7 +40,7 @@ def store_spans(db: Database, spans: Sequence[SpanRow]) -> set[tuple[str, str]]:
     """
     if not spans:
         return set()
-    body = orjson.dumps([_row(s) for s in spans]).decode()
+    body = orjson.dumps(list(spans)).decode()  # orjson writes dataclasses and datetimes itself
     with db.connection() as conn:
         cur = conn.execute(
             """
