@@ -8,12 +8,12 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBIAN_PACKAGES := prometheus prometheus-alertmanager docker-compose nginx chromium
 export RUNLEDGER_HOME ?= $(CURDIR)/.runledger
 
-.PHONY: up down test bench lint deps system-deps grammar clean
+.PHONY: up down test test-lowest bench lint deps system-deps grammar clean
 
 $(STAMP): pyproject.toml
 	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[server,test]'
 	@touch $(STAMP)
 
 deps: $(STAMP)
@@ -55,6 +55,11 @@ lint: deps
 
 test: deps system-deps grammar lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(MAKE) test-lowest
+
+# The SDK at its lowest declared versions beside openai, anthropic and google-genai (~1 min).
+test-lowest: deps
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m lowest tests/packaging
 
 bench: deps system-deps
 	$(BIN)/python bench/run_all.py

@@ -39,6 +39,10 @@ PROMPT_AUDIT = "RUNLEDGER_PROMPT_AUDIT"
 SHUTDOWN_TIMEOUT = "RUNLEDGER_SHUTDOWN_TIMEOUT"
 """Seconds the SDK spends delivering spooled events at exit (default 5)."""
 
+TELEMETRY_SHUTDOWN_TIMEOUT = "RUNLEDGER_TELEMETRY_SHUTDOWN_TIMEOUT"
+"""Seconds the SDK waits at exit for its own span and log exporters (default 2): spans not
+sent by then (no collector listening) are dropped, so telemetry never holds an exit up."""
+
 ENFORCE_CAPS = "RUNLEDGER_ENFORCE_CAPS"
 """SDK runs draw model and external spend from a tenant budget lease (default 1, on); 0 turns
 that off for tenants without a cap (warned once per process, counted by

@@ -17,7 +17,7 @@ from runledger import _env
 from runledger._click import cli_actor as _cli_actor
 from runledger._click import usd
 from runledger.alert_cli import alerts_group, tenant_notify
-from runledger.cost.cli import cost_group
+from runledger.cost.cli import cost_group, pricing_group
 from runledger.dashboards.cli import dashboards_group
 from runledger.exporter.cli import exporter_command
 from runledger.quality.cli import quality_group
@@ -309,6 +309,7 @@ def openapi(check: bool) -> None:
 
 main.add_command(exporter_command)
 main.add_command(cost_group)
+main.add_command(pricing_group)
 main.add_command(spool_group)
 main.add_command(dashboards_group)
 main.add_command(quality_group)

@@ -626,6 +626,32 @@ class ExternalCall(_Envelope):
     payload: ExternalCallPayload = _required_payload()  # type: ignore[assignment]
 
 
+class ModelCallPayload(_Payload):
+    source: Literal["otlp"] = Field(
+        "otlp", description="Where the call was reported from: an OTLP span (POST /v1/traces)."
+    )
+    operation: ShortText | None = None
+    provider: ShortText | None = None
+    request_model: ShortText | None = None
+    response_model: ShortText | None = None
+    cached_tokens_in: Tokens = 0
+    cache_write_tokens_in: Tokens = 0
+    reasoning_tokens: Tokens = 0
+    duration_ms: Annotated[float, Field(ge=0)] | None = None
+    unpriced: bool = Field(
+        False,
+        description="True when the model has no price: the call is stored with cost_usd 0 "
+        "and counted as unpriced, never costed silently.",
+    )
+
+
+class ModelCall(_Envelope):
+    """A model call reported as an OpenTelemetry GenAI span (docs/otlp.md)."""
+
+    type: Literal["model_call"]
+    payload: ModelCallPayload = Field(default_factory=ModelCallPayload)  # type: ignore[assignment,arg-type]
+
+
 _SPEC_MODELS: tuple[type[_Envelope], ...] = (
     PhaseEntered, ArtifactWritten, ValidationFailed, PhaseAdvanced, PublishDone,
     RunStarted, RunFinished, RunFailed, CapHit, UserOverride,
@@ -633,7 +659,7 @@ _SPEC_MODELS: tuple[type[_Envelope], ...] = (
 )  # fmt: skip
 _EXTENSION_MODELS: tuple[type[_Envelope], ...] = (
     RunQueued, ProofRequested, ProofCompleted, MicrositeVisit, MicrositeConversion,
-    DemoStarted, DemoCompleted, ExternalCall,
+    DemoStarted, DemoCompleted, ExternalCall, ModelCall,
 )  # fmt: skip
 
 
@@ -652,7 +678,7 @@ Event = Annotated[
         RunStarted, RunFinished, RunFailed, PhaseEntered, PhaseAdvanced, ArtifactWritten,
         ValidationFailed, PublishDone, CapHit, UserOverride, ImpersonationStarted,
         ImpersonationEnded, RunQueued, ProofRequested, ProofCompleted, MicrositeVisit,
-        MicrositeConversion, DemoStarted, DemoCompleted, ExternalCall,
+        MicrositeConversion, DemoStarted, DemoCompleted, ExternalCall, ModelCall,
     ],
     Field(discriminator="type"),
 ]  # fmt: skip

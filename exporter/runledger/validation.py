@@ -136,7 +136,8 @@ def load_yaml(path: str | Path, *, what: str, error: type[ConfigError] = ConfigE
     except OSError as exc:
         raise error(f"cannot read {what} file {p}: {exc.strerror or exc}") from exc
     try:
-        return yaml.safe_load(text)
+        # libyaml's loader when PyYAML has it: ten times faster on the pricing table.
+        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
     except yaml.YAMLError as exc:
         raise error(f"{what} file {p} is not valid YAML: {exc}") from exc
 

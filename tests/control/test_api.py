@@ -74,6 +74,8 @@ def test_every_event_type_is_accepted_with_its_effects(
     failed = event("run_failed", run_id="run-2", occurred_at=ts(1),
                    payload={"reason": "model timeout"}, cost_usd="0.001")  # fmt: skip
     batch.append(failed)
+    batch.append(event("model_call", run_id="run-3", occurred_at=ts(1), model="gpt-4.1",
+                       payload={"operation": "chat", "cached_tokens_in": 2}))  # fmt: skip
     assert {e["type"] for e in batch} == set(EVENT_TYPES)
 
     resp = post(client, agent, batch)

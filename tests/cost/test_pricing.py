@@ -92,10 +92,41 @@ def test_malformed_pricing_file_names_the_offending_key(
 
 
 def test_cached_tokens_cannot_exceed_input_tokens() -> None:
-    with pytest.raises(PricingError, match=r"cached_tokens_in \(5\) cannot exceed tokens_in \(2\)"):
+    with pytest.raises(
+        PricingError,
+        match=r"cached_tokens_in \(5\) plus cache_write_tokens_in \(0\) cannot exceed"
+        r" tokens_in \(2\)",
+    ):
         default_pricing().cost("gpt-4o", tokens_in=2, tokens_out=0, cached_tokens_in=5)
 
 
 def test_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(PricingError, match="cannot read pricing file"):
         PricingTable.load(tmp_path / "nope.yml")
+
+
+def test_cache_writes_long_context_and_batch_are_billed_as_the_providers_bill_them() -> None:
+    table = default_pricing()
+    # Anthropic: reads at 0.1x, writes at 1.25x the input price, the rest at the input price.
+    assert table.cost(
+        "claude-sonnet-4", tokens_in=1800, tokens_out=100,
+        cached_tokens_in=1000, cache_write_tokens_in=300,
+    ) == Decimal("0.004425")  # fmt: skip
+    # A prompt above 200k tokens is billed at the long-context tier, the whole call.
+    assert table.cost("gemini-2.5-pro", tokens_in=200_000, tokens_out=1000) == Decimal("0.26")
+    assert table.cost("gemini-2.5-pro", tokens_in=200_001, tokens_out=1000) == Decimal("0.5150025")
+    # Batch API: half price.
+    full = table.cost("gpt-4.1", tokens_in=10_000, tokens_out=2000)
+    assert table.cost("gpt-4.1", tokens_in=10_000, tokens_out=2000, batch=True) == full / 2
+    with pytest.raises(PricingError, match="cache_write_tokens_in must be >= 0"):
+        table.cost("gpt-4.1", tokens_in=1, tokens_out=0, cache_write_tokens_in=-1)
+
+
+def test_long_context_tiers_must_ascend() -> None:
+    doc = {"models": {"m": {"provider": "p", "input_per_1m": 1, "output_per_1m": 1,
+                            "long_context": [
+                                {"above_tokens": 200, "input_per_1m": 2, "output_per_1m": 2},
+                                {"above_tokens": 100, "input_per_1m": 3, "output_per_1m": 3},
+                            ]}}}  # fmt: skip
+    with pytest.raises(PricingError, match="long_context: tiers must have distinct, ascending"):
+        PricingTable.from_mapping(doc)

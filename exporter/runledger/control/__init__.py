@@ -55,12 +55,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         health,
         metrics,
         openapi,
+        otlp,
         promproxy,
         quality,
         telemetry,
     )
 
     metrics.init_app(app)  # sets runledger.ingest_counts and serves /metrics
+    otlp.init_app(app)  # POST /v1/traces
     register_error_handlers(app)
     modules = (health, api, caps, telemetry, quality, alerts, actions, console, promproxy, openapi)
     for module in modules:

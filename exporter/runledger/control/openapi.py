@@ -67,6 +67,21 @@ _BATCH_BODIES = {
     "quality.post_artifacts": ("records", "An artifact's content (docs/quality.md)"),
 }
 
+_RAW_BODIES: dict[str, dict[str, Any]] = {
+    # OTLP/HTTP (docs/otlp.md): an ExportTraceServiceRequest, protobuf or its JSON mapping,
+    # optionally gzip-encoded (Content-Encoding: gzip).
+    "otlp.post_traces": {
+        "required": True,
+        "content": {
+            "application/x-protobuf": {"schema": {"type": "string", "format": "binary"}},
+            "application/json": {"schema": {
+                "type": "object", "required": ["resourceSpans"],
+                "properties": {"resourceSpans": {"type": "array", "items": {"type": "object"}}},
+            }},
+        },
+    },
+}  # fmt: skip
+
 _PROM_PARAMS = {
     "promproxy.query": ["query", "time"],
     "promproxy.query_range": ["query", "start", "end", "step"],
@@ -145,6 +160,8 @@ def build_document(app: Flask) -> dict[str, Any]:
                     "content": {"application/json": {
                         "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}},
                 }  # fmt: skip
+            if rule.endpoint in _RAW_BODIES:
+                op["requestBody"] = _RAW_BODIES[rule.endpoint]
             batch = _BATCH_BODIES.get(rule.endpoint)
             if batch is not None:
                 key, what = batch

@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import sys
 from decimal import Decimal
+from pathlib import Path
 
 import click
+import yaml
 
 from runledger._click import usd
 from runledger.store import CapAdmin, Database, LeaseStore, resolve_database_url
 from runledger.validation import ConfigError
 
-__all__ = ["cost_group"]
+__all__ = ["cost_group", "pricing_group"]
 
 
 def _database() -> Database:
@@ -160,3 +162,61 @@ def check_config_cmd(pricing_path: str | None, routing_path: str | None) -> None
             click.echo(f"routing ok: {len(list(routing.roles()))} roles ({routing_path})")
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
+
+
+@click.group("pricing")
+def pricing_group() -> None:
+    """Review and update the pricing table."""
+
+
+@pricing_group.command("import")
+@click.argument("price_list", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--pricing",
+    "pricing_path",
+    type=click.Path(exists=True, dir_okay=False),
+    help="The pricing YAML to compare with (default: the table shipped with runledger).",
+)
+@click.option(
+    "--add",
+    "add",
+    multiple=True,
+    metavar="MODEL",
+    help="Also add this model of the price list (repeatable).",
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="Write the updated table here (comments are not kept) for review.",
+)
+def pricing_import_cmd(
+    price_list: str, pricing_path: str | None, add: tuple[str, ...], output: str | None
+) -> None:
+    """Print what a LiteLLM price list (model_prices_and_context_window.json) would change.
+
+    Exit status: 0 no change, 1 changes shown, 2 bad input.
+    """
+    from importlib import resources
+
+    from runledger.cost.pricing import PricingError
+    from runledger.cost.pricing_import import import_prices
+
+    ref = resources.files("runledger.cost").joinpath("pricing.yml")
+    with resources.as_file(ref) as shipped:
+        table = Path(pricing_path) if pricing_path else shipped
+        try:
+            report = import_prices(table, price_list, add=add)
+        except PricingError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(2)
+        diff = report.diff(str(pricing_path or "runledger/cost/pricing.yml"), price_list)
+    click.echo(diff, nl=False)
+    click.echo(
+        f"{len(report.updated)} model(s) with new prices, {len(report.added)} added, "
+        f"{len(report.unmatched)} not in the list"
+        + (f" ({', '.join(report.unmatched)})" if report.unmatched else "")
+    )
+    if output:
+        Path(output).write_text(yaml.safe_dump(report.after, sort_keys=False, width=100))
+        click.echo(f"wrote {output}: review it, then use it with --pricing or ship it")
+    sys.exit(1 if diff else 0)

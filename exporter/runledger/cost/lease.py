@@ -33,7 +33,6 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_r
 
 from runledger.money import parse_usd, round_usd
 from runledger.redact import default_redactor
-from runledger.store import DatabaseUnavailable
 from runledger.store.cap_admin import blocked_message
 from runledger.store.leases import DEFAULT_LEASE_TTL_S, LeaseState, LeaseStore
 
@@ -115,6 +114,8 @@ class LeaseTransport(Protocol):
 @contextmanager
 def _ledger_errors() -> Iterator[None]:
     """Report the ledger database being unreachable as the budget's LedgerUnavailable."""
+    from runledger.store import DatabaseUnavailable  # in-process (server) transports only
+
     try:
         yield
     except DatabaseUnavailable as exc:

@@ -1,8 +1,11 @@
 """Per-model token prices, with per-tenant overrides, loaded from a validated YAML file.
 
 Prices are US dollars per one million tokens. ``tokens_in`` counts every input token,
-including the ones served from the provider's prompt cache; ``cached_tokens_in`` is the
-cached part of it, billed at the model's cached-input price.
+including the ones served from the provider's prompt cache and the ones written to it;
+``cached_tokens_in`` (cache reads) and ``cache_write_tokens_in`` (cache writes) are those
+parts of it, billed at the model's cached-input and cache-write prices. A model may have
+long-context tiers (a prompt above ``above_tokens`` is billed at the tier's prices, the whole
+call) and a batch discount (the fraction taken off a call made through the batch API).
 """
 
 from __future__ import annotations
@@ -18,7 +21,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from runledger.money import Usd, round_usd
 from runledger.validation import ConfigError, load_config
 
-__all__ = ["ModelPrice", "PricingError", "PricingTable", "UnknownModelError", "default_pricing"]
+__all__ = [
+    "LongContextTier",
+    "ModelPrice",
+    "PricingError",
+    "PricingTable",
+    "UnknownModelError",
+    "default_pricing",
+]
 
 _MILLION = Decimal(1_000_000)
 
@@ -39,21 +49,55 @@ class UnknownModelError(PricingError):
         )
 
 
-class ModelPrice(BaseModel):
-    """Prices of one model in USD per one million tokens."""
-
+class _Rates(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    provider: str = Field(min_length=1)
     input_per_1m: Usd
     output_per_1m: Usd
     cached_input_per_1m: Usd | None = None
-    aliases: tuple[str, ...] = ()
+    cache_write_input_per_1m: Usd | None = None
 
     @property
     def cached_price(self) -> Decimal:
         """Return the cached-input price, the input price when the model has no cache."""
         return self.input_per_1m if self.cached_input_per_1m is None else self.cached_input_per_1m
+
+    @property
+    def cache_write_price(self) -> Decimal:
+        """Return the cache-write price, the input price when the model names none."""
+        if self.cache_write_input_per_1m is None:
+            return self.input_per_1m
+        return self.cache_write_input_per_1m
+
+
+class LongContextTier(_Rates):
+    """Prices for a call whose prompt (``tokens_in``) is above ``above_tokens``."""
+
+    above_tokens: int = Field(gt=0)
+
+
+class ModelPrice(_Rates):
+    """Prices of one model in USD per one million tokens."""
+
+    provider: str = Field(min_length=1)
+    long_context: tuple[LongContextTier, ...] = ()
+    batch_discount: Decimal = Field(Decimal(0), ge=0, lt=1)
+    aliases: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _tiers_ascending(self) -> ModelPrice:
+        bounds = [t.above_tokens for t in self.long_context]
+        if bounds != sorted(set(bounds)):
+            raise ValueError("long_context: tiers must have distinct, ascending above_tokens")
+        return self
+
+    def rates(self, tokens_in: int) -> _Rates:
+        """Return the prices for a prompt of ``tokens_in`` tokens (its long-context tier)."""
+        rates: _Rates = self
+        for tier in self.long_context:
+            if tokens_in > tier.above_tokens:
+                rates = tier
+        return rates
 
 
 class _Override(BaseModel):
@@ -62,6 +106,8 @@ class _Override(BaseModel):
     input_per_1m: Usd | None = None
     output_per_1m: Usd | None = None
     cached_input_per_1m: Usd | None = None
+    cache_write_input_per_1m: Usd | None = None
+    batch_discount: Decimal | None = Field(None, ge=0, lt=1)
 
 
 class _PricingFile(BaseModel):
@@ -168,35 +214,45 @@ class PricingTable:
         tokens_in: int,
         tokens_out: int,
         cached_tokens_in: int = 0,
+        cache_write_tokens_in: int = 0,
+        batch: bool = False,
         tenant_id: str | None = None,
     ) -> Decimal:
         """Return the USD cost of one call, rounded up to 1e-9.
 
         Args:
             model: model name or alias from the pricing table.
-            tokens_in: all input tokens, cached ones included.
+            tokens_in: all input tokens, cache reads and writes included.
             tokens_out: output tokens.
             cached_tokens_in: the part of ``tokens_in`` served from the prompt cache.
+            cache_write_tokens_in: the part of ``tokens_in`` written to the prompt cache.
+            batch: the call went through the provider's batch API (its discount applies).
             tenant_id: apply this tenant's overrides, if any.
         """
         for label, value in (
             ("tokens_in", tokens_in),
             ("tokens_out", tokens_out),
             ("cached_tokens_in", cached_tokens_in),
+            ("cache_write_tokens_in", cache_write_tokens_in),
         ):
             if value < 0:
                 raise PricingError(f"{label} must be >= 0, got {value}")
-        if cached_tokens_in > tokens_in:
+        if cached_tokens_in + cache_write_tokens_in > tokens_in:
             raise PricingError(
-                f"cached_tokens_in ({cached_tokens_in}) cannot exceed tokens_in ({tokens_in}): "
-                "tokens_in counts cached tokens too"
+                f"cached_tokens_in ({cached_tokens_in}) plus cache_write_tokens_in "
+                f"({cache_write_tokens_in}) cannot exceed tokens_in ({tokens_in}): "
+                "tokens_in counts cache reads and writes too"
             )
         p = self.price(model, tenant_id=tenant_id)
+        r = p.rates(tokens_in)
         micro = (
-            (tokens_in - cached_tokens_in) * p.input_per_1m
-            + cached_tokens_in * p.cached_price
-            + tokens_out * p.output_per_1m
+            (tokens_in - cached_tokens_in - cache_write_tokens_in) * r.input_per_1m
+            + cached_tokens_in * r.cached_price
+            + cache_write_tokens_in * r.cache_write_price
+            + tokens_out * r.output_per_1m
         )
+        if batch:
+            micro *= 1 - p.batch_discount
         return round_usd(micro / _MILLION)
 
 

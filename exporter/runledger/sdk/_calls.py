@@ -189,6 +189,8 @@ class ModelCall:
         self.tokens_in = 0
         self.tokens_out = 0
         self.cached_tokens_in = 0
+        self.cache_write_tokens_in = 0
+        self.reasoning_tokens = 0
         self.response_model: str | None = None
         self.finish_reasons: tuple[str, ...] | None = None
         self._recorded = False
@@ -236,13 +238,22 @@ class ModelCall:
         response_model: str | None = None,
         finish_reasons: tuple[str, ...] | list[str] | None = None,
         response: Any = None,
+        cache_write_tokens_in: int | None = None,
+        reasoning_tokens: int | None = None,
     ) -> None:
-        """Record the call's usage: explicit counts, or read from a provider ``response``."""
+        """Record the call's usage: explicit counts, or read from a provider ``response``.
+
+        ``tokens_in`` counts every input token, cache reads (``cached_tokens_in``) and
+        cache writes (``cache_write_tokens_in``) included; ``tokens_out`` counts reasoning
+        tokens too. ``response`` may be any major provider's response object (docs/sdk.md).
+        """
         if response is not None:
             found = usage_from_response(response)
             tokens_in = found.get("tokens_in", tokens_in)
             tokens_out = found.get("tokens_out", tokens_out)
             cached_tokens_in = found.get("cached_tokens_in", cached_tokens_in)
+            cache_write_tokens_in = found.get("cache_write_tokens_in", cache_write_tokens_in)
+            reasoning_tokens = found.get("reasoning_tokens", reasoning_tokens)
             response_model = response_model or found.get("response_model")
         if tokens_in is not None:
             self.tokens_in = int(tokens_in)
@@ -250,6 +261,10 @@ class ModelCall:
             self.tokens_out = int(tokens_out)
         if cached_tokens_in is not None:
             self.cached_tokens_in = int(cached_tokens_in)
+        if cache_write_tokens_in is not None:
+            self.cache_write_tokens_in = int(cache_write_tokens_in)
+        if reasoning_tokens is not None:
+            self.reasoning_tokens = int(reasoning_tokens)
         if cost_usd is not None:
             self.cost_usd = usd(cost_usd, name="cost_usd")
         if response_model:
@@ -276,7 +291,8 @@ class ModelCall:
             return _ZERO
         return run.services.pricing().cost(
             self.model, tokens_in=self.tokens_in, tokens_out=self.tokens_out,
-            cached_tokens_in=self.cached_tokens_in, tenant_id=run.tenant_id,
+            cached_tokens_in=self.cached_tokens_in,
+            cache_write_tokens_in=self.cache_write_tokens_in, tenant_id=run.tenant_id,
         )  # fmt: skip
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
@@ -296,6 +312,10 @@ class ModelCall:
             }
             if self.cached_tokens_in:
                 attrs["gen_ai.usage.cache_read.input_tokens"] = self.cached_tokens_in
+            if self.cache_write_tokens_in:
+                attrs["gen_ai.usage.cache_creation.input_tokens"] = self.cache_write_tokens_in
+            if self.reasoning_tokens:
+                attrs["gen_ai.usage.reasoning.output_tokens"] = self.reasoning_tokens
             text = run.services.redactor.text
             if self.response_model:
                 attrs["gen_ai.response.model"] = text(self.response_model)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -143,6 +143,9 @@ class Settings:
     traces_per_second: float = 10.0
     prompt_audit: bool = False
     shutdown_timeout: float = 5.0
+    telemetry_shutdown_timeout: float = 2.0
+    otlp_endpoint_set: bool = False
+    """True when an OTEL_EXPORTER_OTLP_*ENDPOINT variable names where telemetry goes."""
     otel_disabled: bool = False
     service_name: str | None = None
     resource_attributes: dict[str, str] = field(default_factory=dict)
@@ -155,6 +158,25 @@ class Settings:
     enforce_caps: bool = True
     on_ledger_down: str = "fail_closed"
     offline_allowance_usd: Decimal = Decimal(0)
+
+    def sending_to_ledger(self, url: str | None, token: str | None) -> Settings:
+        """Return these settings with spans going to runledger's own OTLP receiver at ``url``.
+
+        Applies when no ``OTEL_EXPORTER_OTLP_*ENDPOINT`` is set: the control service stores
+        the spans (``POST /v1/traces``) for the run page. It has no log receiver, so run
+        logs are then not exported unless an endpoint is set.
+        """
+        if self.otlp_endpoint_set or not url:
+            return self
+        headers = dict(self.otlp_headers)
+        if token and not any(k.lower() == "authorization" for k in headers):
+            headers["Authorization"] = f"Bearer {token}"
+        return replace(
+            self,
+            traces_endpoint=f"{url.rstrip('/')}/v1/traces",
+            otlp_headers=headers,
+            logs_exporter="none",
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -177,6 +199,15 @@ class Settings:
             traces_per_second=_float(env, _env.TRACES_PER_SECOND, 10.0),
             prompt_audit=(env.get(_env.PROMPT_AUDIT) or "").strip().lower() in _TRUE,
             shutdown_timeout=_float(env, _env.SHUTDOWN_TIMEOUT, 5.0),
+            telemetry_shutdown_timeout=_float(env, _env.TELEMETRY_SHUTDOWN_TIMEOUT, 2.0),
+            otlp_endpoint_set=any(
+                env.get(k)
+                for k in (
+                    _env.OTEL_EXPORTER_OTLP_ENDPOINT,
+                    _env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+                    _env.OTEL_EXPORTER_OTLP_LOGS_ENDPOINT,
+                )
+            ),
             otel_disabled=(env.get(_env.OTEL_SDK_DISABLED) or "").strip().lower() in _TRUE,
             service_name=env.get(_env.OTEL_SERVICE_NAME) or None,
             resource_attributes=_pairs(env.get(_env.OTEL_RESOURCE_ATTRIBUTES) or ""),

@@ -8,7 +8,7 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -102,6 +102,21 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
+def _within(timeout: float, work: Callable[[], None], what: str, endpoint: str) -> None:
+    """Run ``work`` in a daemon thread and wait for it ``timeout`` seconds at most."""
+    worker = threading.Thread(target=work, name=f"runledger-{what}", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        log.warning(
+            "runledger: %s not done within %.1f s (is an OTLP receiver listening at %s?);"
+            " spans not yet sent may be dropped",
+            what,
+            timeout,
+            endpoint,
+        )
+
+
 class Ledger:
     """Client of the runledger control service for one agent or Coordinator process.
 
@@ -147,9 +162,11 @@ class Ledger:
         delivery = delivery or DeliveryOptions()
         costs = costs or CostOptions()
         settings = Settings.from_env(environ)
-        self.settings = settings
         self.url = url or settings.url
         self._token = token or settings.token
+        # Without an OTLP endpoint of its own, telemetry goes to runledger's receiver.
+        settings = settings.sending_to_ledger(self.url, self._token)
+        self.settings = settings
         self.enforce_tenant_cap = (
             settings.enforce_caps if costs.enforce_tenant_cap is None else costs.enforce_tenant_cap
         )
@@ -172,6 +189,7 @@ class Ledger:
         self.redactor = redactor or default_redactor()
         self.prompt_audit_enabled = settings.prompt_audit if prompt_audit is None else prompt_audit
         self._pricing = costs.pricing
+        self._pricing_lock = threading.Lock()
         self._priced: set[tuple[str, str]] = set()
         self._runs: dict[str, OpenRunHandle] = {}
         self._runs_lock = threading.Lock()
@@ -217,6 +235,7 @@ class Ledger:
         )
         self._recover()
         self._sender.start()
+        self._warm_up()
         atexit.register(self.close)
 
     # -- providers --------------------------------------------------------------------------
@@ -245,10 +264,25 @@ class Ledger:
     def pricing(self) -> PricingTable:
         """The pricing table model calls are costed with."""
         if self._pricing is None:
-            from runledger.cost.pricing import default_pricing
+            with self._pricing_lock:  # runs may start calls from several threads
+                if self._pricing is None:
+                    from runledger.cost.pricing import default_pricing
 
-            self._pricing = default_pricing()
+                    self._pricing = default_pricing()
         return self._pricing
+
+    def _warm_up(self) -> None:
+        """Load what the first model call needs (pricing, cost controls) now, in ``Ledger()``.
+
+        The first model call of a process then costs what the next ones cost, instead of
+        importing the cost controls and reading the pricing table (docs/sdk.md).
+        """
+        try:
+            _ = self.pricing
+            if self.enforce_tenant_cap:
+                import runledger.cost.lease  # noqa: F401
+        except Exception:  # the first call reports the same problem where it can be handled
+            log.debug("runledger: warm-up failed", exc_info=True)
 
     @property
     def routing(self) -> RoutingTable | None:
@@ -478,10 +512,17 @@ class Ledger:
         deadline = time.monotonic() + timeout
         target = self._spool.last_id()
         self._spool.sync(force=True)
-        for provider in (self.tracer_provider, self.logger_provider):
-            force = getattr(provider, "force_flush", None)
-            if callable(force):
-                force(int(max(0.0, min(timeout, 5.0)) * 1000))
+        bound = max(0.0, min(timeout, self.settings.telemetry_shutdown_timeout))
+
+        def flush_telemetry() -> None:
+            for provider in (self.tracer_provider, self.logger_provider):
+                force = getattr(provider, "force_flush", None)
+                if callable(force):
+                    force(int(bound * 1000))
+
+        # An OTLP exporter retries a dead collector for its own timeout whatever force_flush
+        # is told: never let that hold up the ledger's events.
+        _within(bound, flush_telemetry, "telemetry flush", self.settings.traces_endpoint)
         if self._spool.pending(up_to=target) == 0:
             return True
         if self.url is None or not self._sender.is_alive():
@@ -543,12 +584,26 @@ class Ledger:
         self._sender.stop(timeout=5.0)
         if self._handler is not None:
             logging.getLogger().removeHandler(self._handler)
-        for provider in self._own_providers:
-            try:
-                provider.shutdown()
-            except Exception:
-                log.exception("runledger: telemetry provider shutdown failed")
+        self._shutdown_telemetry(self.settings.telemetry_shutdown_timeout)
         self._spool.close()
+
+    def _shutdown_telemetry(self, timeout: float) -> None:
+        """Shut this Ledger's own span and log providers down, waiting ``timeout`` at most.
+
+        An OTLP exporter with nothing listening retries for up to its own timeout (10 s by
+        default) per batch; spans are telemetry, not money, so an exit never waits for them
+        longer than ``RUNLEDGER_TELEMETRY_SHUTDOWN_TIMEOUT``: what is not sent is dropped.
+        """
+
+        def shutdown() -> None:
+            for provider in self._own_providers:
+                try:
+                    provider.shutdown()
+                except Exception:
+                    log.exception("runledger: telemetry provider shutdown failed")
+
+        if self._own_providers:
+            _within(timeout, shutdown, "telemetry shutdown", self.settings.traces_endpoint)
 
     def __enter__(self) -> Ledger:
         return self

@@ -25,7 +25,8 @@ from tenacity import (
     RetryCallState,
     Retrying,
     retry_if_exception_type,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from runledger.redact import Redactor, default_redactor
@@ -122,7 +123,14 @@ class Sender(threading.Thread):
         self._stopping = threading.Event()
         self._progress = threading.Condition()
         self.last_error: str | None = None
-        backoff = wait_exponential_jitter(multiplier=0.2, max=max_backoff, jitter=0.5)
+        # Exponential from 0.2 s plus up to 0.5 s of jitter, capped: built from waits every
+        # tenacity since 8.2 has (wait_exponential_jitter's arguments changed in 9.2).
+        exponential = wait_exponential(multiplier=0.2, max=max_backoff)
+        jitter = wait_random(0, 0.5)
+
+        def backoff(state: RetryCallState) -> float:
+            return float(min(exponential(state) + jitter(state), max_backoff))
+
         self._retrying = Retrying(
             wait=lambda state: max(backoff(state), _retry_after(state, max_backoff)),
             retry=retry_if_exception_type(_Transient),

@@ -251,10 +251,14 @@ def _resource(settings: Settings) -> Resource:
 def build_tracer_provider(settings: Settings, redactor: Redactor) -> TracerProvider:
     """Build a tracer provider from the settings: OTLP/HTTP, batched, redacted, sampled."""
     if settings.sampler_from_env:
-        provider = TracerProvider(resource=_resource(settings))  # OTEL_TRACES_SAMPLER wins
+        # OTEL_TRACES_SAMPLER wins. The Ledger shuts its providers down itself, bounded in
+        # time (Ledger.close); the SDK's own exit hook would wait for a dead collector.
+        provider = TracerProvider(resource=_resource(settings), shutdown_on_exit=False)
     else:
         sampler = ParentBased(root=RateLimitingSampler(settings.traces_per_second))
-        provider = TracerProvider(resource=_resource(settings), sampler=sampler)
+        provider = TracerProvider(
+            resource=_resource(settings), sampler=sampler, shutdown_on_exit=False
+        )
     if settings.traces_exporter == "otlp" and not settings.otel_disabled:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
@@ -267,7 +271,7 @@ def build_tracer_provider(settings: Settings, redactor: Redactor) -> TracerProvi
 
 def build_logger_provider(settings: Settings, redactor: Redactor) -> LoggerProvider:
     """Build a logger provider from the settings: OTLP/HTTP, batched, redacted."""
-    provider = LoggerProvider(resource=_resource(settings))
+    provider = LoggerProvider(resource=_resource(settings), shutdown_on_exit=False)
     if settings.logs_exporter == "otlp" and not settings.otel_disabled:
         from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 

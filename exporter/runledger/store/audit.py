@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-import psycopg
+
+if TYPE_CHECKING:
+    import psycopg
 
 __all__ = ["record_audit"]
 

@@ -10,14 +10,16 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 from decimal import ROUND_CEILING, Decimal
-from typing import Any
-
-import psycopg
+from typing import TYPE_CHECKING, Any
 
 from runledger.money import CENT, parse_usd, round_usd
-from runledger.store._database import Database
 from runledger.store._json import json_ready
 from runledger.store.audit import record_audit
+
+if TYPE_CHECKING:  # an agent imports this module for blocked_message, without psycopg
+    import psycopg
+
+    from runledger.store._database import Database
 
 __all__ = [
     "TEMPORARY_RAISE_HOURS",

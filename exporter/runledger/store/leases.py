@@ -11,13 +11,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
-
-import psycopg
+from typing import TYPE_CHECKING, Any
 
 from runledger.money import round_usd
-from runledger.store._database import Database
 from runledger.store._json import json_ready
+
+if TYPE_CHECKING:
+    from runledger.store._database import Database
 
 __all__ = [
     "DEFAULT_LEASE_TTL_S",
@@ -152,6 +152,8 @@ class LeaseStore:
         self, lease_id: str, tenant_id: str | None, spent: Decimal, want: Decimal, least: Decimal,
         ttl_s: float, close: bool, keep: Decimal | None,
     ) -> LeaseState:  # fmt: skip
+        import psycopg  # the server's driver: agents import this module for LeaseState only
+
         try:
             with self.db.connection() as conn:
                 row = conn.execute(

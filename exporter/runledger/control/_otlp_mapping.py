@@ -1,0 +1,457 @@
+"""OTLP spans to ledger events and ``trace_spans`` rows (the mapping docs/otlp.md describes).
+
+A span following the OpenTelemetry GenAI conventions with a model and token usage becomes a
+``model_call`` event priced from the pricing table; the root span of a trace that names no
+run becomes that run's ``run_started`` and ``run_finished`` (or ``run_failed``). Every event
+id is derived from the trace id, span id and event type, so a re-sent export is a duplicate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+from runledger.cost.pricing import PricingError, PricingTable
+from runledger.events import IDENT_PATTERN
+from runledger.redact import Redactor
+from runledger.store.ingest import IngestLimits
+from runledger.store.spans import SpanRow
+from runledger.store.tokens import Principal
+
+__all__ = [
+    "EVENT_NAMESPACE",
+    "AttributeRedactor",
+    "MappedBatch",
+    "event_id",
+    "map_request",
+]
+
+EVENT_NAMESPACE = uuid.UUID("0b7f8d64-2f7e-4c1e-9a55-5d3b2f0c6a91")
+"""UUIDv5 namespace of event ids derived from spans: ``uuid5(NS, trace:span:type)``."""
+
+# runledger context: the names this receiver documents first, then the SDK's span names.
+TENANT_KEYS = ("runledger.tenant", "runledger.tenant_id")
+PROJECT_KEYS = ("runledger.project", "runledger.project_id")
+RUN_KEYS = ("runledger.run", "runledger.run_id")
+PHASE_KEYS = ("runledger.phase",)
+ROLE_KEYS = ("runledger.role",)
+DEFAULT_PHASE = "otel"
+DEFAULT_ROLE = "agent"
+
+# GenAI semantic conventions, and the older or instrumentation-specific names beside them.
+INPUT_KEYS = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens")
+OUTPUT_KEYS = ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens")
+CACHE_READ_KEYS = (
+    "gen_ai.usage.cache_read.input_tokens",  # semconv
+    "gen_ai.usage.cache_read_input_tokens",  # OpenLLMetry
+)
+CACHE_WRITE_KEYS = (
+    "gen_ai.usage.cache_creation.input_tokens",  # semconv
+    "gen_ai.usage.cache_creation_input_tokens",  # OpenLLMetry
+    "gen_ai.usage.cache_write.input_tokens",  # opentelemetry-util-genai
+)
+REASONING_KEYS = ("gen_ai.usage.reasoning.output_tokens", "gen_ai.usage.reasoning_tokens")
+PROVIDER_KEYS = ("gen_ai.provider.name", "gen_ai.system")
+NOT_MODEL_CALLS = frozenset(
+    {"invoke_agent", "create_agent", "execute_tool", "invoke_workflow", "retrieval"}
+)
+"""Operations whose spans may repeat their children's usage: never counted."""
+SDK_ACCOUNTED = "runledger.cost_usd"
+"""Set by the runledger SDK on its own model-call spans, whose usage its events carry."""
+BATCH_KEY = "runledger.batch"
+
+CONTENT_PREFIXES = (
+    "gen_ai.prompt", "gen_ai.completion", "gen_ai.input.messages", "gen_ai.output.messages",
+    "gen_ai.system_instructions", "gen_ai.tool.call.arguments", "gen_ai.tool.call.result",
+    "gen_ai.tool.definitions", "llm.prompts", "llm.completions", "traceloop.entity.input",
+    "traceloop.entity.output",
+)  # fmt: skip
+"""Prompt and response content: never stored with a span (prompt audit is opt-in)."""
+
+MAX_ATTRIBUTES = 128
+MAX_TEXT = 1000
+_KINDS = ("unspecified", "internal", "server", "client", "producer", "consumer")
+_STATUSES = ("unset", "ok", "error")
+_NOT_IDENT = re.compile(r"[^A-Za-z0-9._:-]+")
+_IDENT = re.compile(IDENT_PATTERN)
+
+
+_NS_BYTES = EVENT_NAMESPACE.bytes
+
+
+def event_id(trace_id: str, span_id: str, kind: str) -> str:
+    """Return the id of the ``kind`` event derived from span ``span_id`` of ``trace_id``.
+
+    ``uuid5(EVENT_NAMESPACE, f"{trace_id}:{span_id}:{kind}")``, as text, computed without
+    building a ``UUID`` object (this runs for every span).
+    """
+    name = _NS_BYTES + f"{trace_id}:{span_id}:{kind}".encode()
+    digest = bytearray(hashlib.sha1(name, usedforsecurity=False).digest())
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest[:16].hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+@dataclass
+class MappedBatch:
+    """What one export request maps to."""
+
+    spans: list[SpanRow] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    event_span: list[int] = field(default_factory=list)
+    """For each event, the index in ``spans`` of the span it came from."""
+    rejected: list[str] = field(default_factory=list)
+    """Why each span refused before it became events was refused."""
+    model_call_spans: list[bool] = field(default_factory=list)
+    """For each span, True when it reports a model call (False: stored, not a cost)."""
+    unpriced: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """(tenant, model) of GenAI spans whose model has no price."""
+
+
+_SCALAR_FIELDS = frozenset({"string_value", "int_value", "double_value", "bool_value"})
+
+
+def _value(v: AnyValue) -> Any:
+    fields = v.ListFields()  # the one member of the oneof that is set, if any
+    if not fields:
+        return None
+    field, value = fields[0]
+    name = field.name
+    if name in _SCALAR_FIELDS:
+        return value
+    if name == "array_value":
+        return [_value(x) for x in value.values]
+    if name == "kvlist_value":
+        return {kv.key: _value(kv.value) for kv in value.values}
+    if name == "bytes_value":
+        return value.hex()
+    return None
+
+
+def attributes(kvs: Iterable[KeyValue]) -> dict[str, Any]:
+    """Return OTLP key-values as a plain mapping."""
+    return {kv.key: _value(kv.value) for kv in kvs}
+
+
+def _first(attrs: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
+    for key in keys:
+        value = attrs.get(key)
+        if value is not None and value != "":
+            return value
+    return None
+
+
+def _count(attrs: Mapping[str, Any], keys: tuple[str, ...]) -> int | None:
+    """Return a token count attribute as an int (OTLP/JSON may send it as a double)."""
+    value = _first(attrs, keys)
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if not isinstance(value, int) or value < 0:
+        raise ValueError(f"{keys[0]} must be a non-negative integer, got {value!r}")
+    return value
+
+
+def _time(nanos: int) -> datetime:
+    seconds, rest = divmod(nanos, 1_000_000_000)
+    return datetime.fromtimestamp(seconds, UTC) + timedelta(microseconds=rest // 1000)
+
+
+def _ident(text: str) -> str:
+    return _NOT_IDENT.sub("-", text).strip("-.:_")[:100]
+
+
+def _short(value: Any) -> str | None:
+    return str(value)[:128] if value is not None else None
+
+
+class AttributeRedactor:
+    """Redact span attributes for storage, remembering what repeats.
+
+    Spans repeat most of their attributes (model, operation, provider, token counts under the
+    same keys): an attribute redacted once is looked up, not redacted again. Both memories
+    are bounded; redaction is a pure function of the key and value, so a memory never
+    changes a result.
+    """
+
+    _LIMIT = 20_000
+
+    def __init__(self, redactor: Redactor) -> None:
+        self.redactor = redactor
+        self._texts: dict[tuple[str, str], Any] = {}
+        self._numeric_keys: set[str] = set()
+        """Keys under which a number was seen to stay as it is (not a secret's name)."""
+
+    def __call__(self, attrs: Mapping[str, Any]) -> dict[str, Any]:
+        """Return ``attrs`` to store: content dropped, long strings cut, everything redacted."""
+        out: dict[str, Any] = {}
+        texts, numeric = self._texts, self._numeric_keys
+        for key, value in attrs.items():
+            if key.startswith(CONTENT_PREFIXES):
+                continue
+            if len(out) >= MAX_ATTRIBUTES:
+                break
+            kind = type(value)
+            if kind is str:
+                value = value[:MAX_TEXT]
+                hit = texts.get((key, value), texts)
+                if hit is texts:
+                    hit = self.redactor.value({key: value})
+                    if len(texts) >= self._LIMIT:
+                        texts.clear()
+                    texts[(key, value)] = hit
+                out.update(hit)
+            elif (kind is int or kind is float) and key in numeric:
+                out[key] = value
+            else:
+                clean = self.redactor.value({key: value})
+                if (kind is int or kind is float) and clean == {key: value}:
+                    if len(numeric) < self._LIMIT:
+                        numeric.add(key)
+                out.update(clean)
+        return out
+
+
+class _Refused(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class _TimeCheck:
+    """The ledger's bounds on event times (retention window, clock skew), checked per span."""
+
+    limits: IngestLimits
+    now: datetime
+
+    def __call__(self, at: datetime, what: str) -> None:
+        problem = self.limits.check(at, self.now)
+        if problem:
+            raise _Refused(f"{what} at {at.isoformat()}, which {problem}")
+
+
+@dataclass(frozen=True)
+class _Context:
+    tenant: str
+    project: str
+    run: str
+    phase: str
+    role: str
+    derived_run: bool
+
+
+def _context(
+    attrs: Mapping[str, Any], principal: Principal, trace_id: str, service: str | None
+) -> _Context:
+    tenant = _first(attrs, TENANT_KEYS)
+    if tenant is None:
+        tenant = principal.tenant_id
+    if tenant is None:
+        raise _Refused(
+            "names no tenant (set the runledger.tenant attribute) and the token is not bound to one"
+        )
+    tenant = str(tenant)
+    if not principal.can_write_tenant(tenant):
+        raise _Refused(
+            f"is for tenant {tenant!r}; this token may write only {principal.tenant_id!r}"
+        )
+    run = _first(attrs, RUN_KEYS)
+    project = _first(attrs, PROJECT_KEYS)
+    if project is None:
+        project = f"otel-{_ident(service)}" if service and _ident(service) else "otel"
+    for name, value in (("runledger.tenant", tenant), ("runledger.project", project),
+                        ("runledger.run", run)):  # fmt: skip
+        if value is not None and not _IDENT.match(str(value)):
+            raise _Refused(
+                f"has an invalid {name} {str(value)[:40]!r}: 1-128 letters, digits and . _ : -"
+            )
+    return _Context(
+        tenant=tenant,
+        project=str(project),
+        run=str(run) if run is not None else f"otel-{trace_id}",
+        phase=str(_first(attrs, PHASE_KEYS) or DEFAULT_PHASE),
+        role=str(_first(attrs, ROLE_KEYS) or DEFAULT_ROLE),
+        derived_run=run is None,
+    )
+
+
+def _envelope(
+    ctx: _Context, kind: str, trace_id: str, span_id: str, at: datetime
+) -> dict[str, Any]:
+    return {
+        "event_id": event_id(trace_id, span_id, kind),
+        "type": kind,
+        "tenant_id": ctx.tenant,
+        "project_id": ctx.project,
+        "run_id": ctx.run,
+        "phase": ctx.phase,
+        "role": ctx.role,
+        "occurred_at": at.isoformat(),
+        "trace_id": trace_id,
+        "span_id": span_id,
+    }
+
+
+def _model_call(
+    attrs: Mapping[str, Any], ctx: _Context, pricing: PricingTable, ids: tuple[str, str],
+    times: tuple[datetime, datetime], out: MappedBatch,
+) -> tuple[dict[str, Any], bool] | None:  # fmt: skip
+    """Return the ``model_call`` event of a GenAI span and whether it is unpriced, or None."""
+    operation = attrs.get("gen_ai.operation.name")
+    request_model = attrs.get("gen_ai.request.model")
+    response_model = attrs.get("gen_ai.response.model")
+    if operation in NOT_MODEL_CALLS or SDK_ACCOUNTED in attrs:
+        return None
+    if not (request_model or response_model):
+        return None
+    try:
+        tokens_in = _count(attrs, INPUT_KEYS)
+        tokens_out = _count(attrs, OUTPUT_KEYS)
+        if tokens_in is None and tokens_out is None:
+            return None
+        tokens_in, tokens_out = tokens_in or 0, tokens_out or 0
+        cache_read = _count(attrs, CACHE_READ_KEYS) or 0
+        cache_write = _count(attrs, CACHE_WRITE_KEYS) or 0
+        reasoning = _count(attrs, REASONING_KEYS) or 0
+    except ValueError as exc:
+        raise _Refused(str(exc)) from None
+    if cache_read + cache_write > tokens_in:
+        # The conventions count cache traffic inside input_tokens; an instrumentation that
+        # reports it beside them (as Anthropic's raw usage does) is added up here.
+        tokens_in += cache_read + cache_write
+    model, unpriced = None, True
+    for candidate in (response_model, request_model):
+        if isinstance(candidate, str) and candidate in pricing:
+            model, unpriced = pricing.canonical(candidate), False
+            break
+    cost = "0"
+    if model is None:
+        model = str(request_model or response_model)
+        out.unpriced[(ctx.tenant, model)] += 1
+    else:
+        try:
+            cost = str(
+                pricing.cost(
+                    model, tokens_in=tokens_in, tokens_out=tokens_out,
+                    cached_tokens_in=cache_read, cache_write_tokens_in=cache_write,
+                    batch=attrs.get(BATCH_KEY) is True, tenant_id=ctx.tenant,
+                )
+            )  # fmt: skip
+        except PricingError as exc:
+            raise _Refused(str(exc)) from None
+    start, end = times
+    payload: dict[str, Any] = {
+        "source": "otlp",
+        "operation": _short(operation),
+        "provider": _short(_first(attrs, PROVIDER_KEYS)),
+        "request_model": _short(request_model),
+        "response_model": _short(response_model),
+        "cached_tokens_in": cache_read,
+        "cache_write_tokens_in": cache_write,
+        "reasoning_tokens": reasoning,
+        "duration_ms": round((end - start).total_seconds() * 1000.0, 3),
+        "unpriced": unpriced,
+    }
+    event = _envelope(ctx, "model_call", ids[0], ids[1], end)
+    event.update(
+        tokens_in=tokens_in, tokens_out=tokens_out, cost_usd=cost, model=model,
+        payload={k: v for k, v in payload.items() if v is not None},
+    )  # fmt: skip
+    return event, unpriced
+
+
+def map_request(
+    req: ExportTraceServiceRequest,
+    principal: Principal,
+    pricing: PricingTable,
+    redactor: Redactor,
+    store_redactor: AttributeRedactor | None = None,
+    *,
+    limits: IngestLimits | None = None,
+) -> MappedBatch:
+    """Map every span of ``req`` to rows and events, refusing spans the token may not write."""
+    out = MappedBatch()
+    store_redactor = store_redactor or AttributeRedactor(redactor)
+    check = _TimeCheck(limits or IngestLimits(), datetime.now(UTC))
+    for rs in req.resource_spans:
+        resource = attributes(rs.resource.attributes)
+        service = resource.get("service.name")
+        service = str(service) if service is not None else None
+        for ss in rs.scope_spans:
+            for span in ss.spans:
+                try:
+                    _map_span(
+                        span, resource, service, principal, pricing,
+                        (redactor, store_redactor), check, out,
+                    )  # fmt: skip
+                except _Refused as exc:
+                    name = redactor.text(span.name, limit=100)
+                    out.rejected.append(f"span {span.span_id.hex() or '?'} ({name!r}) {exc}")
+    return out
+
+
+def _map_span(
+    span: Any, resource: Mapping[str, Any], service: str | None, principal: Principal,
+    pricing: PricingTable, redactors: tuple[Redactor, AttributeRedactor], check: _TimeCheck,
+    out: MappedBatch,
+) -> None:  # fmt: skip
+    redactor, store_redactor = redactors
+    if len(span.trace_id) != 16 or not any(span.trace_id):
+        raise _Refused("has no valid trace_id (16 bytes, not all zero)")
+    if len(span.span_id) != 8 or not any(span.span_id):
+        raise _Refused("has no valid span_id (8 bytes, not all zero)")
+    if span.end_time_unix_nano == 0 or span.start_time_unix_nano == 0:
+        raise _Refused("has no start or end time")
+    trace_id, span_id = span.trace_id.hex(), span.span_id.hex()
+    parent = span.parent_span_id.hex() if any(span.parent_span_id) else None
+    own = attributes(span.attributes)
+    attrs = {**resource, **own}
+    ctx = _context(attrs, principal, trace_id, service)
+    start, end = _time(span.start_time_unix_nano), _time(span.end_time_unix_nano)
+    end = max(start, end)
+    check(start, "starts")
+    check(end, "ends")
+    events: list[dict[str, Any]] = []
+    found = _model_call(attrs, ctx, pricing, (trace_id, span_id), (start, end), out)
+    unpriced = False
+    if found is not None:
+        event, unpriced = found
+        events.append(event)
+    status = _STATUSES[span.status.code] if 0 <= span.status.code < 3 else "unset"
+    if ctx.derived_run and parent is None:
+        events.insert(0, _envelope(ctx, "run_started", trace_id, span_id, start))
+        if status == "error":
+            done = _envelope(ctx, "run_failed", trace_id, span_id, end)
+            reason = " ".join((span.status.message or f"span {span.name} failed").split())
+            done["payload"] = {"reason": reason[:500] or "span status ERROR"}
+        else:
+            done = _envelope(ctx, "run_finished", trace_id, span_id, end)
+        events.append(done)
+    stored = store_redactor(own)
+    if found is not None:
+        stored["runledger.cost_usd"] = float(found[0]["cost_usd"])
+    row = SpanRow(
+        trace_id=trace_id, span_id=span_id, parent_span_id=parent, run_id=ctx.run,
+        tenant_id=ctx.tenant, name=redactor.text(span.name, limit=500) or "(unnamed)",
+        started_at=start, duration_ms=(end - start).total_seconds() * 1000.0,
+        kind=_KINDS[span.kind] if 0 <= span.kind < len(_KINDS) else "unspecified",
+        status=status, service=redactor.text(service, limit=200) if service else None,
+        unpriced=unpriced, attributes=stored,
+    )  # fmt: skip
+    out.spans.append(row)
+    out.model_call_spans.append(found is not None)
+    index = len(out.spans) - 1
+    out.events.extend(events)
+    out.event_span.extend([index] * len(events))
