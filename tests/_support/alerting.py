@@ -26,10 +26,12 @@ AM_CONFIG = ROOT / "alertmanager" / "alertmanager.yml"
 __all__ = [
     "AMTOOL",
     "AM_CONFIG",
+    "WEBHOOK_TOKEN",
     "Alertmanager",
     "SlackStandIn",
     "SmtpSink",
     "am_alert",
+    "judge_alerts",
     "wait_until",
 ]
 
@@ -208,3 +210,36 @@ def am_payload(*alerts: dict[str, Any], receiver: str = "owner") -> dict[str, An
         "externalURL": "http://alertmanager:9093",
         "alerts": list(alerts),
     }
+
+
+WEBHOOK_TOKEN = "live-test-webhook-secret"
+"""The webhook secret of control services started by tests that judge alerts."""
+
+
+def judge_alerts(base: str, admin: str, alertname: str, outcomes: list[str], tag: str) -> None:
+    """Alertmanager's webhook delivers fired alerts (one per outcome) to the control service
+    at ``base``; an admin then judges each one through ``POST /v1/alerts/outcomes``."""
+    from datetime import UTC, datetime
+
+    started = datetime.now(UTC).isoformat()
+    alerts = [
+        {"status": "firing", "startsAt": started, "fingerprint": f"{tag}{i:04x}",
+         "labels": {"alertname": alertname, "tenant": "acme", "audience": "owner",
+                    "severity": "warning"},
+         "annotations": {"summary": "80% of the cap."}}
+        for i in range(len(outcomes))
+    ]  # fmt: skip
+    hook = requests.post(
+        f"{base}/v1/alerts/webhook",
+        json={"version": "4", "status": "firing", "receiver": "owner", "alerts": alerts},
+        headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}"}, timeout=30,
+    )  # fmt: skip
+    assert hook.status_code == 200, hook.text
+    for alert, outcome in zip(alerts, outcomes, strict=True):
+        judged = requests.post(
+            f"{base}/v1/alerts/outcomes",
+            json={"fingerprint": alert["fingerprint"], "alertname": alertname,
+                  "started_at": started, "outcome": outcome},
+            headers={"Authorization": f"Bearer {admin}"}, timeout=30,
+        )  # fmt: skip
+        assert judged.status_code == 201, judged.text

@@ -8,9 +8,8 @@ test). Then every PromQL target of every panel, with its template variables subs
 runs on PostgreSQL with Grafana's macros expanded and must return rows with the columns
 its panel's links and overrides name.
 
-Judged alerts are written by the alerts work's API (``POST /v1/alerts/outcomes``), which this
-branch does not have: the scenario inserts two ``alert_outcomes`` rows as that API would, so
-the alert-precision panels have something to show.
+Judged alerts go through the product: Alertmanager's webhook delivers two fired alerts and an
+admin judges them (``POST /v1/alerts/outcomes``), so the alert-precision panels have data.
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ import requests
 from psycopg.rows import dict_row
 
 from _support import free_port, stop_process
+from _support.alerting import WEBHOOK_TOKEN, judge_alerts
 from _support.exporter import (
     Prometheus,
     start_control,
@@ -104,9 +104,12 @@ def scenario(module_db_url: str, module_workdir: Path) -> Any:
         for tenant, cap in TENANT_CAPS.items():
             create_tenant(conn, tenant, daily_cap_usd=Decimal(cap))
             tokens[tenant] = create_token(conn, role="agent", label=tenant, tenant_id=tenant)
+        admin = create_token(conn, role="admin", label="judge", tenant_id=None)
     procs = []
     try:
-        control, control_url = start_control(db_url, workdir)
+        control, control_url = start_control(
+            db_url, workdir, env={"RUNLEDGER_ALERT_WEBHOOK_TOKEN": WEBHOOK_TOKEN}
+        )
         procs.append(control)
         exporter, exporter_url = start_exporter(
             db_url,
@@ -140,20 +143,13 @@ def scenario(module_db_url: str, module_workdir: Path) -> Any:
             for tenant, batches in workload(round_no, start, now).items():
                 for batch in batches:
                     _post(control_url, tokens[tenant], batch)
-            if round_no == 1:  # stands in for the alerts work's POST /v1/alerts/outcomes
-                with psycopg.connect(db_url) as conn:
-                    for i, outcome in enumerate(("true_positive", "false_positive")):
-                        conn.execute(
-                            "INSERT INTO alert_outcomes (fingerprint, alertname, audience,"
-                            " tenant_id, started_at, outcome, judged_by) VALUES"
-                            " (%s, 'TenantDailyCapNearlyReached', 'owner', 'acme', now(), %s,"
-                            " 'admin')",
-                            (f"fp-{i}", outcome),
-                        )
+            # Two alerts judged each round: the precision rate sees the counters move.
+            judge_alerts(control_url, admin, "TenantDailyCapNearlyReached",
+                         ["true_positive", "false_positive"], f"d{round_no}")  # fmt: skip
             last = _max_seq(db_url)
             prom.wait_for("runledger_exporter_tailed_seq", lambda v, last=last: v == last)
             time.sleep(4)  # samples of each round in the rule windows
-        prom.wait_for("sum(runledger_alert_judgements_total)", lambda v: v == 2)
+        prom.wait_for("sum(runledger_alert_judgements_total)", lambda v: v == 4)
         prom.wait_for("count(tenant:runledger_cap_hits:increase1d > 0)", lambda v: v == 1)
         values = {}
         for t in targets(BUILT):

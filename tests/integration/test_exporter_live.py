@@ -33,6 +33,7 @@ import yaml
 from psycopg.rows import dict_row
 
 from _support import free_port, stop_process
+from _support.alerting import WEBHOOK_TOKEN, judge_alerts
 from _support.exporter import (
     PROM_DIR,
     ROOT,
@@ -110,33 +111,6 @@ def _post(base: str, token: str, events: list[dict[str, Any]]) -> dict[str, Any]
 
 
 JUDGED = "TenantDailyCapNearlyReached"
-WEBHOOK_TOKEN = "live-test-webhook-secret"
-
-
-def _judge_alerts(base: str, admin: str, outcomes: list[str], tag: str) -> None:
-    """Alertmanager's webhook delivers fired alerts; an admin judges each one."""
-    started = datetime.now(UTC).isoformat()
-    alerts = [
-        {"status": "firing", "startsAt": started, "fingerprint": f"{tag}{i:04x}",
-         "labels": {"alertname": JUDGED, "tenant": "acme", "audience": "owner",
-                    "severity": "warning"},
-         "annotations": {"summary": "80% of the cap."}}
-        for i in range(len(outcomes))
-    ]  # fmt: skip
-    hook = requests.post(
-        f"{base}/v1/alerts/webhook",
-        json={"version": "4", "status": "firing", "receiver": "owner", "alerts": alerts},
-        headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}"}, timeout=30,
-    )  # fmt: skip
-    assert hook.status_code == 200, hook.text
-    for alert, outcome in zip(alerts, outcomes, strict=True):
-        judged = requests.post(
-            f"{base}/v1/alerts/outcomes",
-            json={"fingerprint": alert["fingerprint"], "alertname": JUDGED,
-                  "started_at": started, "outcome": outcome},
-            headers={"Authorization": f"Bearer {admin}"}, timeout=30,
-        )  # fmt: skip
-        assert judged.status_code == 201, judged.text
 
 
 def _max_seq(db_url: str) -> int:
@@ -210,8 +184,8 @@ def snapshot(module_db_url: str, module_workdir: Path) -> Any:
         day_start = datetime(now.year, now.month, now.day, tzinfo=UTC)
         start = max(now - timedelta(seconds=600), day_start + timedelta(seconds=1))
         posted, sent = _send_round(control_url, tokens, 1, start, now)
-        _judge_alerts(
-            control_url, admin, ["true_positive", "true_positive", "false_positive"], "a1"
+        judge_alerts(
+            control_url, admin, JUDGED, ["true_positive", "true_positive", "false_positive"], "a1"
         )
         # A re-sent batch (all duplicates) and an invalid event (rejected).
         again = sent["acme"][0]
@@ -231,7 +205,7 @@ def snapshot(module_db_url: str, module_workdir: Path) -> Any:
         counts, _ = _send_round(control_url, tokens, 2, start, now)
         for key in posted:
             posted[key] += counts[key]
-        _judge_alerts(control_url, admin, ["true_positive", "false_positive"], "b2")
+        judge_alerts(control_url, admin, JUDGED, ["true_positive", "false_positive"], "b2")
         last = _max_seq(db_url)
         prom.wait_for("runledger_exporter_tailed_seq", lambda v: v == last)
         prom.wait_for("sum(runledger_alert_judgements_total)", lambda v: v == 5)
