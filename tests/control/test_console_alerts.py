@@ -319,6 +319,7 @@ def test_admins_judge_banners_of_real_alerts(
         },
     )
     assert resp.status_code == 303 and resp.headers["Location"].startswith("/admin?tenant=acme&")
+    assert "Done: alert judged false positive" in _text(admin.get(resp.headers["Location"]))
     assert sql(
         "SELECT fingerprint, alertname, audience, tenant_id, outcome, judged_by, note"
         " FROM alert_outcomes"

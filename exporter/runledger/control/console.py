@@ -275,8 +275,9 @@ def admin() -> str:
 
 
 def _query(model: type[Any]) -> Any:
+    args = {k: v for k, v in request.args.items() if k != "done"}  # a form's "Done" message
     try:
-        return parse_args(model)
+        return parse_args(model, args)
     except ApiError as exc:
         raise PageError(400, exc.message) from None
 
@@ -401,7 +402,13 @@ def embed_link_form(tenant_id: str) -> str:
 
 
 def _back(target: str | None, default: str) -> str:
-    return _safe_next(target) if target else default
+    """Return the page a form came from (this service's, without an earlier "done")."""
+    if not target:
+        return default
+    path, _, fragment = target.partition("#")
+    parts = urlsplit(_safe_next(path))
+    query = "&".join(p for p in parts.query.split("&") if p and not p.startswith("done="))
+    return parts.path + (f"?{query}" if query else "") + (f"#{fragment}" if fragment else "")
 
 
 @bp.post("/tenants/<tenant_id>/silences")
