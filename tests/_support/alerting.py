@@ -32,6 +32,7 @@ __all__ = [
     "SmtpSink",
     "am_alert",
     "judge_alerts",
+    "start_alertmanager",
     "wait_until",
 ]
 
@@ -168,6 +169,25 @@ class Alertmanager:
     def stop(self) -> None:
         stop_process(self.proc)
         self.log.close()
+
+
+def start_alertmanager(
+    workdir: Path,
+    *,
+    secret: str,
+    control_url: str = "http://127.0.0.1:9",
+    timings: dict[str, str] | None = None,
+) -> Alertmanager:
+    """Start a real Alertmanager with the shipped routes, its webhooks posting to
+    ``control_url`` with ``secret`` (the default address refuses: for tests that only mute)."""
+    from runledger.alertmanager_config import local_alertmanager_config
+
+    token = workdir / "webhook-token"
+    token.write_text(secret)
+    config = local_alertmanager_config(
+        ROOT, workdir, control_url=control_url, token_file=token, timings=timings
+    )
+    return Alertmanager(config, workdir)
 
 
 def am_alert(

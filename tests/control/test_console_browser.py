@@ -17,11 +17,13 @@ import pytest
 import requests
 
 from _support import ROOT, ControlService
+from _support.alerting import Alertmanager, start_alertmanager, wait_until
 from _support.browser import chromium
 from _support.console import bearer, seed_run
 from runledger.control import _embed, create_app
 from runledger.cost import TenantPaused
 from runledger.sdk import Ledger
+from runledger.store.quality import freeze_publisher
 
 
 @pytest.fixture
@@ -181,3 +183,148 @@ def test_owner_sees_only_their_tenant_and_embed_links_are_tamper_proof(
     ctx.close()
     assert requests.get(base + "/v1/export/runs.csv", headers=bearer(world["tokens"]["owner"]),
                         timeout=10).text.count("other-site") == 0  # fmt: skip
+
+
+# -- alerts and quality: mute, judge, unfreeze, with a real Alertmanager -------------------
+
+WEBHOOK_SECRET = "browser-test-webhook-secret"
+
+
+@pytest.fixture
+def alerting(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[ControlService, Alertmanager]]:
+    """The control service and a real Alertmanager wired both ways: Alertmanager's webhook
+    posts to the service, the service mutes through Alertmanager's API."""
+    service = ControlService(db_url)
+    am = start_alertmanager(
+        tmp_path, secret=WEBHOOK_SECRET, control_url=service.url,
+        timings={"group_wait": "1s", "group_interval": "1s", "repeat_interval": "1h"},
+    )  # fmt: skip
+    monkeypatch.setenv("RUNLEDGER_ALERTMANAGER_URL", am.url)
+    monkeypatch.setenv("RUNLEDGER_ALERT_WEBHOOK_TOKEN", WEBHOOK_SECRET)
+    try:
+        service.start()
+        yield service, am
+    finally:
+        service.stop()
+        am.stop()
+
+
+def _fire(am: Alertmanager, alertname: str, **labels: str) -> None:
+    """Send Alertmanager an alert as Prometheus would."""
+    alert = {
+        "labels": {"alertname": alertname, "severity": "warning", **labels},
+        "annotations": {"summary": f"{alertname} fired", "description": f"{alertname} test",
+                        "runbook_url": f"docs/runbook.md#{alertname.lower()}"},
+    }  # fmt: skip
+    requests.post(am.url + "/api/v2/alerts", json=[alert], timeout=5).raise_for_status()
+
+
+def test_admin_mutes_judges_and_unfreezes_from_the_pages(
+    browser: Any, alerting: tuple[ControlService, Alertmanager], db: Any,
+    make_tenant: Callable[..., str], make_token: Callable[..., str], sql: Any, img: Path,
+) -> None:  # fmt: skip
+    service, am = alerting
+    base = service.url
+    make_tenant("acme", "20")
+    make_tenant("other", "20")
+    admin, other_owner = make_token("admin"), make_token("owner", "other")
+    seed_run(_Api(base), make_token("agent", "acme"), tenant="acme", project="site-42",
+             run="run-1", playbook="landing", cost="2.5")  # fmt: skip
+    _fire(am, "ModelErrorSpike", audience="admin", model="gpt-4.1")
+    _fire(am, "PhaseStalled", audience="owner", tenant="acme", phase="build")
+    wait_until(lambda: sql("SELECT count(*) FROM notifications WHERE source = 'alertmanager'")
+               == [(2,)], 30, "Alertmanager's webhook opened both banners")  # fmt: skip
+
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = ctx.new_page()
+    _login(page, base, admin)
+    spike = page.locator("[data-banner]", has_text="ModelErrorSpike fired")
+    page.screenshot(path=str(img / "console-alerts.png"))
+    spike.locator("input[name=note]").fill("a bad deploy, rolled back")
+    spike.locator("button", has_text="True positive").click()
+    page.wait_for_load_state()
+    assert "Done: alert judged true positive" in page.inner_text("main")
+    judged = page.locator("[data-banner]", has_text="ModelErrorSpike fired")
+    assert "Judged true positive by test-admin: a bad deploy, rolled back" in judged.inner_text()
+    assert judged.locator("form").count() == 0
+    assert sql("SELECT alertname, audience, outcome, judged_by, note FROM alert_outcomes") == [
+        ("ModelErrorSpike", "admin", "true_positive", "test-admin", "a bad deploy, rolled back")
+    ]
+    assert sql("SELECT actor, details->>'outcome' FROM audit_log WHERE action = 'alert.judge'") == [
+        ("test-admin", "true_positive")
+    ]
+
+    page.goto(base + "/tenants/acme#muting")
+    page.select_option("#mute-form select[name=alertname]", "PhaseStalled")
+    page.select_option("#mute-form select[name=duration_minutes]", "240")
+    page.fill("#mute-form input[name=reason]", "build phase waits on the client")
+    page.click("#mute-form button")
+    page.wait_for_load_state()
+    assert "Done: PhaseStalled muted until" in page.inner_text("main")
+    row = page.locator("#silences [data-silence]")
+    assert row.count() == 1 and "build phase waits on the client" in row.inner_text()
+    silence_id = row.get_attribute("data-silence")
+    assert silence_id
+    held = am.silence(silence_id)
+    assert held["status"]["state"] == "active" and held["createdBy"] == "test-admin"
+    assert {m["name"]: m["value"] for m in held["matchers"]} == {
+        "tenant": "acme",
+        "alertname": "PhaseStalled",
+    }
+    wait_until(lambda: am.alerts(alertname="PhaseStalled")[0]["status"]["silencedBy"]
+               == [silence_id], 10, "Alertmanager silences the firing alert")  # fmt: skip
+    audit = page.inner_text("#audit")
+    assert "alert.mute" in audit and "build phase waits on the client" in audit
+    top, bottom = page.evaluate(
+        "() => [document.getElementById('muting'), document.getElementById('notifications-form')]"
+        ".map(e => e.getBoundingClientRect()).map((r, i) => (i ? r.bottom : r.top) + scrollY)"
+    )
+    clip = {"x": 0, "y": top - 8, "width": 1280, "height": bottom - top + 16}
+    page.screenshot(path=str(img / "console-muting.png"), clip=clip, full_page=True)
+
+    # The owner of another tenant cannot mute this one, even with a valid session and CSRF.
+    foreign = browser.new_context()
+    other = foreign.new_page()
+    _login(other, base, other_owner)
+    assert other.goto(base + "/tenants/acme").status == 404
+    other.goto(base + "/tenants/other")
+    csrf = other.locator("input[name=csrf_token]").first.get_attribute("value")
+    refused = foreign.request.post(base + "/tenants/acme/silences", form={
+        "csrf_token": csrf, "duration_minutes": "60", "reason": "hide acme's alerts"})  # fmt: skip
+    assert refused.status == 404
+    unmute = foreign.request.post(f"{base}/tenants/acme/silences/{silence_id}/remove",
+                                  form={"csrf_token": csrf})  # fmt: skip
+    assert unmute.status == 404 and am.silence(silence_id)["status"]["state"] == "active"
+    assert sql("SELECT count(*) FROM alert_silences") == [(1,)]
+    foreign.close()
+
+    row.locator("button", has_text="Remove").click()
+    page.wait_for_load_state()
+    assert "Done: mute removed" in page.inner_text("main")
+    assert page.locator("#silences [data-silence]").count() == 0
+    assert am.silence(silence_id)["status"]["state"] == "expired"
+    assert "alert.unmute" in page.inner_text("#audit")
+
+    with db.connection() as conn:  # what the daily quality sample does when it fails
+        freeze_publisher(
+            conn, playbook="landing", reason="4 of 5 sampled pages failed validation",
+            actor="quality-sampler", day=datetime.now(UTC).date(), sampled=5, failed=4,
+            failure_rate=0.8, threshold=0.2,
+        )  # fmt: skip
+    page.goto(base + "/projects/site-42")
+    frozen = page.locator("[data-reason=publisher_frozen]")
+    assert "4 of 5 sampled pages failed validation" in frozen.inner_text()
+    frozen.locator("input[name=reason]").fill("sampler fed stale pages; checked by hand")
+    frozen.locator("button", has_text="Unfreeze").click()
+    page.wait_for_load_state()
+    assert "Done: Publisher of landing unfrozen" in page.inner_text("main")
+    assert page.locator("[data-reason=publisher_frozen]").count() == 0
+    state = requests.get(base + "/v1/playbooks/landing/freeze", headers=bearer(admin), timeout=10)
+    assert state.json()["frozen"] is False
+    assert sql(
+        "SELECT actor, target, details->>'reason' FROM audit_log"
+        " WHERE action = 'publisher.unfreeze'"
+    ) == [("test-admin", "landing", "sampler fed stale pages; checked by hand")]
+    ctx.close()

@@ -11,6 +11,7 @@ import pytest
 
 from _support import event
 from _support.console import bearer, csrf_of, login, login_csrf, seed_run
+from runledger.store.quality import freeze_publisher
 
 USD_RE = re.compile(r'<td class="num" data-usd="([^"]+)">')
 
@@ -93,7 +94,7 @@ def test_failures_link_run_trace_and_artifact(
 
 
 def test_why_blocked_names_every_reason_with_evidence_and_action(
-    client: Any, acme: dict[str, str], sql: Any, make_tenant: Any, make_token: Any
+    client: Any, acme: dict[str, str], db: Any, make_tenant: Any, make_token: Any
 ) -> None:
     make_tenant("tiny", "0.10")
     agent = make_token("agent", "tiny")
@@ -110,9 +111,11 @@ def test_why_blocked_names_every_reason_with_evidence_and_action(
     ]  # fmt: skip
     resp = client.post("/v1/events", json={"events": events}, headers=bearer(agent))
     assert resp.get_json()["accepted"] == 2
-    # The freeze itself is issue 15's to set; the console reads publisher_freezes as it is.
-    sql("INSERT INTO publisher_freezes (playbook, reason, frozen_by) VALUES"
-        " ('landing', 'drift above threshold', 'quality-sampler')")  # fmt: skip
+    with db.connection() as conn:  # what the quality sampler does when a sample fails
+        freeze_publisher(
+            conn, playbook="landing", reason="drift above threshold", actor="quality-sampler",
+            day=now.date(), sampled=5, failed=4, failure_rate=0.8, threshold=0.2,
+        )  # fmt: skip
     paused = client.post("/v1/tenants/tiny/pause", json={"reason": "invoice overdue"},
                          headers=bearer(acme["admin"]))  # fmt: skip
     assert paused.status_code == 200
@@ -125,7 +128,7 @@ def test_why_blocked_names_every_reason_with_evidence_and_action(
     section = html[html.index('id="why-blocked"') : html.index('id="next-action"')]
     assert 'href="/tenants/tiny#raise-cap"' in section  # cap: raise it
     assert "invoice overdue" in section and "resumes the tenant" in section
-    assert "drift above threshold" in section and "/v1/playbooks/landing/unfreeze" in section
+    assert "drift above threshold" in section and 'action="/playbooks/landing/unfreeze"' in section
     assert "missing alt text" in section and 'href="/runs/r2#rerun"' in section
     assert "proof-7" in section and "completes the proof" in section
 

@@ -7,8 +7,9 @@ form posts, answering 400 naming every invalid field.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
@@ -27,12 +28,15 @@ __all__ = [
     "EmbedLink",
     "ExportQuery",
     "Impersonate",
+    "JudgeForm",
+    "NotificationsForm",
     "OverviewQuery",
     "Pause",
     "RaiseCapForm",
     "Reopen",
     "Rerun",
     "TokenVisibility",
+    "UnfreezeForm",
 ]
 
 
@@ -110,6 +114,41 @@ class RaiseCapForm(_Model):
     new_cap_usd: Usd | None = None
     reason: Reason
     temporary: bool = False
+
+
+Back = Annotated[str, StringConstraints(max_length=2000), AfterValidator(_no_nul)]
+"""The page a form returns to (a path of this service; anything else goes home)."""
+
+
+class JudgeForm(_Model):
+    """Console form on a banner: was its alert right, and an optional note."""
+
+    outcome: Literal["true_positive", "false_positive"]
+    note: Annotated[str, StringConstraints(max_length=500, strip_whitespace=True),
+                    AfterValidator(_no_nul)] | None = None  # fmt: skip
+    back: Back | None = None
+
+
+class UnfreezeForm(_Model):
+    """Console form: lift a playbook's Publisher freeze, and why."""
+
+    reason: Reason
+    back: Back | None = None
+
+
+class NotificationsForm(_Model):
+    """Console form: where a tenant's owner alerts go. Addresses one per line (or comma
+    separated); a blank Slack URL keeps the current one unless ``clear_slack``."""
+
+    owner_emails: Annotated[str, StringConstraints(max_length=5000), AfterValidator(_no_nul)] = ""
+    slack_webhook_url: Annotated[str, StringConstraints(max_length=2000, strip_whitespace=True),
+                                 AfterValidator(_no_nul)] | None = None  # fmt: skip
+    slack_opt_in: bool = False
+    clear_slack: bool = False
+
+    def emails(self) -> list[str]:
+        """Return the addresses as a list, blanks dropped."""
+        return [e for e in re.split(r"[\s,;]+", self.owner_emails) if e]
 
 
 def _bound(end: bool) -> BeforeValidator:

@@ -40,6 +40,8 @@ from runledger.store import Database
 from runledger.store import alerting as store
 from runledger.store.audit import record_audit
 from runledger.store.cap_admin import blocked_message
+from runledger.store.console_actions import Actor
+from runledger.store.tokens import Principal
 from runledger.validation import FieldError
 
 __all__ = [
@@ -48,7 +50,13 @@ __all__ = [
     "alertmanager_only",
     "bp",
     "cap_blocked",
+    "judge",
+    "mute",
+    "notification_settings",
     "notifier",
+    "save_notifications",
+    "silences",
+    "unmute",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -102,9 +110,12 @@ def _renotify_after() -> timedelta:
 
 
 def _check_tenant(tenant_id: str) -> None:
-    principal = current_principal()
-    if principal.tenant_id is not None and principal.tenant_id != tenant_id:
-        raise ApiError(403, f"this token may act only for tenant {principal.tenant_id!r}")
+    _check_scope(current_principal(), tenant_id)
+
+
+def _check_scope(who: Principal, tenant_id: str) -> None:
+    if who.tenant_id is not None and who.tenant_id != tenant_id:
+        raise ApiError(403, f"this token may act only for tenant {who.tenant_id!r}")
 
 
 # -- Alertmanager's webhook ---------------------------------------------------------------------
@@ -314,13 +325,15 @@ def _alertmanager() -> AlertmanagerClient:
     return AlertmanagerClient(url)
 
 
-@bp.post("/v1/alerts/silences")
-@require("admin", "owner")
-def create_silence() -> Response:
-    """Mute one alert, or every owner alert, of a tenant for a while; audited."""
-    req = parse_body(SilenceCreate)
-    principal = current_principal()
-    _check_tenant(req.tenant)
+def _actor(who: Principal, actor: Actor | None) -> Actor:
+    return actor or Actor(who.label, who.role)
+
+
+def mute(req: SilenceCreate, who: Principal, actor: Actor | None = None) -> store.Silence:
+    """Mute one alert, or every owner alert, of a tenant: an Alertmanager silence, recorded
+    and audited. ``who`` decides what may be muted (an owner: its tenant's owner alerts);
+    ``actor`` is who the audit names (default ``who``). The API and the console call this."""
+    _check_scope(who, req.tenant)
     now = _now()
     if (req.duration_minutes is None) == (req.ends_at is None):
         problem = FieldError("duration_minutes", "give exactly one of duration_minutes and ends_at")
@@ -329,7 +342,7 @@ def create_silence() -> Response:
     if ends <= now:
         problem = FieldError("ends_at", "must be in the future")
         raise ApiError(400, f"invalid request: ends_at {problem.message}", fields=[problem])
-    known = alert_names("owner") if principal.role == "owner" else None
+    known = alert_names("owner") if who.role == "owner" else None
     if req.alertname is not None and known is not None and req.alertname not in known:
         problem = FieldError("alertname", f"is not an owner alert; one of: {', '.join(known)}")
         raise ApiError(400, f"invalid request: alertname {problem.message}", fields=[problem])
@@ -337,29 +350,69 @@ def create_silence() -> Response:
         if not _tenant_exists(conn, req.tenant):
             raise ApiError(404, f"unknown tenant {req.tenant!r}")
     matchers = {"tenant": req.tenant}
-    if req.alertname is None or principal.role == "owner":
+    if req.alertname is None or who.role == "owner":
         matchers["audience"] = "owner"
     if req.alertname is not None:
         matchers["alertname"] = req.alertname
+    by = _actor(who, actor)
     try:
         silence_id = _alertmanager().create_silence(
-            matchers, starts_at=now, ends_at=ends, created_by=principal.label, comment=req.reason
+            matchers, starts_at=now, ends_at=ends, created_by=by.label, comment=req.reason
         )
     except AlertmanagerError as exc:
         raise ApiError(502, f"{exc}; nothing was muted") from None
     with _db().connection() as conn:
         silence = store.record_silence(
             conn, silence_id=silence_id, tenant_id=req.tenant, alertname=req.alertname,
-            reason=req.reason, created_by=principal.label, created_by_role=principal.role,
+            reason=req.reason, created_by=by.label, created_by_role=by.role,
             starts_at=now, ends_at=ends,
         )  # fmt: skip
         record_audit(
-            conn, actor=principal.label, role=principal.role, action="alert.mute",
+            conn, actor=by.label, role=by.role, action="alert.mute",
             tenant_id=req.tenant, target=silence_id,
             details={"alertname": req.alertname, "ends_at": ends.isoformat(),
                      "reason": req.reason, "matchers": matchers},
         )  # fmt: skip
-    return json_response(silence.as_dict(), 201)
+    return silence
+
+
+def unmute(silence_id: str, who: Principal, actor: Actor | None = None) -> store.Silence:
+    """Remove a mute: expire the Alertmanager silence, record and audit it. An owner may
+    remove only its tenant's (another's answers 404, as an unknown one)."""
+    with _db().connection() as conn:
+        silence = store.silence_by_id(conn, silence_id)
+    if silence is None or (who.tenant_id and who.tenant_id != silence.tenant_id):
+        raise ApiError(404, f"no such silence {silence_id!r}")
+    if silence.removed_at is not None:
+        raise ApiError(409, f"silence {silence_id!r} was removed already")
+    try:
+        _alertmanager().expire_silence(silence_id)
+    except AlertmanagerError as exc:
+        if "answered 404" not in str(exc):  # Alertmanager forgot it: it mutes nothing
+            raise ApiError(502, f"{exc}; the mute is still in force") from None
+    by = _actor(who, actor)
+    with _db().connection() as conn:
+        store.remove_silence(conn, silence_id, removed_by=by.label)
+        record_audit(
+            conn, actor=by.label, role=by.role, action="alert.unmute",
+            tenant_id=silence.tenant_id, target=silence_id,
+            details={"alertname": silence.alertname},
+        )  # fmt: skip
+    return silence
+
+
+def silences(tenant_id: str | None) -> list[store.Silence]:
+    """Return the mutes in force or to come (of one tenant, or all), newest first."""
+    with _db().connection() as conn:
+        return store.list_silences(conn, tenant_id=tenant_id, now=_now())
+
+
+@bp.post("/v1/alerts/silences")
+@require("admin", "owner")
+def create_silence() -> Response:
+    """Mute one alert, or every owner alert, of a tenant for a while; audited."""
+    req = parse_body(SilenceCreate)
+    return json_response(mute(req, current_principal()).as_dict(), 201)
 
 
 @bp.get("/v1/alerts/silences")
@@ -372,46 +425,23 @@ def list_silences() -> Response:
         if tenant is not None:
             _check_tenant(tenant)
         tenant = principal.tenant_id
-    with _db().connection() as conn:
-        found = store.list_silences(conn, tenant_id=tenant, now=_now())
-    return json_response({"silences": [s.as_dict() for s in found]})
+    return json_response({"silences": [s.as_dict() for s in silences(tenant)]})
 
 
 @bp.delete("/v1/alerts/silences/<silence_id>")
 @require("admin", "owner")
 def delete_silence(silence_id: str) -> Response:
     """Remove a mute: expire the Alertmanager silence; audited."""
-    principal = current_principal()
-    with _db().connection() as conn:
-        silence = store.silence_by_id(conn, silence_id)
-    if silence is None or (principal.tenant_id and principal.tenant_id != silence.tenant_id):
-        raise ApiError(404, f"no such silence {silence_id!r}")
-    if silence.removed_at is not None:
-        raise ApiError(409, f"silence {silence_id!r} was removed already")
-    try:
-        _alertmanager().expire_silence(silence_id)
-    except AlertmanagerError as exc:
-        if "answered 404" not in str(exc):  # Alertmanager forgot it: it mutes nothing
-            raise ApiError(502, f"{exc}; the mute is still in force") from None
-    with _db().connection() as conn:
-        store.remove_silence(conn, silence_id, removed_by=principal.label)
-        record_audit(
-            conn, actor=principal.label, role=principal.role, action="alert.unmute",
-            tenant_id=silence.tenant_id, target=silence_id,
-            details={"alertname": silence.alertname},
-        )  # fmt: skip
+    unmute(silence_id, current_principal())
     return json_response({"removed": silence_id})
 
 
 # -- judged alerts ------------------------------------------------------------------------------
 
 
-@bp.post("/v1/alerts/outcomes")
-@require("admin")
-def judge_alert() -> Response:
-    """Record whether a fired alert was a true or a false positive (alert precision)."""
-    req = parse_body(AlertOutcome)
-    principal = current_principal()
+def judge(req: AlertOutcome, actor: Actor) -> int:
+    """Record whether a fired alert was a true or a false positive, audited; return the
+    outcome's id. Admins only (the callers check the role). The API and the console call it."""
     with _db().connection() as conn:
         fired = store.fired_alert(conn, req.fingerprint, req.alertname)
         if fired is None:
@@ -421,15 +451,25 @@ def judge_alert() -> Response:
         outcome_id = store.record_outcome(
             conn, fingerprint=req.fingerprint, alertname=req.alertname, audience=audience,
             tenant_id=tenant, started_at=req.started_at, outcome=req.outcome,
-            judged_by=principal.label, note=req.note,
+            judged_by=actor.label, note=req.note,
         )  # fmt: skip
         if outcome_id is None:
             raise ApiError(409, "this firing of the alert was judged already")
         record_audit(
-            conn, actor=principal.label, role=principal.role, action="alert.judge",
+            conn, actor=actor.label, role=actor.role, action="alert.judge",
             tenant_id=tenant, target=req.fingerprint,
             details={"alertname": req.alertname, "outcome": req.outcome},
         )  # fmt: skip
+    return outcome_id
+
+
+@bp.post("/v1/alerts/outcomes")
+@require("admin")
+def judge_alert() -> Response:
+    """Record whether a fired alert was a true or a false positive (alert precision)."""
+    req = parse_body(AlertOutcome)
+    principal = current_principal()
+    outcome_id = judge(req, Actor(principal.label, principal.role))
     return json_response({"outcome_id": outcome_id, "outcome": req.outcome}, 201)
 
 
@@ -449,17 +489,23 @@ def get_notifications(tenant_id: str) -> Response:
     return json_response({**settings.public(), "recent_deliveries": recent})
 
 
-@bp.put("/v1/tenants/<tenant_id>/notifications")
-@require("admin", "owner")
-def put_notifications(tenant_id: str) -> Response:
-    """Replace where the tenant's owner alerts go; audited (without the addresses)."""
-    _check_tenant(tenant_id)
-    req = parse_body(TenantNotifications)
+def notification_settings(tenant_id: str) -> store.NotificationSettings | None:
+    """Return the tenant's notification settings (None: unknown tenant)."""
+    with _db().connection() as conn:
+        return store.load_settings(conn, tenant_id)
+
+
+def save_notifications(
+    tenant_id: str, req: TenantNotifications, who: Principal, actor: Actor | None = None
+) -> store.NotificationSettings:
+    """Replace where the tenant's owner alerts go; audited (without the addresses). The API
+    and the console call this."""
+    _check_scope(who, tenant_id)
     if req.slack_opt_in and req.slack_webhook_url is None:
         problem = FieldError("slack_webhook_url", "is required when slack_opt_in is true")
         raise ApiError(400, f"invalid request: slack_webhook_url {problem.message}",
                        fields=[problem])  # fmt: skip
-    principal = current_principal()
+    by = _actor(who, actor)
     with _db().connection() as conn:
         settings = store.save_settings(
             conn, tenant_id, owner_emails=[str(e) for e in req.owner_emails],
@@ -469,10 +515,19 @@ def put_notifications(tenant_id: str) -> Response:
         if settings is None:
             raise ApiError(404, f"unknown tenant {tenant_id!r}")
         record_audit(
-            conn, actor=principal.label, role=principal.role, action="tenant.notifications",
+            conn, actor=by.label, role=by.role, action="tenant.notifications",
             tenant_id=tenant_id, target=tenant_id,
             details={"owner_emails": len(req.owner_emails),
                      "slack_webhook": req.slack_webhook_url is not None,
                      "slack_opt_in": req.slack_opt_in},
         )  # fmt: skip
-    return json_response(settings.public())
+    return settings
+
+
+@bp.put("/v1/tenants/<tenant_id>/notifications")
+@require("admin", "owner")
+def put_notifications(tenant_id: str) -> Response:
+    """Replace where the tenant's owner alerts go; audited (without the addresses)."""
+    _check_tenant(tenant_id)
+    req = parse_body(TenantNotifications)
+    return json_response(save_notifications(tenant_id, req, current_principal()).public())

@@ -30,20 +30,25 @@ from pydantic import ValidationError
 from werkzeug.wrappers.response import Response as WResponse
 
 from runledger import _env
-from runledger.control import _charts, _embed
+from runledger.alert_rules import alert_names
+from runledger.control import _charts, _embed, alerts, quality
 from runledger.control._auth import public
 from runledger.control._console_requests import (
     EmbedLink,
     ExportQuery,
     Impersonate,
+    JudgeForm,
+    NotificationsForm,
     OverviewQuery,
     Pause,
     RaiseCapForm,
     Reopen,
     Rerun,
     TokenVisibility,
+    UnfreezeForm,
 )
 from runledger.control._errors import ApiError
+from runledger.control._requests import AlertOutcome, SilenceCreate, TenantNotifications
 from runledger.control._session import COOKIE, PageError, check_tenant, page, sessions, viewer
 from runledger.control.actions import (
     actions,
@@ -56,6 +61,7 @@ from runledger.store import CapAdmin
 from runledger.store.cap_admin import TEMPORARY_RAISE_HOURS
 from runledger.store.console import Filters
 from runledger.store.console_actions import Actor, NotFound, Refused
+from runledger.store.quality import active_freezes
 from runledger.store.tokens import Principal
 from runledger.validation import describe, field_errors
 
@@ -93,6 +99,8 @@ def _done(target: str, message: str) -> WResponse:
 def _run_action(fn: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return fn(*args, **kwargs)
+    except ApiError as exc:  # the API's shared code refused: same status, same words
+        raise PageError(exc.status, exc.message) from None
     except NotFound as exc:
         raise PageError(404, str(exc)) from None
     except (Refused, ValueError) as exc:
@@ -150,6 +158,10 @@ def _render(template: str, **context: Any) -> str:
         banners = console_store().banners(audience="owner", tenant_id=embed_tenant)
     else:
         banners = _banners(who) if who else []
+        tenant = context.get("tenant")
+        if who and who.role in STAFF and tenant:
+            # Staff on a tenant's page also see (and admins judge) that tenant's owner banners.
+            banners += console_store().banners(audience="owner", tenant_id=tenant["tenant_id"])
     return render_template(template, banners=banners, **context)
 
 
@@ -257,12 +269,15 @@ def admin() -> str:
     q = _query(OverviewQuery)
     filters = Filters(tenant=q.tenant, model=q.model, phase=q.phase)
     data = console_store().overview(filters, failures=viewer().role != "finance")
-    return _render("admin.html", data=data, q=q, tenants=console_store().tenants())
+    with current_app.extensions["runledger.db"].connection() as conn:
+        frozen = active_freezes(conn)
+    return _render("admin.html", data=data, q=q, tenants=console_store().tenants(), frozen=frozen)
 
 
 def _query(model: type[Any]) -> Any:
+    args = {k: v for k, v in request.args.items() if k != "done"}  # a form's "Done" message
     try:
-        return parse_args(model)
+        return parse_args(model, args)
     except ApiError as exc:
         raise PageError(400, exc.message) from None
 
@@ -293,9 +308,17 @@ def _tenant_context(tenant_id: str, *, who_role: str) -> dict[str, Any]:
 def tenant_page(tenant_id: str) -> str:
     """Caps and spend today, trend, time-to-gate, ships, proofs, banners, muting."""
     check_tenant(tenant_id)
-    ctx = _tenant_context(tenant_id, who_role=viewer().role)
-    audit = console_store().audit(tenant_id, limit=15) if viewer().role in STAFF else []
-    return _render("tenant.html", audit=audit, embed=False, **ctx)
+    role = viewer().role
+    ctx = _tenant_context(tenant_id, who_role=role)
+    audit = console_store().audit(tenant_id, limit=15) if role in STAFF else []
+    muting: dict[str, Any] = {}
+    if role in ("admin", "support", "owner"):
+        muting["silences"] = alerts.silences(tenant_id)
+        muting["owner_alerts"] = alert_names("owner")
+    if role in ("admin", "owner"):
+        settings = alerts.notification_settings(tenant_id)
+        muting["notifications"] = settings.public() if settings else None
+    return _render("tenant.html", audit=audit, embed=False, muting=muting, **ctx)
 
 
 @bp.get("/embed/<signed>")
@@ -371,6 +394,103 @@ def embed_link_form(tenant_id: str) -> str:
     token, expires = _embed.mint(tenant_id, req.ttl_minutes * 60)
     url = url_for("console.embed", signed=token, _external=True)
     return _render("embed_link.html", url=url, expires=expires, tenant_id=tenant_id)
+
+
+# -- muting, notification settings, judged alerts, unfreeze --------------------------------
+# Each form calls the same function as its API route (control/alerts.py, control/quality.py),
+# so the checks, the Alertmanager call and the audit row are the API's.
+
+
+def _back(target: str | None, default: str) -> str:
+    """Return the page a form came from (this service's, without an earlier "done")."""
+    if not target:
+        return default
+    path, _, fragment = target.partition("#")
+    parts = urlsplit(_safe_next(path))
+    query = "&".join(p for p in parts.query.split("&") if p and not p.startswith("done="))
+    return parts.path + (f"?{query}" if query else "") + (f"#{fragment}" if fragment else "")
+
+
+@bp.post("/tenants/<tenant_id>/silences")
+@page("admin", "owner")
+def mute_form(tenant_id: str) -> WResponse:
+    """Form: mute one owner alert (or all of them) of the tenant for a while, with a reason."""
+    check_tenant(tenant_id)
+    req = _form_as(SilenceCreate, {**request.form.to_dict(), "tenant": tenant_id})
+    silence = _run_action(alerts.mute, req, viewer(), _actor())
+    what = silence.alertname or "all owner alerts"
+    target = url_for("console.tenant_page", tenant_id=tenant_id) + "#muting"
+    return _done(target, f"{what} muted until {_when(silence.ends_at)} UTC")
+
+
+@bp.post("/tenants/<tenant_id>/silences/<silence_id>/remove")
+@page("admin", "owner")
+def unmute_form(tenant_id: str, silence_id: str) -> WResponse:
+    """Form: remove one of the tenant's mutes (expire its Alertmanager silence)."""
+    check_tenant(tenant_id)
+    known = {s.silence_id for s in alerts.silences(tenant_id)}
+    if silence_id not in known:
+        raise PageError(404, f"tenant {tenant_id!r} has no mute {silence_id!r} in force")
+    _run_action(alerts.unmute, silence_id, viewer(), _actor())
+    target = url_for("console.tenant_page", tenant_id=tenant_id) + "#muting"
+    return _done(target, "mute removed")
+
+
+@bp.post("/tenants/<tenant_id>/notifications")
+@page("admin", "owner")
+def notifications_form(tenant_id: str) -> WResponse:
+    """Form: where the tenant's owner alerts go (owner emails, Slack webhook, opt-in)."""
+    check_tenant(tenant_id)
+    form = _form(NotificationsForm)
+    current = alerts.notification_settings(tenant_id)
+    if current is None:
+        raise PageError(404, f"unknown tenant {tenant_id!r}")
+    slack = None if form.clear_slack else form.slack_webhook_url or current.slack_webhook_url
+    data: dict[str, Any] = {"owner_emails": form.emails(), "slack_opt_in": form.slack_opt_in}
+    if slack:
+        data["slack_webhook_url"] = slack
+    req = _form_as(TenantNotifications, data)
+    _run_action(alerts.save_notifications, tenant_id, req, viewer(), _actor())
+    target = url_for("console.tenant_page", tenant_id=tenant_id) + "#notifications"
+    return _done(target, "notification settings saved")
+
+
+@bp.post("/banners/<int:notification_id>/judge")
+@page("admin")
+def judge_form(notification_id: int) -> WResponse:
+    """Form on a banner: its alert was a true or a false positive (alert precision)."""
+    form = _form(JudgeForm)
+    banner = console_store().banner(notification_id)
+    if banner is None:
+        raise PageError(404, f"no banner {notification_id}")
+    if not (banner["fingerprint"] and banner["alertname"] and banner["starts_at"]):
+        raise PageError(409, "this banner came from no Alertmanager alert: nothing to judge")
+    req = _form_as(AlertOutcome, {
+        "fingerprint": banner["fingerprint"], "alertname": banner["alertname"],
+        "started_at": banner["starts_at"], "outcome": form.outcome, "note": form.note,
+    })  # fmt: skip
+    _run_action(alerts.judge, req, _actor())
+    verdict = form.outcome.replace("_", " ")
+    return _done(_back(form.back, url_for("console.admin")), f"alert judged {verdict}")
+
+
+@bp.post("/playbooks/<playbook>/unfreeze")
+@page("admin")
+def unfreeze_form(playbook: str) -> WResponse:
+    """Form: lift a playbook's Publisher freeze, with a reason."""
+    form = _form(UnfreezeForm)
+    lifted = _run_action(quality.lift_freeze, playbook, form.reason, _actor())
+    target = _back(form.back, url_for("console.admin") + "#frozen")
+    return _done(target, f"Publisher of {lifted.playbook} unfrozen")
+
+
+def _form_as(model: type[Any], data: dict[str, Any]) -> Any:
+    """Validate ``data`` (a form with server-side fields added) as an API request model."""
+    data = {k: v for k, v in data.items() if v not in ("", None) and k != "csrf_token"}
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise PageError(400, describe(field_errors(exc))) from None
 
 
 # -- impersonation --------------------------------------------------------------------------

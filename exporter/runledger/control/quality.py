@@ -27,7 +27,9 @@ from runledger.control._requests import ArtifactSnapshotRecord, Unfreeze
 from runledger.events import MAX_SNAPSHOT_CHARS
 from runledger.quality._features import features, sniff_media_type
 from runledger.redact import default_redactor
+from runledger.store.console_actions import Actor
 from runledger.store.quality import (
+    Freeze,
     SnapshotRow,
     active_freeze,
     playbook_quality,
@@ -36,7 +38,7 @@ from runledger.store.quality import (
 )
 from runledger.validation import FieldError, field_errors
 
-__all__ = ["MAX_SNAPSHOT_RECORDS", "bp"]
+__all__ = ["MAX_SNAPSHOT_RECORDS", "bp", "lift_freeze"]
 
 bp = Blueprint("quality", __name__, url_prefix="/v1")
 
@@ -155,6 +157,19 @@ def quality_state(playbook: str) -> Response:
     )  # fmt: skip
 
 
+def lift_freeze(playbook: str, reason: str, actor: Actor) -> Freeze:
+    """Lift the playbook's Publisher freeze with a reason, audited; 409 when not frozen.
+    Admins only (the callers check the role). The API and the console call this."""
+    name = _playbook(playbook)
+    with current_app.extensions["runledger.db"].connection() as conn:
+        lifted = unfreeze_publisher(
+            conn, playbook=name, actor=actor.label, role=actor.role, reason=reason
+        )
+    if lifted is None:
+        raise ApiError(409, f"the Publisher of playbook {name!r} is not frozen")
+    return lifted
+
+
 @bp.post("/playbooks/<playbook>/unfreeze")
 @require("admin")
 def unfreeze(playbook: str) -> Response:
@@ -162,10 +177,5 @@ def unfreeze(playbook: str) -> Response:
     name = _playbook(playbook)
     req = parse_body(Unfreeze)
     principal = current_principal()
-    with current_app.extensions["runledger.db"].connection() as conn:
-        lifted = unfreeze_publisher(
-            conn, playbook=name, actor=principal.label, role=principal.role, reason=req.reason
-        )
-    if lifted is None:
-        raise ApiError(409, f"the Publisher of playbook {name!r} is not frozen")
+    lifted = lift_freeze(name, req.reason, Actor(principal.label, principal.role))
     return json_response({"playbook": name, "frozen": False, "lifted": lifted.as_dict()})

@@ -184,17 +184,33 @@ class Console:
     # -- banners --------------------------------------------------------------------------
 
     def banners(self, *, audience: str, tenant_id: str | None) -> list[Row]:
-        """Active banners: admins see the admin audience; an owner sees its tenant's."""
+        """Active banners: admins see the admin audience; an owner sees its tenant's.
+
+        A banner from an Alertmanager alert carries its alertname, fingerprint and start
+        (what judging it needs) and, once judged, the judgement (``outcome``, ...)."""
         with self.db.connection() as conn:
             return self._rows(
                 conn,
-                "SELECT notification_id, tenant_id, audience, severity, title, body, source,"
-                " created_at FROM notifications"
-                " WHERE resolved_at IS NULL AND dismissed_at IS NULL AND audience = %s"
-                " AND (tenant_id IS NOT DISTINCT FROM %s)"
-                " ORDER BY CASE severity WHEN 'critical' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END,"
-                " created_at DESC LIMIT 20",
+                "SELECT n.notification_id, n.tenant_id, n.audience, n.severity, n.title, n.body,"
+                " n.source, n.created_at, n.alertname, n.fingerprint, n.starts_at,"
+                " o.outcome, o.judged_by, o.judged_at, o.note AS judged_note"
+                " FROM notifications n LEFT JOIN alert_outcomes o"
+                "  ON o.fingerprint = n.fingerprint AND o.started_at = n.starts_at"
+                " WHERE n.resolved_at IS NULL AND n.dismissed_at IS NULL AND n.audience = %s"
+                " AND (n.tenant_id IS NOT DISTINCT FROM %s)"
+                " ORDER BY CASE n.severity WHEN 'critical' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END,"
+                " n.created_at DESC LIMIT 20",
                 (audience, tenant_id),
+            )
+
+    def banner(self, notification_id: int) -> Row | None:
+        """Return one banner's audience, tenant and alert identity (what judging needs)."""
+        with self.db.connection() as conn:
+            return self._one(
+                conn,
+                "SELECT notification_id, tenant_id, audience, alertname, fingerprint, starts_at,"
+                " resolved_at FROM notifications WHERE notification_id = %s",
+                (notification_id,),
             )
 
     # -- tenant page ----------------------------------------------------------------------

@@ -22,6 +22,7 @@ __all__ = [
     "SnapshotRow",
     "SnapshotStatus",
     "active_freeze",
+    "active_freezes",
     "astuple_drift",
     "drift_report",
     "freeze_publisher",
@@ -241,6 +242,15 @@ def active_freeze(conn: psycopg.Connection, playbook: str) -> Freeze | None:
         (playbook,),
     ).fetchone()
     return Freeze(*row) if row else None
+
+
+def active_freezes(conn: psycopg.Connection) -> list[Freeze]:
+    """Return every playbook's active freeze, oldest first."""
+    rows = conn.execute(
+        f"SELECT {_FREEZE_COLUMNS} FROM publisher_freezes WHERE lifted_at IS NULL"
+        " ORDER BY frozen_at, freeze_id"
+    ).fetchall()
+    return [Freeze(*row) for row in rows]
 
 
 def lifted_for_day(conn: psycopg.Connection, playbook: str, day: date) -> Freeze | None:
