@@ -38,6 +38,7 @@ from _support.exporter import (
 )
 from _support.grafana import Target, expand_sql, expand_vars, targets
 from _support.workload import DEFAULT_TARGET, PHASE_TARGETS, TENANT_CAPS, workload
+from runledger._env import PROMETHEUS_URL
 from runledger.dashboards import build
 from runledger.store.tenants import create_tenant
 from runledger.store.tokens import create_token
@@ -49,6 +50,8 @@ WINDOW = "20s"
 RANGE = "120s"
 """``$__range``: the whole scenario."""
 PROJECT = "acme-p1-r1"
+OWNERS = ("acme", "globex")
+"""Tenants whose owners query the owners' Tenant Overview through the console's proxy."""
 
 MAY_BE_EMPTY = {
     "Active alerts (banners)": "owner alerts fire only after their `for:` (minutes)",
@@ -65,6 +68,9 @@ class Scenario:
     values: dict[str, list[str]]
     started: datetime
     at: float
+    control: str
+    owners: dict[str, str]
+    """Owner tokens of two workload tenants (their Grafana organisations' datasource tokens)."""
     results: dict[str, Any] = field(default_factory=dict)
 
 
@@ -105,10 +111,20 @@ def scenario(module_db_url: str, module_workdir: Path) -> Any:
             create_tenant(conn, tenant, daily_cap_usd=Decimal(cap))
             tokens[tenant] = create_token(conn, role="agent", label=tenant, tenant_id=tenant)
         admin = create_token(conn, role="admin", label="judge", tenant_id=None)
+        owners = {
+            t: create_token(conn, role="owner", label=f"grafana {t}", tenant_id=t) for t in OWNERS
+        }
     procs = []
+    port = free_port()
     try:
         control, control_url = start_control(
-            db_url, workdir, env={"RUNLEDGER_ALERT_WEBHOOK_TOKEN": WEBHOOK_TOKEN}
+            db_url,
+            workdir,
+            env={
+                "RUNLEDGER_ALERT_WEBHOOK_TOKEN": WEBHOOK_TOKEN,
+                # The query proxy's upstream: the Prometheus started below.
+                PROMETHEUS_URL: f"http://127.0.0.1:{port}",
+            },
         )
         procs.append(control)
         exporter, exporter_url = start_exporter(
@@ -122,7 +138,6 @@ def scenario(module_db_url: str, module_workdir: Path) -> Any:
             workdir,
         )
         procs.append(exporter)
-        port = free_port()
         config = write_prometheus_config(
             workdir,
             port,
@@ -156,7 +171,9 @@ def scenario(module_db_url: str, module_workdir: Path) -> Any:
             if t.panel_type == "variable" and t.datasource == "prometheus":
                 values[t.panel.removeprefix("variable ")] = _label_values(prom, t.query)
         values["project"] = [PROJECT]
-        yield Scenario(prom, db_url, values, start - timedelta(minutes=5), time.time())
+        yield Scenario(
+            prom, db_url, values, start - timedelta(minutes=5), time.time(), control_url, owners
+        )
     finally:
         for proc in reversed(procs):
             stop_process(proc)
@@ -198,7 +215,13 @@ def test_the_variables_list_the_workloads_tenants_models_and_phases(scenario: Sc
     "target", PROM_TARGETS, ids=lambda t: f"{t.file}:{t.panel}:{t.raw['refId']}"
 )
 def test_every_promql_target_returns_data(scenario: Scenario, target: Target) -> None:
-    rows = _run_promql(scenario, target, scenario.values)
+    # A single-value variable (the owners' tenant) gets its first value, not them all.
+    single = {
+        v["name"]: scenario.values[v["name"]][:1]
+        for v in BUILT[target.file]["templating"]["list"]
+        if v["type"] == "query" and not v.get("multi")
+    }
+    rows = _run_promql(scenario, target, {**scenario.values, **single})
     if target.panel in MAY_BE_EMPTY:
         return
     assert rows, f"{target.file} / {target.panel}: no data for {target.query}"
@@ -300,3 +323,126 @@ def test_a_spend_spike_links_to_the_traces_that_spent(scenario: Scenario) -> Non
             r[0] for r in conn.execute("SELECT DISTINCT trace_id FROM events WHERE cost_usd > 0")
         }
     assert traces and traces <= spent, (traces, spent)
+
+
+# -- the owners' Tenant Overview through the console's tenant-enforcing query proxy ----------
+
+OWNER_FILE = "owners/dashboards/tenant-overview.json"
+OWNER_TARGETS = [t for t in PROM_TARGETS if t.file == OWNER_FILE]
+OWNER_VARIABLES = [t for t in targets(BUILT) if t.file == OWNER_FILE and t.panel_type == "variable"]
+
+
+def _proxy(
+    s: Scenario, owner: str, path: str, params: dict[str, str], method: str = "GET"
+) -> requests.Response:
+    """Call ``<console>/prom/api/v1/<path>`` as Grafana's Prometheus datasource does: form
+    parameters in the query string (GET) or a form-encoded body (POST), the owner's token."""
+    url = f"{s.control}/prom/api/v1/{path}"
+    headers = {"Authorization": f"Bearer {s.owners[owner]}"}
+    if method == "GET":
+        return requests.get(url, params=params, headers=headers, timeout=15)
+    return requests.post(url, data=params, headers=headers, timeout=15)
+
+
+def _grafana_params(s: Scenario, t: Target, tenant: str) -> tuple[str, dict[str, str]]:
+    """The API path and parameters Grafana sends for ``t`` with ``$tenant`` = ``tenant``."""
+    expr = expand_vars(t.query, {"tenant": [tenant]}, {"__rate_interval": WINDOW, "__range": RANGE})
+    if t.instant:
+        return "query", {"query": expr, "time": f"{s.at:.3f}"}
+    return "query_range", {
+        "query": expr,
+        "start": f"{s.at - 60:.3f}",
+        "end": f"{s.at:.3f}",
+        "step": "5",
+    }
+
+
+def _series(resp: requests.Response) -> list[dict[str, Any]]:
+    assert resp.status_code == 200, (resp.status_code, resp.text)
+    body = resp.json()
+    assert body["status"] == "success", body
+    return sorted(
+        (r for r in body["data"]["result"] if r.get("values") or r.get("value")),
+        key=lambda r: sorted(r["metric"].items()),
+    )
+
+
+def _direct(s: Scenario, path: str, params: dict[str, str]) -> list[dict[str, Any]]:
+    return _series(requests.get(f"{s.prom.base}/api/v1/{path}", params=params, timeout=10))
+
+
+def test_the_owners_dashboard_reads_metrics_only_through_the_proxy() -> None:
+    assert OWNER_TARGETS and OWNER_VARIABLES
+    assert {t.datasource for t in OWNER_TARGETS + OWNER_VARIABLES} == {"runledger-tenant-prom"}
+
+
+@pytest.mark.parametrize("owner", OWNERS)
+def test_an_owners_variables_list_only_their_tenant(scenario: Scenario, owner: str) -> None:
+    """Grafana (a Prometheus >= 2.24 datasource) fills ``label_values(metric, label)`` from
+    the label values API with ``match[]``; older settings use the series API."""
+    for var in OWNER_VARIABLES:
+        m = re.fullmatch(r"label_values\((\w+), (\w+)\)", var.query)
+        assert m, var.query
+        window = {"start": f"{scenario.at - 600:.0f}", "end": f"{scenario.at:.0f}"}
+        resp = _proxy(scenario, owner, f"label/{m[2]}/values", {"match[]": m[1], **window})
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["data"] == [owner]
+        # Without match[] (Grafana's label_values(label)), still only the owner's tenant.
+        resp = _proxy(scenario, owner, f"label/{m[2]}/values", window)
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["data"] == [owner]
+        resp = _proxy(scenario, owner, "series", {"match[]": m[1], **window})
+        assert resp.status_code == 200, resp.text
+        found = resp.json()["data"]
+        assert found and {series[m[2]] for series in found} == {owner}
+
+
+@pytest.mark.parametrize("owner", OWNERS)
+@pytest.mark.parametrize("target", OWNER_TARGETS, ids=lambda t: f"{t.panel}:{t.raw['refId']}")
+def test_every_owner_panel_runs_through_the_proxy_scoped_to_the_owner(
+    scenario: Scenario, target: Target, owner: str
+) -> None:
+    path, params = _grafana_params(scenario, target, owner)
+    rows = _series(_proxy(scenario, owner, path, params))
+    if target.panel not in MAY_BE_EMPTY:
+        assert rows, f"{target.panel}: no data for {owner} through the proxy: {params['query']}"
+    assert {r["metric"].get("tenant", owner) for r in rows} <= {owner}, rows
+    # The same answer as Prometheus gives an admin for that tenant, by POST as well.
+    assert rows == _direct(scenario, path, params)
+    assert _series(_proxy(scenario, owner, path, params, method="POST")) == rows
+    # Scoping is the proxy's, not the dashboard's: without its tenant matcher (what an owner
+    # could type in Explore), the panel's query still reads only the owner's tenant.
+    bare = re.sub(r'\{tenant="[^"]*"\}|tenant="[^"]*",\s*', "", params["query"])
+    assert "tenant=" not in bare, bare
+    assert _series(_proxy(scenario, owner, path, {**params, "query": bare})) == rows
+
+
+@pytest.mark.parametrize("target", OWNER_TARGETS, ids=lambda t: f"{t.panel}:{t.raw['refId']}")
+def test_another_tenants_panels_are_refused_to_an_owner(scenario: Scenario, target: Target) -> None:
+    """Each owner's panel, with ``$tenant`` set to the other owner's tenant, is refused."""
+    first, second = OWNERS
+    for owner, other in ((first, second), (second, first)):
+        path, params = _grafana_params(scenario, target, other)
+        resp = _proxy(scenario, owner, path, params)
+        assert resp.status_code == 403, (resp.status_code, resp.text)
+        assert resp.json()["fields"][0]["field"] == "query", resp.text
+
+
+def test_the_owners_see_different_figures(scenario: Scenario) -> None:
+    """The two owners' Spend today differ and each equals the ledger's figure for the tenant,
+    so the scoped answers are not the same data twice."""
+    (spend,) = [t for t in OWNER_TARGETS if t.panel == "Spend today"]
+    seen = {}
+    for owner in OWNERS:
+        path, params = _grafana_params(scenario, spend, owner)
+        (row,) = _series(_proxy(scenario, owner, path, params))
+        seen[owner] = float(row["value"][1])
+    with psycopg.connect(scenario.db_url) as conn:
+        ledger = dict(
+            conn.execute(
+                "SELECT tenant_id, sum(spend_usd)::float FROM cap_usage"
+                " WHERE date = (now() AT TIME ZONE 'UTC')::date GROUP BY tenant_id"
+            ).fetchall()
+        )
+    assert seen == pytest.approx({o: ledger[o] for o in OWNERS})
+    assert seen[OWNERS[0]] != seen[OWNERS[1]]

@@ -204,17 +204,27 @@ def console_variable() -> db.ConstantVariable:
 
 
 def label_variable(
-    name: str, metric: str, source: dm.DataSourceRef = PROMETHEUS, label: str = ""
+    name: str,
+    metric: str,
+    source: dm.DataSourceRef = PROMETHEUS,
+    label: str = "",
+    *,
+    single: bool = False,
 ) -> db.QueryVariable:
-    """A multi-value variable over the values of label ``name`` of ``metric`` (All included)."""
-    return (
+    """A multi-value variable over the values of label ``name`` of ``metric`` (All included);
+    ``single``: one value, no All (for an exact ``name="$name"`` matcher)."""
+    var = (
         db.QueryVariable(name)
         .label(label or name.capitalize())
         .datasource(source)
         .query(f"label_values({metric}, {name})")
         .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED)
         .sort(dm.VariableSort.ALPHABETICAL_ASC)
-        .multi(True)
+    )
+    if single:
+        return var.multi(False).include_all(False)
+    return (
+        var.multi(True)
         .include_all(True)
         .current(dm.VariableOption(selected=True, text="All", value="$__all"))
     )

@@ -5,7 +5,10 @@ and for an owners' organisation, whose only metrics datasource is the console's
 tenant-enforcing query proxy (``runledger-tenant-prom``): every selector it forwards gets
 the owner's tenant matcher, so an owner cannot widen the ``tenant`` variable to see another
 tenant. The owners' build has no PostgreSQL panel (a SQL datasource is not tenant-scoped)
-and no exemplar queries (the proxy forwards only the query, series and label APIs).
+and no exemplar queries (the proxy forwards only the query, series and label APIs). Its
+``tenant`` variable is single-valued and every selector matches it exactly
+(``tenant="$tenant"``): the proxy refuses any other tenant matcher (``=~`` included), and the
+variable lists only the owner's tenant.
 """
 
 from __future__ import annotations
@@ -31,12 +34,12 @@ from runledger.dashboards._common import (
 __all__ = ["UID", "tenant_overview"]
 
 UID = "runledger-tenant"
-T = 'tenant=~"$tenant"'
 
 
 def tenant_overview(*, owners: bool = False) -> db.Dashboard:
     """Build the Tenant Overview; ``owners`` selects the owners' organisation's build."""
     src = TENANT_PROMETHEUS if owners else PROMETHEUS
+    tm = 'tenant="$tenant"' if owners else 'tenant=~"$tenant"'
     exemplar = not owners
     lay = Layout()
     links: list[cogbuilder.Builder[dm.DashboardLink]] = [
@@ -63,7 +66,9 @@ def tenant_overview(*, owners: bool = False) -> db.Dashboard:
         .time("now-7d", "now")
         .refresh("1m")
         .with_variable(console_variable())
-        .with_variable(label_variable("tenant", "runledger_tenant_daily_cap_usd", src))
+        .with_variable(
+            label_variable("tenant", "runledger_tenant_daily_cap_usd", src, single=owners)
+        )
         .links(links)
     )
 
@@ -94,7 +99,7 @@ def tenant_overview(*, owners: bool = False) -> db.Dashboard:
                 .datasource(src)
                 .unit("currencyUSD")
                 .decimals(2)
-                .with_target(prom(f"sum({metric}{{{T}}})", title, instant=True, source=src)),
+                .with_target(prom(f"sum({metric}{{{tm}}})", title, instant=True, source=src)),
                 5,
                 5,
             )
@@ -127,7 +132,7 @@ def tenant_overview(*, owners: bool = False) -> db.Dashboard:
             )
             .with_target(
                 prom(
-                    f"tenant:runledger_cap_utilisation:ratio{{{T}}}",
+                    f"tenant:runledger_cap_utilisation:ratio{{{tm}}}",
                     "{{tenant}}",
                     instant=True,
                     source=src,
@@ -150,7 +155,7 @@ def tenant_overview(*, owners: bool = False) -> db.Dashboard:
             .with_target(
                 prom(
                     "sum by (phase) ("
-                    f"rate(runledger_cost_usd_total{{{T}}}[$__rate_interval])) * 3600",
+                    f"rate(runledger_cost_usd_total{{{tm}}}[$__rate_interval])) * 3600",
                     "{{phase}}",
                     exemplar=exemplar,
                     source=src,
@@ -168,18 +173,18 @@ def tenant_overview(*, owners: bool = False) -> db.Dashboard:
             .datasource(src)
             .unit("currencyUSD")
             .with_target(
-                prom(f"sum(runledger_tenant_spend_today_usd{{{T}}})", "spent", ref="A", source=src)
+                prom(f"sum(runledger_tenant_spend_today_usd{{{tm}}})", "spent", ref="A", source=src)
             )
             .with_target(
                 prom(
-                    f"sum(runledger_tenant_projected_spend_today_usd{{{T}}})",
+                    f"sum(runledger_tenant_projected_spend_today_usd{{{tm}}})",
                     "projected",
                     ref="B",
                     source=src,
                 )
             )
             .with_target(
-                prom(f"sum(runledger_tenant_daily_cap_usd{{{T}}})", "cap", ref="C", source=src)
+                prom(f"sum(runledger_tenant_daily_cap_usd{{{tm}}})", "cap", ref="C", source=src)
             ),
             12,
             8,
@@ -199,7 +204,7 @@ def tenant_overview(*, owners: bool = False) -> db.Dashboard:
             .unit("s")
             .with_target(
                 prom(
-                    f"tenant_phase:runledger_phase_time_to_gate_seconds:mean1d{{{T}}}",
+                    f"tenant_phase:runledger_phase_time_to_gate_seconds:mean1d{{{tm}}}",
                     "mean {{phase}}",
                     ref="A",
                     source=src,
@@ -208,7 +213,7 @@ def tenant_overview(*, owners: bool = False) -> db.Dashboard:
             .with_target(
                 prom(
                     "histogram_quantile(0.9, sum by (le, phase) (rate("
-                    f"runledger_phase_time_to_gate_seconds_bucket{{{T}}}[$__rate_interval])))",
+                    f"runledger_phase_time_to_gate_seconds_bucket{{{tm}}}[$__rate_interval])))",
                     "p90 {{phase}}",
                     ref="B",
                     exemplar=exemplar,
@@ -235,7 +240,7 @@ def tenant_overview(*, owners: bool = False) -> db.Dashboard:
             .with_target(
                 prom(
                     "sum by (playbook, status) ("
-                    f"tenant_playbook_status:runledger_publishes:increase1h{{{T}}})",
+                    f"tenant_playbook_status:runledger_publishes:increase1h{{{tm}}})",
                     "{{playbook}} {{status}}",
                     source=src,
                 )
@@ -256,7 +261,7 @@ def tenant_overview(*, owners: bool = False) -> db.Dashboard:
             .unit("percentunit")
             .with_target(
                 prom(
-                    f"tenant:runledger_proofs_completed_per_requested:ratio_rate1d{{{T}}}",
+                    f"tenant:runledger_proofs_completed_per_requested:ratio_rate1d{{{tm}}}",
                     "{{tenant}}",
                     instant=True,
                     source=src,
@@ -274,7 +279,7 @@ def tenant_overview(*, owners: bool = False) -> db.Dashboard:
             .datasource(src)
             .unit("short")
             .with_target(
-                prom(f"sum(runledger_proofs_overdue{{{T}}})", "overdue", instant=True, source=src)
+                prom(f"sum(runledger_proofs_overdue{{{tm}}})", "overdue", instant=True, source=src)
             ),
             6,
             6,
@@ -300,7 +305,7 @@ def tenant_overview(*, owners: bool = False) -> db.Dashboard:
             .with_target(
                 prom(
                     "count by (tenant, alertname) ("
-                    f'ALERTS{{{T}, alertstate="firing", audience="owner"}})',
+                    f'ALERTS{{{tm}, alertstate="firing", audience="owner"}})',
                     "{{alertname}}",
                     instant=True,
                     source=src,
