@@ -379,7 +379,10 @@ def test_the_owners_dashboard_reads_metrics_only_through_the_proxy() -> None:
 @pytest.mark.parametrize("owner", OWNERS)
 def test_an_owners_variables_list_only_their_tenant(scenario: Scenario, owner: str) -> None:
     """Grafana (a Prometheus >= 2.24 datasource) fills ``label_values(metric, label)`` from
-    the label values API with ``match[]``; older settings use the series API."""
+    the label values API with ``match[]``; older settings use the series API. The
+    datasource's "Save & test" health check (an instant ``1+1``) is answered too."""
+    health = _proxy(scenario, owner, "query", {"query": "1+1", "time": f"{scenario.at:.3f}"})
+    assert health.status_code == 200 and health.json()["data"]["result"][1] == "2", health.text
     for var in OWNER_VARIABLES:
         m = re.fullmatch(r"label_values\((\w+), (\w+)\)", var.query)
         assert m, var.query
