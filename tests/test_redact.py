@@ -286,6 +286,27 @@ def test_remembered_plain_texts_change_no_result() -> None:
     assert r.text("x" * 600, limit=10) == "x" * 9 + "…"
 
 
+def test_remembered_flat_mappings_change_no_result() -> None:
+    # A flat mapping whose keys and texts were all seen clean is copied without a look at
+    # each item; a secret, a secret's key, a city or coordinates must still be redacted.
+    mappings = [{"note": text, "bytes": 4096, "words": 400} for text in ALL_TEXTS] + [
+        {"bytes": 4096, "words": 400, "ratio": 0.5, "ok": True, "gone": None},
+        {"bytes": 4096, "password": 123456789},
+        {"bytes": 4096, "lat": 38.72},
+        {"bytes": 4096, "city": "12 Rua Augusta"},
+        {"bytes": 4096, "AKIAAZM3TLY8HHE8UK89": 1},
+    ]
+    r = Redactor()
+    for _ in range(3):
+        for mapping in mappings:
+            out = r.value(mapping)
+            assert out == Redactor().value(mapping), mapping
+            assert out is not mapping  # always a copy, as before
+    assert r.value({"bytes": 4096, "words": 400, "secret": 1}) == {
+        "bytes": 4096, "words": 400, "secret": "[REDACTED:secret]"
+    }  # fmt: skip
+
+
 def test_keys_after_an_escaped_newline_are_redacted() -> None:
     # str(KeyError(text)) and JSON strings escape newlines: "\\nAKIA..." has no word boundary.
     for key in ("AKIAAZM3TLY8HHE8UK89", "sk-proj-Qw3rTy9UiOp4AsDfGhJkL1ZxCvBnM0qW",

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Annotated, Any, ClassVar, Literal, NamedTuple, Self, Union, get_origin
+from typing import Annotated, Any, Literal, NamedTuple, Self, Union
 from uuid import UUID
 
 import orjson
@@ -26,7 +26,6 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     ValidationInfo,
-    field_validator,
     model_validator,
 )
 
@@ -47,6 +46,7 @@ __all__ = [
     "ParsedBatch",
     "Timestamp",
     "event_json_schema",
+    "events_array",
     "events_to_json",
     "has_submicrosecond_times",
     "parse_batch_json",
@@ -175,11 +175,15 @@ ArtifactVersion = Annotated[int, Field(ge=1, le=2**31 - 1)]
 _MAX_UTC_OFFSET = timedelta(hours=16)
 """PostgreSQL refuses a UTC offset of 16 hours or more (``+16:00``), so runledger does too."""
 
+_PARSED_UTC = TypeAdapter(AwareDatetime).validate_json(b'"2000-01-01T00:00:00Z"').tzinfo
+"""The tzinfo pydantic-core gives every time it parses in UTC (one shared object)."""
+
 
 def _ledger_time(value: datetime) -> datetime:
-    offset = value.utcoffset()
-    if offset is not None and not -_MAX_UTC_OFFSET < offset < _MAX_UTC_OFFSET:
-        raise ValueError("must have a UTC offset between -15:59 and +15:59")
+    if value.tzinfo is not _PARSED_UTC:  # UTC, the common time, needs no offset check
+        offset = value.utcoffset()
+        if offset is not None and not -_MAX_UTC_OFFSET < offset < _MAX_UTC_OFFSET:
+            raise ValueError("must have a UTC offset between -15:59 and +15:59")
     if value.year in (1, 9999):  # only these years can leave Python's range once in UTC
         try:
             value.astimezone(UTC)
@@ -210,19 +214,78 @@ def has_submicrosecond_times(body: bytes) -> bool:
     return _SUBMICROSECOND_RE.search(body) is not None
 
 
+_BODY_RE = re.compile(
+    rb"[ \t\n\r]*\{[ \t\n\r]*\"events\"[ \t\n\r]*:[ \t\n\r]*(\[.*\])[ \t\n\r]*\}[ \t\n\r]*", re.S
+)
+
+
+def events_array(body: bytes) -> bytes:
+    """Return the ``[...]`` of a body ``{"events": [...]}``, or the body when it is not that.
+
+    PostgreSQL then reads the batch once, instead of reading the object and then its
+    member. Should the slice not be one JSON array (a member after the array), PostgreSQL
+    refuses it as JSON, and ingest sends the validated events instead.
+    """
+    found = _BODY_RE.fullmatch(body)
+    return found[1] if found else body
+
+
 def _required_payload() -> Any:
     # Validating the empty default makes a missing payload report its missing keys by name.
     return Field(default_factory=dict, validate_default=True)
 
 
+def _check_payload(value: dict[Any, Any]) -> None:
+    """Refuse a payload the ledger could not store, or one that carries personal data."""
+    text = _storable_json(value)
+    if len(text) > MAX_PAYLOAD_BYTES:
+        raise ValueError(f"payload is {len(text)} bytes; the limit is {MAX_PAYLOAD_BYTES}")
+    if b"\\u0000" in text:
+        raise ValueError("payload contains a NUL character, which cannot be stored")
+    if not _pii_key_free(value, text):
+        path, key = next((p, k) for p, k, _ in _walk(value, "payload") if k and _is_pii(k))
+        raise ValueError(f"{path} is personal data ({key!r}); events must not carry PII")
+    if b"@" in text and _EMAIL_BYTES_RE.search(text):
+        path = next(
+            p for p, _, v in _walk(value, "payload") if isinstance(v, str) and _EMAIL_RE.search(v)
+        )
+        raise ValueError(f"{path} contains an email address; events must not carry PII")
+
+
+def _plain_payload(value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+    """Check a plain-mapping payload and redact it whole."""
+    if not value:
+        return value
+    _check_payload(value)
+    clean = _REDACTOR.value(value)
+    if clean != value:
+        _note_redacted(info)
+        return clean
+    return value
+
+
+PlainPayload = Annotated[dict[str, Any], AfterValidator(_plain_payload)]
+"""The payload of an event without a typed one: checked after pydantic-core has read it
+(an after-validator: a before-validator would make pydantic-core build the mapping once
+for the check and again for the field)."""
+
+
 class _Payload(BaseModel):
     """Payload base: typed keys where a type needs them, any other keys allowed.
 
-    The other keys are redacted on arrival like the typed free text: every string, every
-    key, and values under keys that name a secret (``Redactor.value``).
+    The whole payload is checked as sent (``_check_payload``), before its fields. The other
+    keys are redacted on arrival like the typed free text: every string, every key, and
+    values under keys that name a secret (``Redactor.value``).
     """
 
     model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        if isinstance(value, dict) and value:
+            _check_payload(value)
+        return value
 
     @model_validator(mode="after")
     def _redact_extra(self, info: ValidationInfo) -> Self:
@@ -262,42 +325,7 @@ class _Envelope(BaseModel):
     playbook: Slug | None = None
     trace_id: TraceId | None = None
     span_id: SpanId | None = None
-    payload: dict[str, Any] = Field(default_factory=dict)
-
-    _free_payload: ClassVar[bool] = True
-    """True when ``payload`` is a plain mapping (redacted whole on arrival)."""
-
-    @field_validator("payload", mode="before")
-    @classmethod
-    def _payload_clean(cls, value: Any, info: ValidationInfo) -> Any:
-        if not isinstance(value, dict) or not value:
-            return value
-        text = _storable_json(value)
-        if len(text) > MAX_PAYLOAD_BYTES:
-            raise ValueError(f"payload is {len(text)} bytes; the limit is {MAX_PAYLOAD_BYTES}")
-        if b"\\u0000" in text:
-            raise ValueError("payload contains a NUL character, which cannot be stored")
-        if not _pii_key_free(value, text):
-            path, key = next((p, k) for p, k, _ in _walk(value, "payload") if k and _is_pii(k))
-            raise ValueError(f"{path} is personal data ({key!r}); events must not carry PII")
-        if b"@" in text and _EMAIL_BYTES_RE.search(text):
-            path = next(
-                p
-                for p, _, v in _walk(value, "payload")
-                if isinstance(v, str) and _EMAIL_RE.search(v)
-            )
-            raise ValueError(f"{path} contains an email address; events must not carry PII")
-        if cls._free_payload:  # a typed payload (a _Payload model) redacts its own fields
-            clean = _REDACTOR.value(value)
-            if clean != value:
-                _note_redacted(info)
-                return clean
-        return value
-
-    @classmethod
-    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
-        super().__pydantic_init_subclass__(**kwargs)
-        cls._free_payload = get_origin(cls.model_fields["payload"].annotation) is dict
+    payload: PlainPayload = Field(default_factory=dict)
 
 
 def _storable_json(value: dict[Any, Any]) -> bytes:

@@ -682,7 +682,11 @@ def _key_kind(key: str) -> _KeyKind:
     )
 
 
+_PLAIN_KEY = _KeyKind(coordinates=False, city=False, secret=False)
+
 _SCALARS = frozenset({int, float, bool})
+_PLAIN_VALUES = frozenset({int, float, bool, type(None)})
+_PLAIN_OR_TEXT = _PLAIN_VALUES | {str}
 
 
 def truncate(text: str, limit: int) -> str:
@@ -716,6 +720,10 @@ class Redactor:
         self.rules: tuple[Rule, ...] = tuple(rules)
         self._clean_keys: set[str] = set()
         self._clean_texts: set[str] = set()
+        # Clean keys that say nothing of their value (not a secret's, a city's or a
+        # coordinate's name): a flat mapping of these, holding only numbers and texts
+        # already seen clean, is copied as it is (see ``value``).
+        self._plain_keys: set[str] = set()
         builtin = {id(r) for r in DEFAULT_RULES}
         # Each rule's pre-checks, unrolled into a plan: redaction runs on every log line.
         self._plan = tuple(
@@ -817,16 +825,36 @@ class Redactor:
             return self.text(value)
         if value is None or type(value) in _SCALARS:
             return value
+        if type(value) is dict and self._plain_keys.issuperset(value):
+            # Payloads repeat their flat shape: answer those without a call per item.
+            found = set(map(type, value.values()))
+            if found <= _PLAIN_VALUES or (
+                found <= _PLAIN_OR_TEXT
+                and self._clean_texts.issuperset([v for v in value.values() if type(v) is str])
+            ):
+                return dict(value)
         if isinstance(value, Mapping):
             out: dict[Any, Any] = {}
             for k, v in value.items():
                 out[self._key(k, out)] = self.value(v, str(k))
+            self._learn_plain_keys(out)
             return out
         if isinstance(value, list):
             return [self.value(v) for v in value]
         if isinstance(value, tuple):
             return tuple(self.value(v) for v in value)
         return value
+
+    def _learn_plain_keys(self, out: dict[Any, Any]) -> None:
+        if len(self._plain_keys) >= _MAX_CACHED_KEYS:
+            return
+        for k in out:
+            if (
+                k not in self._plain_keys
+                and k in self._clean_keys  # only str keys of up to _MAX_CACHED_KEY are there
+                and _key_kind(k) == _PLAIN_KEY
+            ):
+                self._plain_keys.add(k)
 
     def attributes(self, attrs: Mapping[str, Any]) -> dict[str, Any]:
         """Redact an OpenTelemetry attribute mapping (strings and sequences of strings)."""

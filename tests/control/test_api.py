@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import orjson
 import pytest
 import requests
 
@@ -202,6 +203,19 @@ def test_values_are_stored_as_validated_whatever_their_json_spelling(
     ) == [("build", "implementer", "local-business", 5, 7, True, Decimal("0.50"))]
     assert sql("SELECT DISTINCT phase FROM events") == [("build",)]
     assert sql("SELECT current_phase FROM projects") == [("review",)]
+
+
+def test_a_body_naming_events_twice_stores_what_was_validated(
+    client: Any, agent: dict[str, str], sql: SQL
+) -> None:
+    # Validation reads the last "events" member, as PostgreSQL would; the array the ingest
+    # hands PostgreSQL is cut from the body, and such a body never yields one.
+    first, last = event("run_started", run_id="run-first"), event("run_started", run_id="run-last")
+    body = b'{"events": %s, "events": %s}' % (orjson.dumps([first]), orjson.dumps([last]))
+    resp = client.post("/v1/events", data=body, headers=agent, content_type="application/json")
+    assert resp.json["accepted"] == 1, resp.json
+    assert sql("SELECT run_id FROM events") == [("run-last",)]
+    assert sql("SELECT run_id FROM runs") == [("run-last",)]
 
 
 def test_out_of_order_events_settle_on_the_latest_status(
