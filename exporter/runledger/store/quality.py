@@ -16,6 +16,7 @@ from runledger.store.audit import record_audit
 
 __all__ = [
     "DriftRow",
+    "FeatureTest",
     "Freeze",
     "ProofCandidate",
     "SampleResult",
@@ -330,8 +331,8 @@ def output_features(
 
 
 @dataclass(frozen=True, slots=True)
-class DriftRow:
-    """One playbook feature's test result in a drift check."""
+class FeatureTest:
+    """One two-sample test of one feature of one playbook (before correction)."""
 
     playbook: str
     feature: str
@@ -343,6 +344,12 @@ class DriftRow:
     today_value: float
     statistic: float
     p_value: float
+
+
+@dataclass(frozen=True, slots=True)
+class DriftRow(FeatureTest):
+    """One playbook feature's test result in a drift check: the test, corrected."""
+
     adjusted_p: float
     drifted: bool
     summary: str
