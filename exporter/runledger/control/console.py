@@ -337,18 +337,21 @@ def embed(signed: str) -> Any:
 @page("admin")
 def pause_form(tenant_id: str) -> WResponse:
     """Form: pause the tenant."""
-    req = _form(Pause)
-    _run_action(actions().set_paused, tenant_id, paused=True, reason=req.reason, actor=_actor())
-    return _done(url_for("console.tenant_page", tenant_id=tenant_id), "tenant paused")
+    return _set_paused_form(tenant_id, paused=True)
 
 
 @bp.post("/tenants/<tenant_id>/resume")
 @page("admin")
 def resume_form(tenant_id: str) -> WResponse:
     """Form: resume the tenant."""
+    return _set_paused_form(tenant_id, paused=False)
+
+
+def _set_paused_form(tenant_id: str, *, paused: bool) -> WResponse:
     req = _form(Pause)
-    _run_action(actions().set_paused, tenant_id, paused=False, reason=req.reason, actor=_actor())
-    return _done(url_for("console.tenant_page", tenant_id=tenant_id), "tenant resumed")
+    _run_action(actions().set_paused, tenant_id, paused=paused, reason=req.reason, actor=_actor())
+    done = "tenant paused" if paused else "tenant resumed"
+    return _done(url_for("console.tenant_page", tenant_id=tenant_id), done)
 
 
 @bp.post("/tenants/<tenant_id>/token-visibility")
