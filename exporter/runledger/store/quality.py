@@ -13,6 +13,7 @@ from psycopg.rows import dict_row
 
 from runledger.store._database import Database
 from runledger.store.audit import record_audit
+from runledger.store.tenants import known_tenants
 
 __all__ = [
     "DriftRow",
@@ -71,13 +72,7 @@ def store_snapshots(db: Database, rows: Sequence[SnapshotRow]) -> list[SnapshotS
     artifact version never changes: the first content stays).
     """
     with db.connection() as conn:
-        known = {
-            r[0]
-            for r in conn.execute(
-                "SELECT tenant_id FROM tenants WHERE tenant_id = ANY(%s)",
-                (sorted({row.tenant_id for row in rows}),),
-            )
-        }
+        known = known_tenants(conn, (row.tenant_id for row in rows))
         statuses: list[SnapshotStatus] = []
         for row in rows:
             if row.tenant_id not in known:
