@@ -7,20 +7,9 @@ from typing import Any
 
 import yaml
 
-from _support.exporter import PROM_DIR, run_promtool
+from _support.exporter import ALLOWED_LABELS, PROM_DIR, check_native_config, run_promtool
 
 LEVEL_RE = re.compile(r"^[a-z_]*:runledger_[a-z0-9_]+:[a-z0-9_]+$")
-ALLOWED_LABELS = {
-    "tenant",
-    "model",
-    "phase",
-    "role",
-    "playbook",
-    "status",
-    "le",
-    "cap",
-    "alertname",
-}
 
 
 def _rule_files() -> list[Any]:
@@ -103,13 +92,7 @@ def test_prometheus_config_scrapes_exporter_control_and_alertmanager() -> None:
 
 
 def test_native_stack_config_is_the_real_one_on_loopback(tmp_path: Any) -> None:
-    from runledger.exporter import native_prometheus_config
-
-    path = native_prometheus_config(
-        PROM_DIR.parent, tmp_path, control=18480, exporter=19464, alertmanager=19093,
-        prometheus=19090,
-    )  # fmt: skip
-    result = run_promtool("check", "config", str(path))
+    path, result = check_native_config(tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     config = yaml.safe_load(path.read_text())
     jobs = {j["job_name"]: j["static_configs"][0]["targets"] for j in config["scrape_configs"]}

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from _support.exporter import PROM_DIR, run_promtool
+from _support.exporter import PROM_DIR, check_native_config, run_promtool
 
 ALERTS = PROM_DIR / "alerts" / "quality.yml"
 RUNBOOK = PROM_DIR.parent / "docs" / "runbook.md"
@@ -60,12 +60,6 @@ def test_the_runbook_has_an_entry_per_quality_alert() -> None:
 
 
 def test_prometheus_loads_the_quality_alerts_from_its_config(tmp_path: Path) -> None:
-    from runledger.exporter import native_prometheus_config
-
-    config_path = native_prometheus_config(
-        PROM_DIR.parent, tmp_path, control=18480, exporter=19464, alertmanager=19093,
-        prometheus=19090,
-    )  # fmt: skip
-    result = run_promtool("check", "config", str(config_path))
+    _, result = check_native_config(tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert str(ALERTS) in result.stdout

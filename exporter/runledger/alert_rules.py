@@ -63,6 +63,15 @@ class Alert:
         return TENANT_DASHBOARD if self.per_tenant else ADMIN_DASHBOARD
 
 
+def _tenant_ratio(numerator: str, denominator: str, threshold: str) -> str:
+    """PromQL: per tenant, ``numerator`` over ``denominator`` (their increases in
+    ``[[window]]``) above ``threshold``, only where the denominator grew by at least
+    ``[[min_runs]]`` (a handful of runs is no trend)."""
+    num = f"sum by (tenant) (increase({numerator}[[[window]]]))"
+    den = f"sum by (tenant) (increase({denominator}[[[window]]]))"
+    return f"{num} / {den} > {threshold} and on (tenant) {den} >= [[min_runs]]"
+
+
 ALERTS: tuple[Alert, ...] = (
     # -- owner ---------------------------------------------------------------------------------
     Alert(
@@ -256,11 +265,8 @@ ALERTS: tuple[Alert, ...] = (
         area="runs",
         audience="admin",
         severity="warning",
-        expr=(
-            "sum by (tenant) (increase(runledger_runs_intervened_total[[[window]]]))"
-            " / sum by (tenant) (increase(runledger_runs_finished_total[[[window]]])) > [[ratio]]"
-            " and on (tenant)"
-            " sum by (tenant) (increase(runledger_runs_finished_total[[[window]]])) >= [[min_runs]]"
+        expr=_tenant_ratio(
+            "runledger_runs_intervened_total", "runledger_runs_finished_total", "[[ratio]]"
         ),
         summary="Too many runs of a tenant need a human to intervene.",
         description=(
@@ -273,12 +279,7 @@ ALERTS: tuple[Alert, ...] = (
         area="runs",
         audience="admin",
         severity="warning",
-        expr=(
-            "sum by (tenant) (increase(runledger_run_cost_usd_sum[[[window]]]))"
-            " / sum by (tenant) (increase(runledger_run_cost_usd_count[[[window]]])) > [[usd]]"
-            " and on (tenant)"
-            " sum by (tenant) (increase(runledger_run_cost_usd_count[[[window]]])) >= [[min_runs]]"
-        ),
+        expr=_tenant_ratio("runledger_run_cost_usd_sum", "runledger_run_cost_usd_count", "[[usd]]"),
         summary="A tenant's runs cost more than expected on average.",
         description=(
             'Runs of tenant {{ $labels.tenant }} cost {{ $value | printf "%.4f" }} USD on'
@@ -290,11 +291,10 @@ ALERTS: tuple[Alert, ...] = (
         area="runs",
         audience="admin",
         severity="warning",
-        expr=(
-            'sum by (tenant) (increase(runledger_runs_finished_total{status="failed"}[[[window]]]))'
-            " / sum by (tenant) (increase(runledger_runs_finished_total[[[window]]])) > [[ratio]]"
-            " and on (tenant)"
-            " sum by (tenant) (increase(runledger_runs_finished_total[[[window]]])) >= [[min_runs]]"
+        expr=_tenant_ratio(
+            'runledger_runs_finished_total{status="failed"}',
+            "runledger_runs_finished_total",
+            "[[ratio]]",
         ),
         summary="Too many runs of a tenant fail.",
         description=(

@@ -24,6 +24,18 @@ PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 TEMPLATE_DB = "rl_template"
 RULE_WINDOW_RE = re.compile(r"\[(\d+[smhdw])\]")
+ALLOWED_LABELS = {
+    "tenant",
+    "model",
+    "phase",
+    "role",
+    "playbook",
+    "status",
+    "le",
+    "cap",
+    "alertname",
+}
+"""Every label a runledger series or rule may carry (bounded cardinality)."""
 
 
 def create_database(pg_server: Any) -> tuple[str, Callable[[], None]]:
@@ -195,9 +207,44 @@ def run_promtool(*args: str, stdin: str | None = None) -> subprocess.CompletedPr
     )
 
 
+def check_native_config(tmp_path: Path) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """Write the native stack's Prometheus config (fixed loopback ports) under ``tmp_path``
+    and check it with promtool; return its path and promtool's result."""
+    from runledger.exporter import native_prometheus_config
+
+    path = native_prometheus_config(
+        PROM_DIR.parent, tmp_path, control=18480, exporter=19464, alertmanager=19093,
+        prometheus=19090,
+    )  # fmt: skip
+    return path, run_promtool("check", "config", str(path))
+
+
+def post_events(base: str, token: str, events: list[dict[str, Any]]) -> dict[str, Any]:
+    """POST ``events`` to the control service at ``base`` as ``token``; return its answer."""
+    resp = requests.post(
+        f"{base}/v1/events",
+        json={"events": events},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    assert resp.status_code == 200, resp.text
+    return dict(resp.json())
+
+
+def max_seq(db_url: str) -> int:
+    """The ledger's highest event ``seq`` (0 when it holds no event)."""
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute("SELECT COALESCE(max(seq), 0) FROM events").fetchone()
+    return int(row[0]) if row else 0
+
+
 __all__ = [
+    "ALLOWED_LABELS",
     "Prometheus",
+    "check_native_config",
     "create_database",
+    "max_seq",
+    "post_events",
     "run_promtool",
     "start_control",
     "start_exporter",

@@ -31,6 +31,8 @@ from _support import free_port, stop_process
 from _support.alerting import WEBHOOK_TOKEN, judge_alerts
 from _support.exporter import (
     Prometheus,
+    max_seq,
+    post_events,
     start_control,
     start_exporter,
     start_prometheus,
@@ -75,20 +77,8 @@ class Scenario:
 
 
 def _post(base: str, token: str, events: list[dict[str, Any]]) -> None:
-    resp = requests.post(
-        f"{base}/v1/events",
-        json={"events": events},
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=30,
-    )
-    assert resp.status_code == 200, resp.text
-    assert resp.json()["accepted"] == len(events), resp.text
-
-
-def _max_seq(db_url: str) -> int:
-    with psycopg.connect(db_url) as conn:
-        row = conn.execute("SELECT COALESCE(max(seq), 0) FROM events").fetchone()
-    return int(row[0]) if row else 0
+    body = post_events(base, token, events)
+    assert body["accepted"] == len(events), body
 
 
 def _label_values(prom: Prometheus, query: str) -> list[str]:
@@ -161,7 +151,7 @@ def scenario(module_db_url: str, module_workdir: Path) -> Any:
             # Two alerts judged each round: the precision rate sees the counters move.
             judge_alerts(control_url, admin, "TenantDailyCapNearlyReached",
                          ["true_positive", "false_positive"], f"d{round_no}")  # fmt: skip
-            last = _max_seq(db_url)
+            last = max_seq(db_url)
             prom.wait_for("runledger_exporter_tailed_seq", lambda v, last=last: v == last)
             time.sleep(4)  # samples of each round in the rule windows
         prom.wait_for("sum(runledger_alert_judgements_total)", lambda v: v == 4)

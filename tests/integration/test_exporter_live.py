@@ -35,9 +35,12 @@ from psycopg.rows import dict_row
 from _support import free_port, stop_process
 from _support.alerting import WEBHOOK_TOKEN, judge_alerts
 from _support.exporter import (
+    ALLOWED_LABELS,
     PROM_DIR,
     ROOT,
     Prometheus,
+    max_seq,
+    post_events,
     run_promtool,
     start_control,
     start_exporter,
@@ -59,17 +62,6 @@ from runledger.store.tokens import create_token
 
 WINDOW = 60  # seconds: every range window of the rules, in the test Prometheus
 ROUND_GAP = 12  # seconds between round 1 being scraped and round 2 being sent
-ALLOWED_LABELS = {
-    "tenant",
-    "model",
-    "phase",
-    "role",
-    "playbook",
-    "status",
-    "le",
-    "cap",
-    "alertname",
-}
 STUCK_AFTER = 172_800
 BURN_WINDOW = 3600
 
@@ -104,24 +96,7 @@ def _labels(metric: dict[str, str]) -> Labels:
     return frozenset((k, v) for k, v in metric.items() if k not in ("__name__", "job", "instance"))
 
 
-def _post(base: str, token: str, events: list[dict[str, Any]]) -> dict[str, Any]:
-    resp = requests.post(
-        f"{base}/v1/events",
-        json={"events": events},
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=30,
-    )
-    assert resp.status_code == 200, resp.text
-    return dict(resp.json())
-
-
 JUDGED = "TenantDailyCapNearlyReached"
-
-
-def _max_seq(db_url: str) -> int:
-    with psycopg.connect(db_url) as conn:
-        row = conn.execute("SELECT COALESCE(max(seq), 0) FROM events").fetchone()
-    return int(row[0]) if row else 0
 
 
 def _send_round(
@@ -131,7 +106,7 @@ def _send_round(
     sent = workload(round_no, start, now)
     for tenant, batches in sent.items():
         for batch in batches:
-            body = _post(base, tokens[tenant], batch)
+            body = post_events(base, tokens[tenant], batch)
             for key in counts:
                 counts[key] += body[key]
     return counts, sent
@@ -194,13 +169,13 @@ def snapshot(module_db_url: str, module_workdir: Path) -> Any:
         )
         # A re-sent batch (all duplicates) and an invalid event (rejected).
         again = sent["acme"][0]
-        dup = _post(control_url, tokens["acme"], again)
-        bad = _post(control_url, tokens["acme"], [{**again[0], "phase": "9-not-a-phase"}])
+        dup = post_events(control_url, tokens["acme"], again)
+        bad = post_events(control_url, tokens["acme"], [{**again[0], "phase": "9-not-a-phase"}])
         posted["duplicates"] += dup["duplicates"]
         posted["rejected"] += bad["rejected"]
         with psycopg.connect(db_url) as conn:  # stands in for the planned pause command
             conn.execute("UPDATE tenants SET status = 'paused' WHERE tenant_id = 'umbrella'")
-        boundary = _max_seq(db_url)
+        boundary = max_seq(db_url)
         prom.wait_for("runledger_exporter_tailed_seq", lambda v: v == boundary)
         prom.wait_for("sum(runledger_alert_judgements_total)", lambda v: v == 3)
         round1_seen = time.time()
@@ -211,7 +186,7 @@ def snapshot(module_db_url: str, module_workdir: Path) -> Any:
         for key in posted:
             posted[key] += counts[key]
         judge_alerts(control_url, admin, JUDGED, ["true_positive", "false_positive"], "b2")
-        last = _max_seq(db_url)
+        last = max_seq(db_url)
         prom.wait_for("runledger_exporter_tailed_seq", lambda v: v == last)
         prom.wait_for("sum(runledger_alert_judgements_total)", lambda v: v == 5)
         after = time.time()

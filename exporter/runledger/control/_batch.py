@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol, TypeVar
 
 import orjson
 from flask import Response, request
@@ -12,18 +13,33 @@ from pydantic import BaseModel, ValidationError
 
 from runledger.control._auth import current_principal
 from runledger.control._errors import ApiError, invalid_request
-from runledger.validation import FieldError
+from runledger.validation import FieldError, field_errors
 
 __all__ = [
+    "FUTURE_SKEW",
     "batch_counts",
+    "batch_records",
     "batch_response",
     "json_body",
     "json_response",
     "parse_body",
     "read_batch",
+    "rejected",
+    "unknown_tenant",
 ]
 
 M = TypeVar("M", bound=BaseModel)
+
+FUTURE_SKEW = timedelta(minutes=5)
+"""How far ahead of the server clock a record's ``created_at`` may be."""
+
+
+class _Dated(Protocol):
+    @property
+    def created_at(self) -> datetime: ...
+
+
+D = TypeVar("D", bound=_Dated)
 
 
 def json_body(*, empty: Any = None) -> Any:
@@ -114,3 +130,35 @@ def read_batch(key: str, limit: int) -> list[Any]:
                 403, f"{problem.field}: {problem.message}; nothing was stored", fields=[problem]
             )
     return items
+
+
+def rejected(index: int, errors: list[FieldError]) -> dict[str, Any]:
+    """The result of a batch's record ``index`` refused for ``errors``."""
+    return {"index": index, "status": "rejected", "errors": [e.as_dict() for e in errors]}
+
+
+def unknown_tenant(index: int, tenant_id: str) -> dict[str, Any]:
+    """The result of a batch's record ``index`` naming a tenant the ledger does not know."""
+    return rejected(
+        index, [FieldError(f"records[{index}].tenant_id", f"unknown tenant {tenant_id!r}")]
+    )
+
+
+def batch_records(
+    raw: Sequence[Any], parse: Callable[[Any], D], results: list[dict[str, Any]]
+) -> Iterator[tuple[int, D]]:
+    """Yield (index, record) for each item of a ``records`` batch that ``parse`` accepts and
+    that is not dated in the future; append a rejection to ``results`` for each other one
+    (the caller appends the yielded records' results, so ``results`` stays in order)."""
+    now = datetime.now(UTC)
+    for i, item in enumerate(raw):
+        try:
+            rec = parse(item)
+        except ValidationError as exc:
+            results.append(rejected(i, field_errors(exc, prefix=f"records[{i}]")))
+            continue
+        if rec.created_at > now + FUTURE_SKEW:
+            problem = "is in the future (more than 5 minutes ahead of the server clock)"
+            results.append(rejected(i, [FieldError(f"records[{i}].created_at", problem)]))
+            continue
+        yield i, rec

@@ -12,9 +12,10 @@ import hmac
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from flask import Response, current_app, g, redirect, render_template, request, url_for
+from flask import Response, g, redirect, render_template, request, url_for
 
 from runledger.control._auth import ROLES_ATTR
+from runledger.control._stores import app_store
 from runledger.store.sessions import Session, SessionStore
 from runledger.store.tokens import Principal
 
@@ -35,11 +36,7 @@ class PageError(Exception):
 
 
 def sessions() -> SessionStore:
-    store: SessionStore | None = current_app.extensions.get("runledger.sessions")
-    if store is None:
-        store = SessionStore(current_app.extensions["runledger.db"])
-        current_app.extensions["runledger.sessions"] = store
-    return store
+    return app_store("runledger.sessions", SessionStore)
 
 
 def _session() -> Session | None:

@@ -26,6 +26,7 @@ from runledger.control._console_requests import (
     TokenVisibility,
 )
 from runledger.control._errors import ApiError, invalid_request
+from runledger.control._stores import app_store
 from runledger.store.console import Console, Filters
 from runledger.store.console_actions import Actor, ConsoleActions, NotFound, Refused
 from runledger.store.tokens import Principal
@@ -38,21 +39,13 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def actions() -> ConsoleActions:
-    store: ConsoleActions | None = current_app.extensions.get("runledger.actions")
-    if store is None:
-        store = ConsoleActions(current_app.extensions["runledger.db"])
-        current_app.extensions["runledger.actions"] = store
-    return store
+    return app_store("runledger.actions", ConsoleActions)
 
 
 def console_store() -> Console:
-    store: Console | None = current_app.extensions.get("runledger.console")
-    if store is None:
-        store = Console(
-            current_app.extensions["runledger.db"], clock=current_app.config.get("CLOCK")
-        )
-        current_app.extensions["runledger.console"] = store
-    return store
+    return app_store(
+        "runledger.console", lambda db: Console(db, clock=current_app.config.get("CLOCK"))
+    )
 
 
 def parse_args(model: type[M], values: Any = None) -> M:
@@ -76,7 +69,8 @@ def action_errors() -> Iterator[None]:
         raise ApiError(409, str(exc)) from None
 
 
-def _actor(principal: Principal) -> Actor:
+def _actor() -> Actor:
+    principal = current_principal()
     return Actor(principal.label, principal.role)
 
 
@@ -93,23 +87,20 @@ def _own_tenant(tenant_id: str) -> None:
 @require("admin")
 def pause_tenant(tenant_id: str) -> Response:
     """Pause a tenant: its new runs are refused, runs in flight finish; audited."""
-    req = parse_body(Pause)
-    with action_errors():
-        result = actions().set_paused(
-            tenant_id, paused=True, reason=req.reason, actor=_actor(current_principal())
-        )
-    return json_response(result)
+    return _set_paused(tenant_id, paused=True)
 
 
 @bp.post("/tenants/<tenant_id>/resume")
 @require("admin")
 def resume_tenant(tenant_id: str) -> Response:
     """Resume a paused tenant; audited."""
+    return _set_paused(tenant_id, paused=False)
+
+
+def _set_paused(tenant_id: str, *, paused: bool) -> Response:
     req = parse_body(Pause)
     with action_errors():
-        result = actions().set_paused(
-            tenant_id, paused=False, reason=req.reason, actor=_actor(current_principal())
-        )
+        result = actions().set_paused(tenant_id, paused=paused, reason=req.reason, actor=_actor())
     return json_response(result)
 
 
@@ -120,7 +111,7 @@ def owner_token_visibility(tenant_id: str) -> Response:
     req = parse_body(TokenVisibility)
     with action_errors():
         result = actions().set_owner_sees_tokens(
-            tenant_id, allowed=req.allowed, reason=req.reason, actor=_actor(current_principal())
+            tenant_id, allowed=req.allowed, reason=req.reason, actor=_actor()
         )
     return json_response(result)
 
@@ -150,7 +141,7 @@ def reopen_phase(project_id: str) -> Response:
     req = parse_body(Reopen)
     with action_errors():
         result = actions().reopen_phase(
-            project_id, phase=req.phase, reason=req.reason, actor=_actor(current_principal()),
+            project_id, phase=req.phase, reason=req.reason, actor=_actor(),
             tenant_id=None,
         )  # fmt: skip
     return json_response(result)
@@ -162,9 +153,7 @@ def rerun(run_id: str) -> Response:
     """Ask the tenant's Coordinator to run this run's step again; audited."""
     req = parse_body(Rerun)
     with action_errors():
-        result = actions().request_rerun(
-            run_id, reason=req.reason, actor=_actor(current_principal()), tenant_id=None
-        )
+        result = actions().request_rerun(run_id, reason=req.reason, actor=_actor(), tenant_id=None)
     return json_response(result, 201 if result["created"] else 200)
 
 
@@ -182,7 +171,7 @@ def claim_rerun(tenant_id: str) -> Response:
     """Claim the oldest pending rerun of the tenant (204 when none waits)."""
     _own_tenant(tenant_id)
     req = parse_body(ClaimRerun)
-    claimed = actions().claim_rerun(tenant_id, holder=req.holder, actor=_actor(current_principal()))
+    claimed = actions().claim_rerun(tenant_id, holder=req.holder, actor=_actor())
     if claimed is None:
         return Response(status=204)
     return json_response(claimed)

@@ -83,6 +83,14 @@ def _actor() -> Actor:
     return Actor(label, actor.role)
 
 
+def _viewer_sees_tokens(tenant_id: str) -> bool:
+    """Refuse a viewer of another tenant; say whether the viewer sees raw token counts of
+    ``tenant_id`` (staff always; an owner when the tenant allows it)."""
+    check_tenant(tenant_id)
+    tenant = console_store().tenant(tenant_id)
+    return viewer().role != "owner" or bool(tenant and tenant["owner_sees_tokens"])
+
+
 def _form(model: type[Any]) -> Any:
     try:
         return parse_args(model, request.form)
@@ -337,18 +345,21 @@ def embed(signed: str) -> Any:
 @page("admin")
 def pause_form(tenant_id: str) -> WResponse:
     """Form: pause the tenant."""
-    req = _form(Pause)
-    _run_action(actions().set_paused, tenant_id, paused=True, reason=req.reason, actor=_actor())
-    return _done(url_for("console.tenant_page", tenant_id=tenant_id), "tenant paused")
+    return _set_paused_form(tenant_id, paused=True)
 
 
 @bp.post("/tenants/<tenant_id>/resume")
 @page("admin")
 def resume_form(tenant_id: str) -> WResponse:
     """Form: resume the tenant."""
+    return _set_paused_form(tenant_id, paused=False)
+
+
+def _set_paused_form(tenant_id: str, *, paused: bool) -> WResponse:
     req = _form(Pause)
-    _run_action(actions().set_paused, tenant_id, paused=False, reason=req.reason, actor=_actor())
-    return _done(url_for("console.tenant_page", tenant_id=tenant_id), "tenant resumed")
+    _run_action(actions().set_paused, tenant_id, paused=paused, reason=req.reason, actor=_actor())
+    done = "tenant paused" if paused else "tenant resumed"
+    return _done(url_for("console.tenant_page", tenant_id=tenant_id), done)
 
 
 @bp.post("/tenants/<tenant_id>/token-visibility")
@@ -540,10 +551,8 @@ def project_page(project_id: str) -> str:
     project = store.project(project_id)
     if project is None:
         raise PageError(404, f"unknown project {project_id!r}")
-    check_tenant(project["tenant_id"])
-    tenant = store.tenant(project["tenant_id"])
+    show_tokens = _viewer_sees_tokens(project["tenant_id"])
     data = store.project_page(project)
-    show_tokens = viewer().role != "owner" or bool(tenant and tenant["owner_sees_tokens"])
     return _render("project.html", project=project, data=data, show_tokens=show_tokens)
 
 
@@ -570,9 +579,7 @@ def run_page(run_id: str) -> str:
     run = store.run(run_id)
     if run is None:
         raise PageError(404, f"unknown run {run_id!r}")
-    check_tenant(run["tenant_id"])
-    tenant = store.tenant(run["tenant_id"])
-    show_tokens = viewer().role != "owner" or bool(tenant and tenant["owner_sees_tokens"])
+    show_tokens = _viewer_sees_tokens(run["tenant_id"])
     return _render("run.html", run=run, data=store.run_page(run), show_tokens=show_tokens)
 
 

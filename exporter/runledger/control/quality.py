@@ -8,19 +8,20 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Blueprint, Response, current_app
-from pydantic import ValidationError
 
 from runledger.control._auth import current_principal, require
 from runledger.control._batch import (
     batch_counts,
+    batch_records,
     batch_response,
     json_response,
     parse_body,
     read_batch,
+    rejected,
+    unknown_tenant,
 )
 from runledger.control._errors import ApiError
 from runledger.control._requests import ArtifactSnapshotRecord, Unfreeze
@@ -36,7 +37,7 @@ from runledger.store.quality import (
     store_snapshots,
     unfreeze_publisher,
 )
-from runledger.validation import FieldError, field_errors
+from runledger.validation import FieldError
 
 __all__ = ["MAX_SNAPSHOT_RECORDS", "bp", "lift_freeze"]
 
@@ -46,12 +47,7 @@ MAX_SNAPSHOT_RECORDS = 500
 """Largest number of artifact snapshots one request may carry (the SDK sends up to 500
 records of a kind per batch, within 4 MiB)."""
 
-_FUTURE_SKEW = timedelta(minutes=5)
 _PLAYBOOK_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
-
-
-def _rejected(index: int, errors: list[FieldError]) -> dict[str, Any]:
-    return {"index": index, "status": "rejected", "errors": [e.as_dict() for e in errors]}
 
 
 @bp.post("/artifacts")
@@ -62,30 +58,17 @@ def post_artifacts() -> Response:
     Re-sending is safe: a snapshot whose id or artifact version is stored is a duplicate.
     """
     raw = read_batch("records", MAX_SNAPSHOT_RECORDS)
-    now = datetime.now(UTC)
     redactor = default_redactor()
     results: list[dict[str, Any]] = []
     valid: list[tuple[int, SnapshotRow]] = []
-    for i, item in enumerate(raw):
-        try:
-            rec = ArtifactSnapshotRecord.model_validate(item)
-        except ValidationError as exc:
-            results.append(_rejected(i, field_errors(exc, prefix=f"records[{i}]")))
-            continue
-        problem: FieldError | None = None
+    for i, rec in batch_records(raw, ArtifactSnapshotRecord.model_validate, results):
         content = redactor.text(rec.content)
-        if rec.created_at > now + _FUTURE_SKEW:
-            problem = FieldError(
-                f"records[{i}].created_at",
-                "is in the future (more than 5 minutes ahead of the server clock)",
-            )
-        elif len(content) > MAX_SNAPSHOT_CHARS:
+        if len(content) > MAX_SNAPSHOT_CHARS:
             problem = FieldError(
                 f"records[{i}].content",
                 f"is {len(content)} characters once redacted; the limit is {MAX_SNAPSHOT_CHARS}",
             )
-        if problem is not None:
-            results.append(_rejected(i, [problem]))
+            results.append(rejected(i, [problem]))
             continue
         media = rec.media_type or sniff_media_type(content)
         results.append({"index": i, "status": "pending"})
@@ -113,8 +96,7 @@ def post_artifacts() -> Response:
         statuses = store_snapshots(current_app.extensions["runledger.db"], [r for _, r in valid])
         for (i, row), status in zip(valid, statuses, strict=True):
             if status == "unknown_tenant":
-                problem = FieldError(f"records[{i}].tenant_id", f"unknown tenant {row.tenant_id!r}")
-                results[i] = _rejected(i, [problem])
+                results[i] = unknown_tenant(i, row.tenant_id)
             else:
                 results[i] = {"index": i, "status": status, "snapshot_id": row.snapshot_id}
     return batch_response(results, batch_counts(res["status"] for res in results))

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Blueprint, Response, current_app
-from pydantic import ValidationError
 
 from runledger.control._auth import require
-from runledger.control._batch import batch_counts, batch_response, read_batch
+from runledger.control._batch import (
+    batch_counts,
+    batch_records,
+    batch_response,
+    read_batch,
+    unknown_tenant,
+)
 from runledger.control._requests import PromptAuditRecord
 from runledger.redact import default_redactor
 from runledger.store.prompt_audit import PromptRow, store_prompts
-from runledger.validation import FieldError, field_errors
 
 __all__ = ["MAX_AUDIT_RECORDS", "bp"]
 
@@ -21,12 +24,6 @@ bp = Blueprint("telemetry", __name__, url_prefix="/v1")
 
 MAX_AUDIT_RECORDS = 500
 """Largest number of prompt-audit records one request may carry."""
-
-_FUTURE_SKEW = timedelta(minutes=5)
-
-
-def _rejected(index: int, errors: list[FieldError]) -> dict[str, Any]:
-    return {"index": index, "status": "rejected", "errors": [e.as_dict() for e in errors]}
 
 
 @bp.post("/prompt-audit")
@@ -38,19 +35,9 @@ def post_prompt_audit() -> Response:
     The text is redacted again here, so a client with older rules cannot leak a secret.
     """
     raw = read_batch("records", MAX_AUDIT_RECORDS)
-    now = datetime.now(UTC)
     results: list[dict[str, Any]] = []
     valid: list[tuple[int, PromptAuditRecord]] = []
-    for i, item in enumerate(raw):
-        try:
-            rec = PromptAuditRecord.model_validate(item)
-        except ValidationError as exc:
-            results.append(_rejected(i, field_errors(exc, prefix=f"records[{i}]")))
-            continue
-        if rec.created_at > now + _FUTURE_SKEW:
-            problem = "is in the future (more than 5 minutes ahead of the server clock)"
-            results.append(_rejected(i, [FieldError(f"records[{i}].created_at", problem)]))
-            continue
+    for i, rec in batch_records(raw, PromptAuditRecord.model_validate, results):
         results.append({"index": i, "status": "pending"})
         valid.append((i, rec))
     if valid:
@@ -67,8 +54,7 @@ def post_prompt_audit() -> Response:
         statuses = store_prompts(current_app.extensions["runledger.db"], rows)
         for (i, rec), status in zip(valid, statuses, strict=True):
             if status == "unknown_tenant":
-                problem = f"unknown tenant {rec.tenant_id!r}"
-                results[i] = _rejected(i, [FieldError(f"records[{i}].tenant_id", problem)])
+                results[i] = unknown_tenant(i, rec.tenant_id)
             else:
                 results[i] = {"index": i, "status": status, "audit_id": rec.audit_id}
     return batch_response(results, batch_counts(res["status"] for res in results))

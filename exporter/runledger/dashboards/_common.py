@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import Any, Protocol, Self, TypeVar
 
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.builders import loki, prometheus, tempo
@@ -21,11 +21,16 @@ __all__ = [
     "TEMPO",
     "TENANT_PROMETHEUS",
     "Sql",
+    "base_dashboard",
+    "cap_thresholds",
+    "console_data_link",
     "console_link",
     "dashboard_link",
     "logql",
+    "panel",
     "prom",
     "traceql",
+    "unit_override",
 ]
 
 PROMETHEUS = dm.DataSourceRef(type_val="prometheus", uid="prometheus")
@@ -175,27 +180,104 @@ def url_link(title: str, url: str) -> dict[str, Any]:
     return {"title": title, "url": url, "targetBlank": url.startswith(CONSOLE)}
 
 
+def unit_override(unit: str) -> list[dm.DynamicConfigValue]:
+    """Override properties that set one field's ``unit``."""
+    return [dm.DynamicConfigValue(id_val="unit", value=unit)]
+
+
+def console_data_link(title: str, path: str) -> db.DashboardLink:
+    """A panel data link to a console page, ``path`` after the console's base URL."""
+    return db.DashboardLink(title).url(CONSOLE + path)
+
+
+def cap_thresholds() -> db.ThresholdsConfig:
+    """Green below 80% of a cap, orange from 80%, red from 100% (the cap alerts' levels)."""
+    return (
+        db.ThresholdsConfig()
+        .mode(dm.ThresholdsMode.ABSOLUTE)
+        .steps(
+            [
+                dm.Threshold(color="green"),
+                dm.Threshold(value=0.8, color="orange"),
+                dm.Threshold(value=1.0, color="red"),
+            ]
+        )
+    )
+
+
+class PanelBuilder(Protocol):
+    """What every panel builder of the SDK has (stat, bargauge, table, timeseries, ...)."""
+
+    def title(self, title: str) -> Self: ...
+    def description(self, description: str) -> Self: ...
+    def datasource(self, datasource: dm.DataSourceRef) -> Self: ...
+    def unit(self, unit: str) -> Self: ...
+    def with_target(self, target: cogbuilder.Builder[cogvariants.Dataquery]) -> Self: ...
+
+
+PanelT = TypeVar("PanelT", bound=PanelBuilder)
+
+
+def panel(
+    builder: PanelT,
+    title: str,
+    description: str,
+    source: dm.DataSourceRef,
+    unit: str,
+    *targets: cogbuilder.Builder[cogvariants.Dataquery],
+) -> PanelT:
+    """``builder`` with its title, description, datasource, unit and targets (in order)."""
+    p = builder.title(title).description(description).datasource(source).unit(unit)
+    for target in targets:
+        p = p.with_target(target)
+    return p
+
+
+def base_dashboard(
+    title: str, uid: str, description: str, tags: list[str], time_from: str
+) -> db.Dashboard:
+    """A runledger dashboard: editable, UTC, refreshed every minute, up to now, with the
+    hidden ``console`` variable first."""
+    return (
+        db.Dashboard(title)
+        .uid(uid)
+        .description(description)
+        .tags(tags)
+        .editable()
+        .timezone("utc")
+        .time(time_from, "now")
+        .refresh("1m")
+        .with_variable(console_variable())
+    )
+
+
 def grid(x: int, y: int, w: int, h: int) -> dm.GridPos:
     return dm.GridPos(h=h, w=w, x=x, y=y)
 
 
 class Layout:
-    """Place panels left to right in rows of 24 columns, giving each a stable id."""
+    """Place panels left to right in rows of 24 columns, giving each a stable id; ``onto``
+    adds them to a dashboard in the order they were placed."""
 
     def __init__(self) -> None:
         self.x = 0
         self.y = 0
         self.row_height = 0
         self.next_id = 1
+        self.panels: list[Any] = []
 
-    def place(self, panel: Any, w: int, h: int) -> Any:
+    def add(self, panel: Any, w: int, h: int) -> None:
         if self.x + w > 24:
             self.x, self.y, self.row_height = 0, self.y + self.row_height, 0
-        panel = panel.grid_pos(grid(self.x, self.y, w, h)).id(self.next_id)
+        self.panels.append(panel.grid_pos(grid(self.x, self.y, w, h)).id(self.next_id))
         self.next_id += 1
         self.x += w
         self.row_height = max(self.row_height, h)
-        return panel
+
+    def onto(self, dashboard: db.Dashboard) -> db.Dashboard:
+        for panel in self.panels:
+            dashboard = dashboard.with_panel(panel)
+        return dashboard
 
 
 def console_variable() -> db.ConstantVariable:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from grafana_foundation_sdk.builders import bargauge, common, stat, table, timeseries
 from grafana_foundation_sdk.builders import dashboard as db
-from grafana_foundation_sdk.models import dashboard as dm
 
 from runledger.dashboards._common import (
     CONSOLE,
@@ -12,13 +11,17 @@ from runledger.dashboards._common import (
     PROMETHEUS,
     Layout,
     Sql,
+    base_dashboard,
+    cap_thresholds,
+    console_data_link,
     console_link,
-    console_variable,
     dashboard_link,
     label_variable,
     links_override,
+    panel,
     prom,
     trace_link,
+    unit_override,
     url_link,
 )
 
@@ -38,18 +41,14 @@ def admin_overview() -> db.Dashboard:
     """Build the Admin Overview."""
     lay = Layout()
     d = (
-        db.Dashboard("runledger — Admin Overview")
-        .uid(UID)
-        .description(
+        base_dashboard(
+            "runledger — Admin Overview",
+            UID,
             "Spend today, the last failures, stuck projects and caps, filtered by tenant, "
-            "model and phase; each row links to the console's run, project and tenant pages."
+            "model and phase; each row links to the console's run, project and tenant pages.",
+            ["runledger", "admin"],
+            "now-24h",
         )
-        .tags(["runledger", "admin"])
-        .editable()
-        .timezone("utc")
-        .time("now-24h", "now")
-        .refresh("1m")
-        .with_variable(console_variable())
         .with_variable(label_variable("tenant", "runledger_tenant_daily_cap_usd"))
         .with_variable(label_variable("model", "runledger_cost_usd_total"))
         .with_variable(label_variable("phase", "runledger_phase_advances_total"))
@@ -65,83 +64,63 @@ def admin_overview() -> db.Dashboard:
     )
 
     # -- spend today -----------------------------------------------------------------------
-    d = d.with_panel(
-        lay.place(
-            stat.Panel()
-            .title("Spend today")
-            .description(
-                "Spend of the selected tenants in the current UTC day, from the ledger's "
-                "caps (exact, not a rate)."
-            )
-            .datasource(PROMETHEUS)
-            .unit("currencyUSD")
-            .decimals(2)
-            .with_target(
-                prom(f"sum(runledger_tenant_spend_today_usd{{{T}}})", "spend", instant=True)
-            ),
-            4,
-            5,
-        )
+    lay.add(
+        panel(
+            stat.Panel(),
+            "Spend today",
+            "Spend of the selected tenants in the current UTC day, from the ledger's "
+            "caps (exact, not a rate).",
+            PROMETHEUS,
+            "currencyUSD",
+            prom(f"sum(runledger_tenant_spend_today_usd{{{T}}})", "spend", instant=True),
+        ).decimals(2),
+        4,
+        5,
     )
-    d = d.with_panel(
-        lay.place(
-            stat.Panel()
-            .title("Projected by end of day")
-            .description("Today's spend plus the last hour's burn rate carried to midnight UTC.")
-            .datasource(PROMETHEUS)
-            .unit("currencyUSD")
-            .decimals(2)
-            .with_target(
-                prom(
-                    f"sum(runledger_tenant_projected_spend_today_usd{{{T}}})",
-                    "projected",
-                    instant=True,
-                )
+    lay.add(
+        panel(
+            stat.Panel(),
+            "Projected by end of day",
+            "Today's spend plus the last hour's burn rate carried to midnight UTC.",
+            PROMETHEUS,
+            "currencyUSD",
+            prom(
+                f"sum(runledger_tenant_projected_spend_today_usd{{{T}}})",
+                "projected",
+                instant=True,
             ),
-            4,
-            5,
-        )
+        ).decimals(2),
+        4,
+        5,
     )
-    d = d.with_panel(
-        lay.place(
-            bargauge.Panel()
-            .title("Today's spend by tenant")
-            .description(
-                "Spend per tenant in the current UTC day (ledger caps). Click a bar for "
-                "the tenant's console page."
-            )
-            .datasource(PROMETHEUS)
-            .unit("currencyUSD")
-            .decimals(2)
-            .data_links(
-                [db.DashboardLink("Tenant page").url(CONSOLE + "/tenants/${__field.labels.tenant}")]
-            )
-            .with_target(
-                prom(
-                    f"sort_desc(sum by (tenant) (runledger_tenant_spend_today_usd{{{T}}}))",
-                    "{{tenant}}",
-                    instant=True,
-                )
+    lay.add(
+        panel(
+            bargauge.Panel(),
+            "Today's spend by tenant",
+            "Spend per tenant in the current UTC day (ledger caps). Click a bar for "
+            "the tenant's console page.",
+            PROMETHEUS,
+            "currencyUSD",
+            prom(
+                f"sort_desc(sum by (tenant) (runledger_tenant_spend_today_usd{{{T}}}))",
+                "{{tenant}}",
+                instant=True,
             ),
-            8,
-            5,
         )
+        .decimals(2)
+        .data_links([console_data_link("Tenant page", "/tenants/${__field.labels.tenant}")]),
+        8,
+        5,
     )
-    d = d.with_panel(
-        lay.place(
-            bargauge.Panel()
-            .title("Today's spend by model")
-            .description(
+    lay.add(
+        (
+            panel(
+                bargauge.Panel(),
+                "Today's spend by model",
                 "Spend of the day so far (UTC) per model, summed from the ledger's events of "
-                "today's partition: exact, and cheaper than a day of raw counter samples."
-            )
-            .datasource(POSTGRES)
-            .unit("currencyUSD")
-            .decimals(2)
-            .reduce_options(
-                common.ReduceDataOptions().values(True).calcs(["lastNotNull"]).fields("/^spend$/")
-            )
-            .with_target(
+                "today's partition: exact, and cheaper than a day of raw counter samples.",
+                POSTGRES,
+                "currencyUSD",
                 Sql("""
                 SELECT COALESCE(model, 'none') AS model, sum(cost_usd) AS spend
                 FROM events
@@ -151,25 +130,27 @@ def admin_overview() -> db.Dashboard:
                   AND phase IN (${phase:sqlstring})
                   AND COALESCE(model, 'none') IN (${model:sqlstring})
                 GROUP BY 1
-                ORDER BY spend DESC""")
-            ),
-            8,
-            5,
-        )
+                ORDER BY spend DESC"""),
+            )
+            .decimals(2)
+            .reduce_options(
+                common.ReduceDataOptions().values(True).calcs(["lastNotNull"]).fields("/^spend$/")
+            )
+        ),
+        8,
+        5,
     )
 
     # -- failures, stuck projects, caps ----------------------------------------------------
     failures = (
-        table.Panel()
-        .title("Last 10 failures")
-        .description(
+        panel(
+            table.Panel(),
+            "Last 10 failures",
             "Failed runs and rejected artifacts, latest first, with phase and role. "
             "Links: the console's run page (rerun), the trace in Tempo, and the "
-            "project's why-blocked section for the blocking artifact."
-        )
-        .datasource(POSTGRES)
-        .unit("none")
-        .with_target(
+            "project's why-blocked section for the blocking artifact.",
+            POSTGRES,
+            "none",
             Sql("""
             SELECT f.last_seen AS "time", f.tenant_id AS tenant, f.project_id, f.run_id,
                    f.phase, f.role, f.kind, f.reason, f.artifact_ref, f.count,
@@ -180,7 +161,7 @@ def admin_overview() -> db.Dashboard:
               AND f.phase IN (${phase:sqlstring})
               AND COALESCE(r.model, 'none') IN (${model:sqlstring})
             ORDER BY f.last_seen DESC
-            LIMIT 10""")
+            LIMIT 10"""),
         )
         .override_by_name(
             "run_id",
@@ -201,19 +182,17 @@ def admin_overview() -> db.Dashboard:
                 url_link("Project page (reopen)", CONSOLE + "/projects/${__data.fields.project_id}")
             ),
         )
-        .override_by_name("count", [dm.DynamicConfigValue(id_val="unit", value="short")])
+        .override_by_name("count", unit_override("short"))
     )
-    d = d.with_panel(lay.place(failures, 24, 9))
+    lay.add(failures, 24, 9)
     stuck = (
-        table.Panel()
-        .title("Top stuck projects")
-        .description(
+        panel(
+            table.Panel(),
+            "Top stuck projects",
             f"Projects in a phase for more than {STUCK_AFTER_HOURS} h without "
-            "advancing, longest first. Links: why-blocked and the tenant's page."
-        )
-        .datasource(POSTGRES)
-        .unit("s")
-        .with_target(
+            "advancing, longest first. Links: why-blocked and the tenant's page.",
+            POSTGRES,
+            "s",
             Sql(f"""
             SELECT p.project_id, p.tenant_id AS tenant, p.current_phase AS phase,
                    p.phase_entered_at,
@@ -226,7 +205,7 @@ def admin_overview() -> db.Dashboard:
               AND p.tenant_id IN (${{tenant:sqlstring}})
               AND p.current_phase IN (${{phase:sqlstring}})
             ORDER BY p.phase_entered_at
-            LIMIT 10""")
+            LIMIT 10"""),
         )
         .override_by_name(
             "project_id",
@@ -240,86 +219,61 @@ def admin_overview() -> db.Dashboard:
             "tenant",
             links_override(url_link("Tenant page", CONSOLE + "/tenants/${__data.fields.tenant}")),
         )
-        .override_by_name("failures", [dm.DynamicConfigValue(id_val="unit", value="short")])
-        .override_by_name(
-            "phase_entered_at", [dm.DynamicConfigValue(id_val="unit", value="dateTimeAsIso")]
-        )
+        .override_by_name("failures", unit_override("short"))
+        .override_by_name("phase_entered_at", unit_override("dateTimeAsIso"))
     )
-    d = d.with_panel(lay.place(stuck, 12, 8))
+    lay.add(stuck, 12, 8)
     caps = (
-        bargauge.Panel()
-        .title("Caps approaching")
-        .description(
+        panel(
+            bargauge.Panel(),
+            "Caps approaching",
             "Share of each tenant's daily cap spent today (recorded rule "
             "tenant:runledger_cap_utilisation:ratio); owners are alerted at 80% and "
-            "100%. Click a bar to raise the cap (with a reason, audited)."
-        )
-        .datasource(PROMETHEUS)
-        .unit("percentunit")
-        .min(0)
-        .max(1)
-        .thresholds(
-            db.ThresholdsConfig()
-            .mode(dm.ThresholdsMode.ABSOLUTE)
-            .steps(
-                [
-                    dm.Threshold(color="green"),
-                    dm.Threshold(value=0.8, color="orange"),
-                    dm.Threshold(value=1.0, color="red"),
-                ]
-            )
-        )
-        .data_links(
-            [
-                db.DashboardLink("Raise the cap").url(
-                    CONSOLE + "/tenants/${__field.labels.tenant}#raise-cap"
-                )
-            ]
-        )
-        .with_target(
+            "100%. Click a bar to raise the cap (with a reason, audited).",
+            PROMETHEUS,
+            "percentunit",
             prom(
                 f"sort_desc(tenant:runledger_cap_utilisation:ratio{{{T}}})",
                 "{{tenant}}",
                 instant=True,
-            )
+            ),
+        )
+        .min(0)
+        .max(1)
+        .thresholds(cap_thresholds())
+        .data_links(
+            [console_data_link("Raise the cap", "/tenants/${__field.labels.tenant}#raise-cap")]
         )
     )
-    d = d.with_panel(lay.place(caps, 6, 8))
-    d = d.with_panel(
-        lay.place(
-            stat.Panel()
-            .title("Cap interventions (1 d)")
-            .description(
+    lay.add(caps, 6, 8)
+    lay.add(
+        (
+            panel(
+                stat.Panel(),
+                "Cap interventions (1 d)",
                 "Caps that stopped spend (cap_hit events) in the last day, per tenant "
-                "(recorded rule tenant:runledger_cap_hits:increase1d)."
-            )
-            .datasource(PROMETHEUS)
-            .unit("short")
-            .data_links(
-                [db.DashboardLink("Caps").url(CONSOLE + "/tenants/${__field.labels.tenant}#caps")]
-            )
-            .with_target(
+                "(recorded rule tenant:runledger_cap_hits:increase1d).",
+                PROMETHEUS,
+                "short",
                 prom(
                     f"sum by (tenant) (tenant:runledger_cap_hits:increase1d{{{T}}})",
                     "{{tenant}}",
                     instant=True,
-                )
-            ),
-            6,
-            8,
-        )
+                ),
+            ).data_links([console_data_link("Caps", "/tenants/${__field.labels.tenant}#caps")])
+        ),
+        6,
+        8,
     )
     caps_today = (
-        table.Panel()
-        .title("Caps today")
-        .description(
+        panel(
+            table.Panel(),
+            "Caps today",
             "Each tenant's cap in force (a temporary raise included, with its expiry), spend, "
             "open lease reservations and whether spend is blocked, from the ledger. Click a "
-            "tenant to raise its cap (with a reason, audited) or to pause it."
-        )
-        .datasource(POSTGRES)
-        .unit("currencyUSD")
-        .with_target(
+            "tenant to raise its cap (with a reason, audited) or to pause it.",
+            POSTGRES,
+            "currencyUSD",
             Sql("""
             SELECT t.tenant_id AS tenant, t.status,
                    cap_effective_usd(t.tenant_id, now()) AS cap_usd,
@@ -335,7 +289,7 @@ def admin_overview() -> db.Dashboard:
             LEFT JOIN cap_usage u
               ON u.tenant_id = t.tenant_id AND u.date = (now() AT TIME ZONE 'UTC')::date
             WHERE t.tenant_id IN (${tenant:sqlstring})
-            ORDER BY utilisation DESC NULLS LAST, t.tenant_id""")
+            ORDER BY utilisation DESC NULLS LAST, t.tenant_id"""),
         )
         .override_by_name(
             "tenant",
@@ -344,216 +298,183 @@ def admin_overview() -> db.Dashboard:
                 url_link("Pause or resume", CONSOLE + "/tenants/${__data.fields.tenant}"),
             ),
         )
-        .override_by_name(
-            "utilisation", [dm.DynamicConfigValue(id_val="unit", value="percentunit")]
-        )
-        .override_by_name("status", [dm.DynamicConfigValue(id_val="unit", value="none")])
-        .override_by_name("blocked", [dm.DynamicConfigValue(id_val="unit", value="bool_yes_no")])
-        .override_by_name(
-            "raise_expires_at", [dm.DynamicConfigValue(id_val="unit", value="dateTimeAsIso")]
-        )
+        .override_by_name("utilisation", unit_override("percentunit"))
+        .override_by_name("status", unit_override("none"))
+        .override_by_name("blocked", unit_override("bool_yes_no"))
+        .override_by_name("raise_expires_at", unit_override("dateTimeAsIso"))
     )
-    d = d.with_panel(lay.place(caps_today, 24, 7))
+    lay.add(caps_today, 24, 7)
 
     # -- trends ----------------------------------------------------------------------------
     for days in (7, 30):
-        d = d.with_panel(
-            lay.place(
-                timeseries.Panel()
-                .title(f"$ per hour, {days} days")
-                .description(
+        lay.add(
+            (
+                panel(
+                    timeseries.Panel(),
+                    f"$ per hour, {days} days",
                     "Spend per hour by model (recorded rule "
-                    "tenant_model:runledger_cost_usd:increase1h, one point an hour)."
-                )
-                .datasource(PROMETHEUS)
-                .time_from(f"{days}d")
-                .interval("1h")
-                .unit("currencyUSD")
-                .with_target(
+                    "tenant_model:runledger_cost_usd:increase1h, one point an hour).",
+                    PROMETHEUS,
+                    "currencyUSD",
                     prom(
                         "sum by (model) ("
                         f'tenant_model:runledger_cost_usd:increase1h{{{T}, model=~"$model"}})',
                         "{{model}}",
-                    )
-                ),
-                12,
-                8,
-            )
-        )
-        d = d.with_panel(
-            lay.place(
-                timeseries.Panel()
-                .title(f"Tokens per hour, {days} days")
-                .description(
-                    "Input and output tokens per hour (recorded rules "
-                    "tenant_model:runledger_{input,output}_tokens:increase1h)."
+                    ),
                 )
-                .datasource(PROMETHEUS)
                 .time_from(f"{days}d")
                 .interval("1h")
-                .unit("short")
-                .with_target(
-                    prom(
-                        "sum("
-                        f'tenant_model:runledger_input_tokens:increase1h{{{T}, model=~"$model"}})',
-                        "input",
-                        ref="A",
-                    )
-                )
-                .with_target(
-                    prom(
-                        "sum("
-                        f'tenant_model:runledger_output_tokens:increase1h{{{T}, model=~"$model"}})',
-                        "output",
-                        ref="B",
-                    )
-                ),
-                12,
-                8,
-            )
-        )
-    d = d.with_panel(
-        lay.place(
-            timeseries.Panel()
-            .title("Spend rate by model")
-            .description(
-                "Dollars per hour by model. Exemplars (dots) open the trace of the "
-                "event that recorded the spend, to follow a spike to its run."
-            )
-            .datasource(PROMETHEUS)
-            .unit("currencyUSD")
-            .with_target(
-                prom(
-                    "sum by (model) ("
-                    f"rate(runledger_cost_usd_total{{{SEL}}}[$__rate_interval])) * 3600",
-                    "{{model}}",
-                    exemplar=True,
-                )
             ),
             12,
             8,
         )
+        lay.add(
+            (
+                panel(
+                    timeseries.Panel(),
+                    f"Tokens per hour, {days} days",
+                    "Input and output tokens per hour (recorded rules "
+                    "tenant_model:runledger_{input,output}_tokens:increase1h).",
+                    PROMETHEUS,
+                    "short",
+                    prom(
+                        "sum(tenant_model:runledger_input_tokens:increase1h"
+                        f'{{{T}, model=~"$model"}})',
+                        "input",
+                        ref="A",
+                    ),
+                    prom(
+                        "sum(tenant_model:runledger_output_tokens:increase1h"
+                        f'{{{T}, model=~"$model"}})',
+                        "output",
+                        ref="B",
+                    ),
+                )
+                .time_from(f"{days}d")
+                .interval("1h")
+            ),
+            12,
+            8,
+        )
+    lay.add(
+        panel(
+            timeseries.Panel(),
+            "Spend rate by model",
+            "Dollars per hour by model. Exemplars (dots) open the trace of the "
+            "event that recorded the spend, to follow a spike to its run.",
+            PROMETHEUS,
+            "currencyUSD",
+            prom(
+                "sum by (model) ("
+                f"rate(runledger_cost_usd_total{{{SEL}}}[$__rate_interval])) * 3600",
+                "{{model}}",
+                exemplar=True,
+            ),
+        ),
+        12,
+        8,
     )
 
     # -- pipeline health -------------------------------------------------------------------
-    d = d.with_panel(
-        lay.place(
-            timeseries.Panel()
-            .title("Success rate per phase")
-            .description(
+    lay.add(
+        (
+            panel(
+                timeseries.Panel(),
+                "Success rate per phase",
                 "Runs that succeeded per run finished, by phase (summed numerators over "
-                "summed denominators of tenant_phase_status:runledger_runs_finished:rate5m)."
-            )
-            .datasource(PROMETHEUS)
-            .unit("percentunit")
-            .min(0)
-            .max(1)
-            .with_target(
+                "summed denominators of tenant_phase_status:runledger_runs_finished:rate5m).",
+                PROMETHEUS,
+                "percentunit",
                 prom(
                     "sum by (phase) (tenant_phase_status:runledger_runs_finished:rate5m"
                     f'{{{T}, phase=~"$phase", status="succeeded"}})'
                     " / sum by (phase) (tenant_phase_status:runledger_runs_finished:rate5m"
                     f'{{{T}, phase=~"$phase"}})',
                     "{{phase}}",
-                )
-            ),
-            12,
-            8,
-        )
-    )
-    d = d.with_panel(
-        lay.place(
-            timeseries.Panel()
-            .title("Retries per phase")
-            .description(
-                "Runs started as a retry per second, by phase (recorded rule "
-                "tenant_phase:runledger_run_retries:rate5m)."
+                ),
             )
-            .datasource(PROMETHEUS)
-            .unit("ops")
-            .with_target(
-                prom(
-                    "sum by (phase) ("
-                    f'tenant_phase:runledger_run_retries:rate5m{{{T}, phase=~"$phase"}})',
-                    "{{phase}}",
-                )
-            ),
-            12,
-            8,
-        )
+            .min(0)
+            .max(1)
+        ),
+        12,
+        8,
     )
-    d = d.with_panel(
-        lay.place(
-            timeseries.Panel()
-            .title("Queue latency")
-            .description(
-                "Time runs waited from run_queued to run_started: mean and 95th "
-                "percentile per role. Exemplars open the waiting run's trace."
-            )
-            .datasource(PROMETHEUS)
-            .unit("s")
-            .with_target(
-                prom(
-                    "sum by (role) ("
-                    f"rate(runledger_queue_wait_seconds_sum{{{T}}}[$__rate_interval]))"
-                    " / sum by (role) ("
-                    f"rate(runledger_queue_wait_seconds_count{{{T}}}[$__rate_interval]))",
-                    "mean {{role}}",
-                    ref="A",
-                )
-            )
-            .with_target(
-                prom(
-                    "histogram_quantile(0.95, sum by (le, role) ("
-                    f"rate(runledger_queue_wait_seconds_bucket{{{T}}}[$__rate_interval])))",
-                    "p95 {{role}}",
-                    ref="B",
-                    exemplar=True,
-                )
+    lay.add(
+        panel(
+            timeseries.Panel(),
+            "Retries per phase",
+            "Runs started as a retry per second, by phase (recorded rule "
+            "tenant_phase:runledger_run_retries:rate5m).",
+            PROMETHEUS,
+            "ops",
+            prom(
+                "sum by (phase) ("
+                f'tenant_phase:runledger_run_retries:rate5m{{{T}, phase=~"$phase"}})',
+                "{{phase}}",
             ),
-            12,
-            8,
-        )
+        ),
+        12,
+        8,
     )
-    d = d.with_panel(
-        lay.place(
-            stat.Panel()
-            .title("Alert precision (7 d)")
-            .description(
-                "Fired alerts judged true positive per alert judged, over 7 days "
-                "(recorded rule :runledger_alert_judgements_true_positive_per_judged:ratio_rate7d)."
-            )
-            .datasource(PROMETHEUS)
-            .unit("percentunit")
-            .with_target(
-                prom(
-                    ":runledger_alert_judgements_true_positive_per_judged:ratio_rate7d",
-                    "precision",
-                    instant=True,
-                )
+    lay.add(
+        panel(
+            timeseries.Panel(),
+            "Queue latency",
+            "Time runs waited from run_queued to run_started: mean and 95th "
+            "percentile per role. Exemplars open the waiting run's trace.",
+            PROMETHEUS,
+            "s",
+            prom(
+                "sum by (role) ("
+                f"rate(runledger_queue_wait_seconds_sum{{{T}}}[$__rate_interval]))"
+                " / sum by (role) ("
+                f"rate(runledger_queue_wait_seconds_count{{{T}}}[$__rate_interval]))",
+                "mean {{role}}",
+                ref="A",
             ),
-            6,
-            8,
-        )
-    )
-    d = d.with_panel(
-        lay.place(
-            stat.Panel()
-            .title("Alerts judged")
-            .description(
-                "Fired alerts judged by people in the time range, by outcome (alert_outcomes rows)."
-            )
-            .datasource(PROMETHEUS)
-            .unit("short")
-            .with_target(
-                prom(
-                    "sum by (status) (increase(runledger_alert_judgements_total[$__range]))",
-                    "{{status}}",
-                    instant=True,
-                )
+            prom(
+                "histogram_quantile(0.95, sum by (le, role) ("
+                f"rate(runledger_queue_wait_seconds_bucket{{{T}}}[$__rate_interval])))",
+                "p95 {{role}}",
+                ref="B",
+                exemplar=True,
             ),
-            6,
-            8,
-        )
+        ),
+        12,
+        8,
     )
-    return d
+    lay.add(
+        panel(
+            stat.Panel(),
+            "Alert precision (7 d)",
+            "Fired alerts judged true positive per alert judged, over 7 days "
+            "(recorded rule "
+            ":runledger_alert_judgements_true_positive_per_judged:ratio_rate7d).",
+            PROMETHEUS,
+            "percentunit",
+            prom(
+                ":runledger_alert_judgements_true_positive_per_judged:ratio_rate7d",
+                "precision",
+                instant=True,
+            ),
+        ),
+        6,
+        8,
+    )
+    lay.add(
+        panel(
+            stat.Panel(),
+            "Alerts judged",
+            "Fired alerts judged by people in the time range, by outcome (alert_outcomes rows).",
+            PROMETHEUS,
+            "short",
+            prom(
+                "sum by (status) (increase(runledger_alert_judgements_total[$__range]))",
+                "{{status}}",
+                instant=True,
+            ),
+        ),
+        6,
+        8,
+    )
+    return lay.onto(d)

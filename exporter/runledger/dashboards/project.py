@@ -13,14 +13,16 @@ from runledger.dashboards._common import (
     TEMPO,
     Layout,
     Sql,
+    base_dashboard,
     console_link,
-    console_variable,
     dashboard_link,
     label_variable,
     links_override,
     logql,
+    panel,
     trace_link,
     traceql,
+    unit_override,
     url_link,
 )
 
@@ -28,10 +30,6 @@ __all__ = ["UID", "project_overview"]
 
 UID = "runledger-project"
 P = "${project:sqlstring}"
-
-
-def _unit(unit: str) -> list[dm.DynamicConfigValue]:
-    return [dm.DynamicConfigValue(id_val="unit", value=unit)]
 
 
 def project_overview() -> db.Dashboard:
@@ -49,19 +47,15 @@ def project_overview() -> db.Dashboard:
         .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED)
     )
     d = (
-        db.Dashboard("runledger — Project Overview")
-        .uid(UID)
-        .description(
+        base_dashboard(
+            "runledger — Project Overview",
+            UID,
             "One project's story: its phase timeline, artifact versions, open flags "
             "(failures, validation errors, overrides), its runs with their traces and logs, "
-            "and the next action."
+            "and the next action.",
+            ["runledger", "project"],
+            "now-7d",
         )
-        .tags(["runledger", "project"])
-        .editable()
-        .timezone("utc")
-        .time("now-7d", "now")
-        .refresh("1m")
-        .with_variable(console_variable())
         .with_variable(label_variable("tenant", "runledger_tenant_daily_cap_usd"))
         .with_variable(project_var)
         .links(
@@ -73,18 +67,16 @@ def project_overview() -> db.Dashboard:
         )
     )
 
-    d = d.with_panel(
-        lay.place(
-            table.Panel()
-            .title("Next action")
-            .description(
+    lay.add(
+        (
+            panel(
+                table.Panel(),
+                "Next action",
                 "What unblocks the project now, from the ledger: a paused tenant, a "
                 "reached cap, a failed last run, a run in progress or a proof awaiting "
-                "approval. Links: why-blocked and the last run's page."
-            )
-            .datasource(POSTGRES)
-            .unit("none")
-            .with_target(
+                "approval. Links: why-blocked and the last run's page.",
+                POSTGRES,
+                "none",
                 Sql(f"""
             SELECT p.project_id, p.current_phase AS phase,
               CASE
@@ -110,13 +102,14 @@ def project_overview() -> db.Dashboard:
               SELECT r.run_id, r.status, r.error, r.role FROM runs r
               WHERE r.project_id = p.project_id ORDER BY r.status_at DESC, r.run_id LIMIT 1
             ) lr ON true
-            WHERE p.project_id = {P}""")
+            WHERE p.project_id = {P}"""),
             )
             .override_by_name(
                 "project_id",
                 links_override(
                     url_link(
-                        "Why blocked", CONSOLE + "/projects/${__data.fields.project_id}#why-blocked"
+                        "Why blocked",
+                        CONSOLE + "/projects/${__data.fields.project_id}#why-blocked",
                     )
                 ),
             )
@@ -125,61 +118,53 @@ def project_overview() -> db.Dashboard:
                 links_override(
                     url_link("Run page (rerun)", CONSOLE + "/runs/${__data.fields.last_run_id}")
                 ),
-            ),
-            18,
-            4,
-        )
-    )
-    d = d.with_panel(
-        lay.place(
-            stat.Panel()
-            .title("Project spend")
-            .description("Sum of the project's runs' cost, from the ledger.")
-            .datasource(POSTGRES)
-            .unit("currencyUSD")
-            .decimals(3)
-            .with_target(
-                Sql(f"SELECT COALESCE(sum(cost_usd), 0) AS spend FROM runs WHERE project_id = {P}")
-            ),
-            6,
-            4,
-        )
-    )
-    d = d.with_panel(
-        lay.place(
-            statetimeline.Panel()
-            .title("Phase timeline")
-            .description(
-                "The phase the project was in over time (phase_entered and phase_advanced events)."
             )
-            .datasource(POSTGRES)
-            .unit("none")
-            .with_target(
-                Sql(f"""
+        ),
+        18,
+        4,
+    )
+    lay.add(
+        (
+            panel(
+                stat.Panel(),
+                "Project spend",
+                "Sum of the project's runs' cost, from the ledger.",
+                POSTGRES,
+                "currencyUSD",
+                Sql(f"SELECT COALESCE(sum(cost_usd), 0) AS spend FROM runs WHERE project_id = {P}"),
+            ).decimals(3)
+        ),
+        6,
+        4,
+    )
+    lay.add(
+        panel(
+            statetimeline.Panel(),
+            "Phase timeline",
+            "The phase the project was in over time (phase_entered and phase_advanced events).",
+            POSTGRES,
+            "none",
+            Sql(f"""
             SELECT occurred_at AS "time",
                    CASE WHEN type = 'phase_advanced' THEN COALESCE(payload->>'to_phase', 'done')
                         ELSE phase END AS phase
             FROM events
             WHERE project_id = {P} AND type IN ('phase_entered', 'phase_advanced')
               AND $__timeFilter(occurred_at)
-            ORDER BY occurred_at, seq""")
-            ),
-            24,
-            5,
-        )
+            ORDER BY occurred_at, seq"""),
+        ),
+        24,
+        5,
     )
-    d = d.with_panel(
-        lay.place(
-            heatmap.Panel()
-            .title("Artifact versions")
-            .description(
+    lay.add(
+        (
+            panel(
+                heatmap.Panel(),
+                "Artifact versions",
                 "Latest version written of each artifact, per time bucket "
-                "(artifact_written events): rows are artifacts, colour is the version."
-            )
-            .datasource(POSTGRES)
-            .unit("none")
-            .calculate(False)
-            .with_target(
+                "(artifact_written events): rows are artifacts, colour is the version.",
+                POSTGRES,
+                "none",
                 Sql(
                     f"""
             SELECT $__timeGroupAlias(occurred_at, $__interval), artifact_path AS metric,
@@ -188,24 +173,22 @@ def project_overview() -> db.Dashboard:
             WHERE project_id = {P} AND type = 'artifact_written' AND $__timeFilter(occurred_at)
             GROUP BY 1, 2 ORDER BY 1""",
                     fmt="time_series",
-                )
-            ),
-            24,
-            7,
-        )
+                ),
+            ).calculate(False)
+        ),
+        24,
+        7,
     )
-    d = d.with_panel(
-        lay.place(
-            table.Panel()
-            .title("Flags: failures, validation errors, overrides")
-            .description(
+    lay.add(
+        (
+            panel(
+                table.Panel(),
+                "Flags: failures, validation errors, overrides",
                 "Failed runs, rejected artifacts and human overrides of the project, "
                 "latest first; open = in the project's current phase. Links: run page, "
-                "trace, why-blocked."
-            )
-            .datasource(POSTGRES)
-            .unit("none")
-            .with_target(
+                "trace, why-blocked.",
+                POSTGRES,
+                "none",
                 Sql(f"""
             SELECT f.last_seen AS "time", f.kind AS flag, f.phase, f.role, f.reason AS detail,
                    f.run_id, f.artifact_ref, f.count, f.trace_id,
@@ -218,7 +201,7 @@ def project_overview() -> db.Dashboard:
             FROM events e JOIN projects p USING (project_id)
             WHERE e.project_id = {P} AND e.type = 'user_override' AND $__timeFilter(e.occurred_at)
             ORDER BY 1 DESC
-            LIMIT 50""")
+            LIMIT 50"""),
             )
             .override_by_name(
                 "run_id",
@@ -231,22 +214,20 @@ def project_overview() -> db.Dashboard:
                     url_link("Why blocked", CONSOLE + "/projects/${project}#why-blocked")
                 ),
             )
-            .override_by_name("count", _unit("short")),
-            24,
-            8,
-        )
+            .override_by_name("count", unit_override("short"))
+        ),
+        24,
+        8,
     )
-    d = d.with_panel(
-        lay.place(
-            table.Panel()
-            .title("Runs")
-            .description(
+    lay.add(
+        (
+            panel(
+                table.Panel(),
+                "Runs",
                 "The project's runs, latest first, with cost, tokens and duration. "
-                "Links: run page and trace."
-            )
-            .datasource(POSTGRES)
-            .unit("none")
-            .with_target(
+                "Links: run page and trace.",
+                POSTGRES,
+                "none",
                 Sql(f"""
             SELECT r.status_at AS "time", r.run_id, r.phase, r.role, r.status, r.attempt,
                    r.model, r.cost_usd, r.tokens_in + r.tokens_out AS tokens,
@@ -255,48 +236,44 @@ def project_overview() -> db.Dashboard:
             FROM runs r
             WHERE r.project_id = {P}
             ORDER BY r.status_at DESC, r.run_id
-            LIMIT 50""")
+            LIMIT 50"""),
             )
             .override_by_name(
                 "run_id",
                 links_override(url_link("Run page", CONSOLE + "/runs/${__data.fields.run_id}")),
             )
             .override_by_name("trace_id", links_override(trace_link()))
-            .override_by_name("cost_usd", _unit("currencyUSD"))
-            .override_by_name("tokens", _unit("short"))
-            .override_by_name("duration_seconds", _unit("s")),
-            24,
-            8,
-        )
+            .override_by_name("cost_usd", unit_override("currencyUSD"))
+            .override_by_name("tokens", unit_override("short"))
+            .override_by_name("duration_seconds", unit_override("s"))
+        ),
+        24,
+        8,
     )
-    d = d.with_panel(
-        lay.place(
-            table.Panel()
-            .title("Traces")
-            .description(
-                "The project's run traces in Tempo (run spans carry "
-                "runledger.project_id). Click a trace id to open it."
-            )
-            .datasource(TEMPO)
-            .unit("none")
-            .with_target(traceql('{ span.runledger.project_id = "$project" }')),
-            12,
-            8,
-        )
+    lay.add(
+        panel(
+            table.Panel(),
+            "Traces",
+            "The project's run traces in Tempo (run spans carry "
+            "runledger.project_id). Click a trace id to open it.",
+            TEMPO,
+            "none",
+            traceql('{ span.runledger.project_id = "$project" }'),
+        ),
+        12,
+        8,
     )
-    d = d.with_panel(
-        lay.place(
-            logs.Panel()
-            .title("Run logs")
-            .description(
-                "The project's run logs in Loki (OTLP attributes are structured "
-                "metadata: runledger_project_id, trace_id). A trace_id opens the trace."
-            )
-            .datasource(LOKI)
-            .unit("none")
-            .with_target(logql('{service_name=~".+"} | runledger_project_id = "$project"')),
-            12,
-            8,
-        )
+    lay.add(
+        panel(
+            logs.Panel(),
+            "Run logs",
+            "The project's run logs in Loki (OTLP attributes are structured "
+            "metadata: runledger_project_id, trace_id). A trace_id opens the trace.",
+            LOKI,
+            "none",
+            logql('{service_name=~".+"} | runledger_project_id = "$project"'),
+        ),
+        12,
+        8,
     )
-    return d
+    return lay.onto(d)

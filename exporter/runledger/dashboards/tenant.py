@@ -20,14 +20,16 @@ from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 
 from runledger.dashboards._common import (
-    CONSOLE,
     PROMETHEUS,
     TENANT_PROMETHEUS,
     Layout,
+    base_dashboard,
+    cap_thresholds,
+    console_data_link,
     console_link,
-    console_variable,
     dashboard_link,
     label_variable,
+    panel,
     prom,
 )
 
@@ -54,18 +56,14 @@ def tenant_overview(*, owners: bool = False) -> db.Dashboard:
             1, dashboard_link("Project Overview", "runledger-project", "?${tenant:queryparam}")
         )
     d = (
-        db.Dashboard("runledger — Tenant Overview")
-        .uid(UID)
-        .description(
+        base_dashboard(
+            "runledger — Tenant Overview",
+            UID,
             "One tenant's time-to-gate, recent ships, costs and projected end of day, proof "
-            "completion and active alerts (the owner's banners)."
+            "completion and active alerts (the owner's banners).",
+            ["runledger", "tenant", "owners" if owners else "admin"],
+            "now-7d",
         )
-        .tags(["runledger", "tenant", "owners" if owners else "admin"])
-        .editable()
-        .timezone("utc")
-        .time("now-7d", "now")
-        .refresh("1m")
-        .with_variable(console_variable())
         .with_variable(
             label_variable("tenant", "runledger_tenant_daily_cap_usd", src, single=owners)
         )
@@ -91,228 +89,181 @@ def tenant_overview(*, owners: bool = False) -> db.Dashboard:
         ),
     )
     for title, metric, text in cost_panels:
-        d = d.with_panel(
-            lay.place(
-                stat.Panel()
-                .title(title)
-                .description(text)
-                .datasource(src)
-                .unit("currencyUSD")
-                .decimals(2)
-                .with_target(prom(f"sum({metric}{{{tm}}})", title, instant=True, source=src)),
-                5,
-                5,
-            )
+        lay.add(
+            panel(
+                stat.Panel(),
+                title,
+                text,
+                src,
+                "currencyUSD",
+                prom(f"sum({metric}{{{tm}}})", title, instant=True, source=src),
+            ).decimals(2),
+            5,
+            5,
         )
-    d = d.with_panel(
-        lay.place(
-            bargauge.Panel()
-            .title("Share of the cap spent today")
-            .description(
+    lay.add(
+        (
+            panel(
+                bargauge.Panel(),
+                "Share of the cap spent today",
                 "Today's spend over the daily cap (alerts at 80% and 100%). Click to "
-                "ask for a raise on the console."
-            )
-            .datasource(src)
-            .unit("percentunit")
-            .min(0)
-            .max(1)
-            .thresholds(
-                db.ThresholdsConfig()
-                .mode(dm.ThresholdsMode.ABSOLUTE)
-                .steps(
-                    [
-                        dm.Threshold(color="green"),
-                        dm.Threshold(value=0.8, color="orange"),
-                        dm.Threshold(value=1.0, color="red"),
-                    ]
-                )
-            )
-            .data_links(
-                [db.DashboardLink("Caps").url(CONSOLE + "/tenants/${__field.labels.tenant}#caps")]
-            )
-            .with_target(
+                "ask for a raise on the console.",
+                src,
+                "percentunit",
                 prom(
                     f"tenant:runledger_cap_utilisation:ratio{{{tm}}}",
                     "{{tenant}}",
                     instant=True,
                     source=src,
-                )
-            ),
-            9,
-            5,
-        )
+                ),
+            )
+            .min(0)
+            .max(1)
+            .thresholds(cap_thresholds())
+            .data_links([console_data_link("Caps", "/tenants/${__field.labels.tenant}#caps")])
+        ),
+        9,
+        5,
     )
-    d = d.with_panel(
-        lay.place(
-            timeseries.Panel()
-            .title("Spend rate")
-            .description(
-                "Dollars per hour, by phase. Only dollars and time are shown to owners, "
-                "not raw tokens."
-            )
-            .datasource(src)
-            .unit("currencyUSD")
-            .with_target(
-                prom(
-                    "sum by (phase) ("
-                    f"rate(runledger_cost_usd_total{{{tm}}}[$__rate_interval])) * 3600",
-                    "{{phase}}",
-                    exemplar=exemplar,
-                    source=src,
-                )
+    lay.add(
+        panel(
+            timeseries.Panel(),
+            "Spend rate",
+            "Dollars per hour, by phase. Only dollars and time are shown to owners, "
+            "not raw tokens.",
+            src,
+            "currencyUSD",
+            prom(
+                f"sum by (phase) (rate(runledger_cost_usd_total{{{tm}}}[$__rate_interval])) * 3600",
+                "{{phase}}",
+                exemplar=exemplar,
+                source=src,
             ),
-            12,
-            8,
-        )
+        ),
+        12,
+        8,
     )
-    d = d.with_panel(
-        lay.place(
-            timeseries.Panel()
-            .title("Spend today vs cap")
-            .description("Today's spend, the projection for the end of the day and the cap.")
-            .datasource(src)
-            .unit("currencyUSD")
-            .with_target(
-                prom(f"sum(runledger_tenant_spend_today_usd{{{tm}}})", "spent", ref="A", source=src)
-            )
-            .with_target(
-                prom(
-                    f"sum(runledger_tenant_projected_spend_today_usd{{{tm}}})",
-                    "projected",
-                    ref="B",
-                    source=src,
-                )
-            )
-            .with_target(
-                prom(f"sum(runledger_tenant_daily_cap_usd{{{tm}}})", "cap", ref="C", source=src)
+    lay.add(
+        panel(
+            timeseries.Panel(),
+            "Spend today vs cap",
+            "Today's spend, the projection for the end of the day and the cap.",
+            src,
+            "currencyUSD",
+            prom(f"sum(runledger_tenant_spend_today_usd{{{tm}}})", "spent", ref="A", source=src),
+            prom(
+                f"sum(runledger_tenant_projected_spend_today_usd{{{tm}}})",
+                "projected",
+                ref="B",
+                source=src,
             ),
-            12,
-            8,
-        )
+            prom(f"sum(runledger_tenant_daily_cap_usd{{{tm}}})", "cap", ref="C", source=src),
+        ),
+        12,
+        8,
     )
 
     # -- progress --------------------------------------------------------------------------
-    d = d.with_panel(
-        lay.place(
-            timeseries.Panel()
-            .title("Time to gate")
-            .description(
-                "Time from entering a phase to passing its gate: daily mean (recorded "
-                "rule) and 90th percentile, per phase."
-            )
-            .datasource(src)
-            .unit("s")
-            .with_target(
-                prom(
-                    f"tenant_phase:runledger_phase_time_to_gate_seconds:mean1d{{{tm}}}",
-                    "mean {{phase}}",
-                    ref="A",
-                    source=src,
-                )
-            )
-            .with_target(
-                prom(
-                    "histogram_quantile(0.9, sum by (le, phase) (rate("
-                    f"runledger_phase_time_to_gate_seconds_bucket{{{tm}}}[$__rate_interval])))",
-                    "p90 {{phase}}",
-                    ref="B",
-                    exemplar=exemplar,
-                    source=src,
-                )
+    lay.add(
+        panel(
+            timeseries.Panel(),
+            "Time to gate",
+            "Time from entering a phase to passing its gate: daily mean (recorded "
+            "rule) and 90th percentile, per phase.",
+            src,
+            "s",
+            prom(
+                f"tenant_phase:runledger_phase_time_to_gate_seconds:mean1d{{{tm}}}",
+                "mean {{phase}}",
+                ref="A",
+                source=src,
             ),
-            12,
-            8,
-        )
+            prom(
+                "histogram_quantile(0.9, sum by (le, phase) (rate("
+                f"runledger_phase_time_to_gate_seconds_bucket{{{tm}}}[$__rate_interval])))",
+                "p90 {{phase}}",
+                ref="B",
+                exemplar=exemplar,
+                source=src,
+            ),
+        ),
+        12,
+        8,
     )
-    d = d.with_panel(
-        lay.place(
-            timeseries.Panel()
-            .title("Recent ships")
-            .description(
+    lay.add(
+        (
+            panel(
+                timeseries.Panel(),
+                "Recent ships",
                 "Publisher runs done per hour, by playbook and status (complete or partial), "
-                "from the recorded rule tenant_playbook_status:runledger_publishes:increase1h."
-            )
-            .datasource(src)
-            .interval("1h")
-            .unit("short")
-            .draw_style(cm.GraphDrawStyle.BARS)
-            .fill_opacity(80)
-            .with_target(
+                "from the recorded rule tenant_playbook_status:runledger_publishes:increase1h.",
+                src,
+                "short",
                 prom(
                     "sum by (playbook, status) ("
                     f"tenant_playbook_status:runledger_publishes:increase1h{{{tm}}})",
                     "{{playbook}} {{status}}",
                     source=src,
-                )
-            ),
-            12,
-            8,
-        )
-    )
-    d = d.with_panel(
-        lay.place(
-            stat.Panel()
-            .title("Proof completion (1 d)")
-            .description(
-                "Proofs answered per proof requested over a day (recorded rule "
-                "tenant:runledger_proofs_completed_per_requested:ratio_rate1d)."
+                ),
             )
-            .datasource(src)
-            .unit("percentunit")
-            .with_target(
-                prom(
-                    f"tenant:runledger_proofs_completed_per_requested:ratio_rate1d{{{tm}}}",
-                    "{{tenant}}",
-                    instant=True,
-                    source=src,
-                )
-            ),
-            6,
-            6,
-        )
+            .interval("1h")
+            .draw_style(cm.GraphDrawStyle.BARS)
+            .fill_opacity(80)
+        ),
+        12,
+        8,
     )
-    d = d.with_panel(
-        lay.place(
-            stat.Panel()
-            .title("Proofs overdue")
-            .description("Proofs past their due time without an answer.")
-            .datasource(src)
-            .unit("short")
-            .with_target(
-                prom(f"sum(runledger_proofs_overdue{{{tm}}})", "overdue", instant=True, source=src)
+    lay.add(
+        panel(
+            stat.Panel(),
+            "Proof completion (1 d)",
+            "Proofs answered per proof requested over a day (recorded rule "
+            "tenant:runledger_proofs_completed_per_requested:ratio_rate1d).",
+            src,
+            "percentunit",
+            prom(
+                f"tenant:runledger_proofs_completed_per_requested:ratio_rate1d{{{tm}}}",
+                "{{tenant}}",
+                instant=True,
+                source=src,
             ),
-            6,
-            6,
-        )
+        ),
+        6,
+        6,
     )
-    d = d.with_panel(
-        lay.place(
-            stat.Panel()
-            .title("Active alerts (banners)")
-            .description(
+    lay.add(
+        panel(
+            stat.Panel(),
+            "Proofs overdue",
+            "Proofs past their due time without an answer.",
+            src,
+            "short",
+            prom(f"sum(runledger_proofs_overdue{{{tm}}})", "overdue", instant=True, source=src),
+        ),
+        6,
+        6,
+    )
+    lay.add(
+        (
+            panel(
+                stat.Panel(),
+                "Active alerts (banners)",
                 "Owner alerts firing now; each shows as a banner on the console's tenant "
-                "page, where it can be muted."
-            )
-            .datasource(src)
-            .unit("short")
-            .data_links(
-                [
-                    db.DashboardLink("Banners").url(
-                        CONSOLE + "/tenants/${__field.labels.tenant}#banners"
-                    )
-                ]
-            )
-            .with_target(
+                "page, where it can be muted.",
+                src,
+                "short",
                 prom(
                     "count by (tenant, alertname) ("
                     f'ALERTS{{{tm}, alertstate="firing", audience="owner"}})',
                     "{{alertname}}",
                     instant=True,
                     source=src,
-                )
-            ),
-            12,
-            6,
-        )
+                ),
+            ).data_links(
+                [console_data_link("Banners", "/tenants/${__field.labels.tenant}#banners")]
+            )
+        ),
+        12,
+        6,
     )
-    return d
+    return lay.onto(d)

@@ -14,14 +14,20 @@ from __future__ import annotations
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from runledger.quality._features import NUMERIC_FEATURES
 from runledger.quality.config import DriftSettings
 from runledger.store._database import Database
-from runledger.store.quality import DriftRow, note_job_run, output_features, record_drift
+from runledger.store.quality import (
+    DriftRow,
+    FeatureTest,
+    note_job_run,
+    output_features,
+    record_drift,
+)
 
 __all__ = [
     "DriftReport",
@@ -38,22 +44,6 @@ PRESENCE = {"section_names": "section", "key_names": "json_key"}
 """Name lists of the features and the prefix of their presence features."""
 KINDS = (*NUMERIC_FEATURES, "section_presence", "key_presence")
 """The bounded ``feature`` label of the drift metrics: one per count, one per presence kind."""
-
-
-@dataclass(frozen=True, slots=True)
-class FeatureTest:
-    """One two-sample test of one feature of one playbook (before correction)."""
-
-    playbook: str
-    feature: str
-    kind: str
-    test: str
-    baseline_n: int
-    today_n: int
-    baseline_value: float
-    today_value: float
-    statistic: float
-    p_value: float
 
 
 def feature_tests(
@@ -169,16 +159,7 @@ def check_drift(
     adjusted = adjust_pvalues([t.p_value for t in tests], settings.correction)
     return [
         DriftRow(
-            playbook=t.playbook,
-            feature=t.feature,
-            kind=t.kind,
-            test=t.test,
-            baseline_n=t.baseline_n,
-            today_n=t.today_n,
-            baseline_value=t.baseline_value,
-            today_value=t.today_value,
-            statistic=t.statistic,
-            p_value=t.p_value,
+            **asdict(t),
             adjusted_p=adj,
             drifted=adj <= settings.false_alarm_rate,
             summary=_describe(t, adj),

@@ -216,15 +216,18 @@ def resolve_banner(conn: psycopg.Connection, dedupe_key: str) -> bool:
     return cur.rowcount > 0
 
 
+def _and_tenant(where: str, params: list[Any], tenant_id: str | None) -> tuple[str, list[Any]]:
+    """``where`` and its ``params``, narrowed to one tenant when ``tenant_id`` is given."""
+    if tenant_id is None:
+        return where, params
+    return f"{where} AND tenant_id = %s", [*params, tenant_id]
+
+
 def list_banners(
     conn: psycopg.Connection, *, audience: str, tenant_id: str | None, limit: int = 100
 ) -> list[Banner]:
     """Return the open banners of an audience (and tenant, for owners), newest first."""
-    where = "audience = %s"
-    params: list[Any] = [audience]
-    if tenant_id is not None:
-        where += " AND tenant_id = %s"
-        params.append(tenant_id)
+    where, params = _and_tenant("audience = %s", [audience], tenant_id)
     rows = conn.execute(
         f"SELECT {_BANNER_COLUMNS} FROM notifications WHERE {where}"
         " AND resolved_at IS NULL AND dismissed_at IS NULL ORDER BY created_at DESC LIMIT %s",
@@ -330,11 +333,7 @@ def list_silences(
     conn: psycopg.Connection, *, tenant_id: str | None, now: datetime
 ) -> list[Silence]:
     """Return the silences in force or to come (not removed, not ended), newest first."""
-    where = "removed_at IS NULL AND ends_at > %s"
-    params: list[Any] = [now]
-    if tenant_id is not None:
-        where += " AND tenant_id = %s"
-        params.append(tenant_id)
+    where, params = _and_tenant("removed_at IS NULL AND ends_at > %s", [now], tenant_id)
     rows = conn.execute(
         f"SELECT {_SILENCE_COLUMNS} FROM alert_silences WHERE {where} ORDER BY created_at DESC",
         params,

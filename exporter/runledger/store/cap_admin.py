@@ -6,20 +6,19 @@ the base cap and every unexpired raise, so it reverts by itself. docs/caps.md de
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 from decimal import ROUND_CEILING, Decimal
 from typing import TYPE_CHECKING, Any
 
 from runledger.money import CENT, parse_usd, round_usd
+from runledger.store._clocked import ClockedStore
 from runledger.store._json import json_ready
 from runledger.store.audit import record_audit
 
 if TYPE_CHECKING:  # an agent imports this module for blocked_message, without psycopg
     import psycopg
 
-    from runledger.store._database import Database
 
 __all__ = [
     "TEMPORARY_RAISE_HOURS",
@@ -138,20 +137,11 @@ _CHANGE_COLS = (
 )
 
 
-class CapAdmin:
+class CapAdmin(ClockedStore):
     """Show, raise, and revert a tenant's daily $ cap; every change audited.
 
-    Args:
-        db: the ledger database.
-        clock: returns the current time (tests inject it); default: the database's clock.
+    Args: as :class:`ClockedStore` (the ledger database; an optional injected clock).
     """
-
-    def __init__(self, db: Database, *, clock: Callable[[], datetime] | None = None) -> None:
-        self.db = db
-        self.clock = clock
-
-    def _now(self) -> datetime | None:
-        return self.clock() if self.clock is not None else None
 
     def now(self) -> datetime:
         """Return the current time: the injected clock's, else the database's."""

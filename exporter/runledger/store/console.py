@@ -7,7 +7,7 @@ filter afterwards: an owner's page asks only for its tenant's rows. Spend figure
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from runledger.store._database import Database
+from runledger.store._clocked import ClockedStore
 
 __all__ = ["EXPORT_COLUMNS", "Console", "Filters", "Row"]
 
@@ -59,17 +59,11 @@ def _day_bounds(now: datetime) -> tuple[datetime, datetime]:
     return start, start + timedelta(days=1)
 
 
-class Console:
+class Console(ClockedStore):
     """Read the figures of the console's pages.
 
-    Args:
-        db: the ledger database.
-        clock: returns the current time (tests inject it); default: the database's clock.
+    Args: as :class:`ClockedStore` (the ledger database; an optional injected clock).
     """
-
-    def __init__(self, db: Database, *, clock: Callable[[], datetime] | None = None) -> None:
-        self.db = db
-        self.clock = clock
 
     def _rows(self, conn: psycopg.Connection, query: str, params: Any = None) -> list[Row]:
         with conn.cursor(row_factory=dict_row) as cur:
@@ -81,8 +75,9 @@ class Console:
         return rows[0] if rows else None
 
     def now(self, conn: psycopg.Connection) -> datetime:
-        if self.clock is not None:
-            return self.clock()
+        injected = self._now()
+        if injected is not None:
+            return injected
         row = conn.execute("SELECT now()").fetchone()
         assert row is not None
         now: datetime = row[0]

@@ -64,14 +64,10 @@ class ConsoleActions:
                 "UPDATE tenants SET status = %s, paused_reason = %s WHERE tenant_id = %s",
                 (status, reason if paused else None, tenant_id),
             )
-            after = _tenant_state(conn, tenant_id)
-            record_audit(
-                conn, actor=actor.label, role=actor.role,
-                action="tenant_paused" if paused else "tenant_resumed", tenant_id=tenant_id,
-                target="tenant_status",
-                details={"reason": reason, "before": before, "after": after},
+            return _tenant_changed(
+                conn, tenant_id, before, actor=actor, reason=reason, target="tenant_status",
+                action="tenant_paused" if paused else "tenant_resumed",
             )  # fmt: skip
-        return {"tenant_id": tenant_id, "before": before, "after": after}
 
     def set_owner_sees_tokens(
         self, tenant_id: str, *, allowed: bool, reason: str, actor: Actor
@@ -84,13 +80,10 @@ class ConsoleActions:
                 "UPDATE tenants SET owner_sees_tokens = %s WHERE tenant_id = %s",
                 (allowed, tenant_id),
             )
-            after = _tenant_state(conn, tenant_id)
-            record_audit(
-                conn, actor=actor.label, role=actor.role, action="owner_token_visibility",
-                tenant_id=tenant_id, target="owner_sees_tokens",
-                details={"reason": reason, "before": before, "after": after},
+            return _tenant_changed(
+                conn, tenant_id, before, actor=actor, reason=reason, target="owner_sees_tokens",
+                action="owner_token_visibility",
             )  # fmt: skip
-        return {"tenant_id": tenant_id, "before": before, "after": after}
 
     # -- projects -------------------------------------------------------------------------
 
@@ -117,10 +110,9 @@ class ConsoleActions:
                 (phase, project_id),
             )
             after = _project_state(conn, project_id, tenant_id)
-            record_audit(
-                conn, actor=actor.label, role=actor.role, action="phase_reopened",
-                tenant_id=before["tenant_id"], target=f"project:{project_id}",
-                details={"reason": reason, "before": before, "after": after},
+            _audit_change(
+                conn, actor, action="phase_reopened", tenant_id=before["tenant_id"],
+                target=f"project:{project_id}", reason=reason, before=before, after=after,
             )  # fmt: skip
         return {"project_id": project_id, "before": before, "after": after}
 
@@ -238,6 +230,43 @@ def _tenant_state(conn: psycopg.Connection, tenant_id: str) -> dict[str, Any]:
     if row is None:
         raise NotFound(f"unknown tenant {tenant_id!r}")
     return row
+
+
+def _audit_change(
+    conn: psycopg.Connection,
+    actor: Actor,
+    *,
+    action: str,
+    tenant_id: str,
+    target: str,
+    reason: str,
+    before: dict[str, Any],
+    after: dict[str, Any],
+) -> None:
+    """Record an action's audit row: who, what, why, and the state before and after."""
+    record_audit(
+        conn, actor=actor.label, role=actor.role, action=action, tenant_id=tenant_id,
+        target=target, details={"reason": reason, "before": before, "after": after},
+    )  # fmt: skip
+
+
+def _tenant_changed(
+    conn: psycopg.Connection,
+    tenant_id: str,
+    before: dict[str, Any],
+    *,
+    actor: Actor,
+    reason: str,
+    action: str,
+    target: str,
+) -> dict[str, Any]:
+    """Audit a change of the tenant's row (``before`` read ahead of it); return before/after."""
+    after = _tenant_state(conn, tenant_id)
+    _audit_change(
+        conn, actor, action=action, tenant_id=tenant_id, target=target, reason=reason,
+        before=before, after=after,
+    )  # fmt: skip
+    return {"tenant_id": tenant_id, "before": before, "after": after}
 
 
 def _project_state(

@@ -9,6 +9,7 @@ from typing import Literal
 
 from runledger.store._database import Database
 from runledger.store.locks import lock_runs
+from runledger.store.tenants import known_tenants
 
 __all__ = ["PromptRow", "PromptStatus", "store_prompts"]
 
@@ -34,13 +35,7 @@ def store_prompts(db: Database, rows: Sequence[PromptRow]) -> list[PromptStatus]
     tenant that does not exist is not stored.
     """
     with db.connection() as conn:
-        known = {
-            r[0]
-            for r in conn.execute(
-                "SELECT tenant_id FROM tenants WHERE tenant_id = ANY(%s)",
-                (sorted({row.tenant_id for row in rows}),),
-            ).fetchall()
-        }
+        known = known_tenants(conn, (row.tenant_id for row in rows))
         lock_runs(conn, [row.run_id for row in rows])
         statuses: list[PromptStatus] = []
         for row in rows:

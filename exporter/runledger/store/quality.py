@@ -13,9 +13,11 @@ from psycopg.rows import dict_row
 
 from runledger.store._database import Database
 from runledger.store.audit import record_audit
+from runledger.store.tenants import known_tenants
 
 __all__ = [
     "DriftRow",
+    "FeatureTest",
     "Freeze",
     "ProofCandidate",
     "SampleResult",
@@ -70,13 +72,7 @@ def store_snapshots(db: Database, rows: Sequence[SnapshotRow]) -> list[SnapshotS
     artifact version never changes: the first content stays).
     """
     with db.connection() as conn:
-        known = {
-            r[0]
-            for r in conn.execute(
-                "SELECT tenant_id FROM tenants WHERE tenant_id = ANY(%s)",
-                (sorted({row.tenant_id for row in rows}),),
-            )
-        }
+        known = known_tenants(conn, (row.tenant_id for row in rows))
         statuses: list[SnapshotStatus] = []
         for row in rows:
             if row.tenant_id not in known:
@@ -330,8 +326,8 @@ def output_features(
 
 
 @dataclass(frozen=True, slots=True)
-class DriftRow:
-    """One playbook feature's test result in a drift check."""
+class FeatureTest:
+    """One two-sample test of one feature of one playbook (before correction)."""
 
     playbook: str
     feature: str
@@ -343,6 +339,12 @@ class DriftRow:
     today_value: float
     statistic: float
     p_value: float
+
+
+@dataclass(frozen=True, slots=True)
+class DriftRow(FeatureTest):
+    """One playbook feature's test result in a drift check: the test, corrected."""
+
     adjusted_p: float
     drifted: bool
     summary: str

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from decimal import Decimal
 
 import psycopg
@@ -10,7 +11,7 @@ import psycopg
 from runledger.events import IDENT_PATTERN
 from runledger.money import parse_usd
 
-__all__ = ["create_tenant"]
+__all__ = ["create_tenant", "known_tenants"]
 
 _ID_RE = re.compile(IDENT_PATTERN)
 
@@ -31,3 +32,13 @@ def create_tenant(
         (tenant_id, display_name or tenant_id, daily_cap_usd),
     )
     return cur.rowcount == 1
+
+
+def known_tenants(conn: psycopg.Connection, tenant_ids: Iterable[str]) -> set[str]:
+    """Return those of ``tenant_ids`` that exist."""
+    return {
+        r[0]
+        for r in conn.execute(
+            "SELECT tenant_id FROM tenants WHERE tenant_id = ANY(%s)", (sorted(set(tenant_ids)),)
+        ).fetchall()
+    }
