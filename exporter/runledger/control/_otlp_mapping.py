@@ -85,21 +85,23 @@ _NOT_IDENT = re.compile(r"[^A-Za-z0-9._:-]+")
 _IDENT = re.compile(IDENT_PATTERN)
 
 
-_NS_BYTES = EVENT_NAMESPACE.bytes
+_NS_SHA1 = hashlib.sha1(EVENT_NAMESPACE.bytes, usedforsecurity=False)
+"""SHA-1 state after the namespace: each event id copies it and hashes only its own name."""
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+"""RFC 4122 variant: the top two bits of byte 8 set to 10, as hex of its high nibble."""
 
 
 def event_id(trace_id: str, span_id: str, kind: str) -> str:
     """Return the id of the ``kind`` event derived from span ``span_id`` of ``trace_id``.
 
     ``uuid5(EVENT_NAMESPACE, f"{trace_id}:{span_id}:{kind}")``, as text, computed without
-    building a ``UUID`` object (this runs for every span).
+    building a ``UUID`` object (this runs for every span): version 5 sets byte 6's high
+    nibble, the variant byte 8's top two bits.
     """
-    name = _NS_BYTES + f"{trace_id}:{span_id}:{kind}".encode()
-    digest = bytearray(hashlib.sha1(name, usedforsecurity=False).digest())
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = digest[:16].hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    sha = _NS_SHA1.copy()
+    sha.update(f"{trace_id}:{span_id}:{kind}".encode())
+    h = sha.hexdigest()
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
 @dataclass
@@ -139,8 +141,18 @@ def _value(v: AnyValue) -> Any:
 
 
 def attributes(kvs: Iterable[KeyValue]) -> dict[str, Any]:
-    """Return OTLP key-values as a plain mapping."""
-    return {kv.key: _value(kv.value) for kv in kvs}
+    """Return OTLP key-values as a plain mapping (one pass; strings and ints read directly)."""
+    out: dict[str, Any] = {}
+    for kv in kvs:
+        v = kv.value
+        which = v.WhichOneof("value")
+        if which == "string_value":
+            out[kv.key] = v.string_value
+        elif which == "int_value":
+            out[kv.key] = v.int_value
+        else:
+            out[kv.key] = _value(v) if which is not None else None
+    return out
 
 
 def _first(attrs: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
@@ -153,8 +165,15 @@ def _first(attrs: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
 
 def _count(attrs: Mapping[str, Any], keys: tuple[str, ...]) -> int | None:
     """Return a token count attribute as an int (OTLP/JSON may send it as a double)."""
-    value = _first(attrs, keys)
-    if isinstance(value, bool) or value is None:
+    for key in keys:
+        value = attrs.get(key)
+        if value is not None and value != "":
+            break
+    else:
+        return None
+    if type(value) is int and value >= 0:  # the common case
+        return value
+    if isinstance(value, bool):
         return None
     if isinstance(value, float) and value.is_integer():
         value = int(value)
@@ -165,9 +184,13 @@ def _count(attrs: Mapping[str, Any], keys: tuple[str, ...]) -> int | None:
     return value
 
 
+_ZERO_TRACE, _ZERO_SPAN = bytes(16), bytes(8)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _time(nanos: int) -> datetime:
-    seconds, rest = divmod(nanos, 1_000_000_000)
-    return datetime.fromtimestamp(seconds, UTC) + timedelta(microseconds=rest // 1000)
+    """Return the UTC time of ``nanos`` since the epoch, truncated to the microsecond."""
+    return _EPOCH + timedelta(microseconds=nanos // 1000)
 
 
 def _ident(text: str) -> str:
@@ -194,21 +217,28 @@ class AttributeRedactor:
         self._texts: dict[tuple[str, str], Any] = {}
         self._numeric_keys: set[str] = set()
         """Keys under which a number was seen to stay as it is (not a secret's name)."""
+        self._content_keys: dict[str, bool] = {}
+        """For each key seen, whether it holds content (never stored)."""
 
     def __call__(self, attrs: Mapping[str, Any]) -> dict[str, Any]:
         """Return ``attrs`` to store: content dropped, long strings cut, everything redacted."""
         out: dict[str, Any] = {}
-        texts, numeric = self._texts, self._numeric_keys
+        texts, numeric, content = self._texts, self._numeric_keys, self._content_keys
         for key, value in attrs.items():
-            if key.startswith(CONTENT_PREFIXES):
+            dropped = content.get(key)
+            if dropped is None:
+                dropped = key.startswith(CONTENT_PREFIXES)
+                if len(content) < self._LIMIT:
+                    content[key] = dropped
+            if dropped:
                 continue
             if len(out) >= MAX_ATTRIBUTES:
                 break
             kind = type(value)
             if kind is str:
                 value = value[:MAX_TEXT]
-                hit = texts.get((key, value), texts)
-                if hit is texts:
+                hit = texts.get((key, value))
+                if hit is None:
                     hit = self.redactor.value({key: value})
                     if len(texts) >= self._LIMIT:
                         texts.clear()
@@ -250,6 +280,40 @@ class _Context:
     phase: str
     role: str
     derived_run: bool
+
+
+_CONTEXT_KEYS = (*TENANT_KEYS, *PROJECT_KEYS, *RUN_KEYS, *PHASE_KEYS, *ROLE_KEYS)
+
+
+class _Memo:
+    """What one request's spans repeat, worked out once per request.
+
+    Contexts by the values of the runledger.* attributes (a run's spans all share one), and
+    the priced model name of each (response model, request model) pair.
+    """
+
+    def __init__(self) -> None:
+        self.contexts: dict[tuple[Any, ...], _Context | str] = {}
+        self.models: dict[tuple[Any, Any], str | None] = {}
+
+
+def _context_of(
+    attrs: Mapping[str, Any], principal: Principal, trace_id: str, service: str | None,
+    memo: _Memo,
+) -> _Context:  # fmt: skip
+    """``_context``, looked up when another span of the request had the same context."""
+    key = (service, *[attrs.get(k) for k in _CONTEXT_KEYS])
+    found = memo.contexts.get(key)
+    if found is None:
+        try:
+            found = _context(attrs, principal, trace_id, service)
+        except _Refused as exc:
+            found = str(exc)
+        if isinstance(found, str) or not found.derived_run:  # a derived run is per trace
+            memo.contexts[key] = found
+    if isinstance(found, str):
+        raise _Refused(found)
+    return found
 
 
 def _context(
@@ -306,7 +370,7 @@ def _envelope(
 
 def _model_call(
     attrs: Mapping[str, Any], ctx: _Context, pricing: PricingTable, ids: tuple[str, str],
-    times: tuple[datetime, datetime], out: MappedBatch,
+    times: tuple[datetime, datetime], out: MappedBatch, memo: _Memo,
 ) -> tuple[dict[str, Any], bool] | None:  # fmt: skip
     """Return the ``model_call`` event of a GenAI span and whether it is unpriced, or None."""
     operation = attrs.get("gen_ai.operation.name")
@@ -331,11 +395,15 @@ def _model_call(
         # The conventions count cache traffic inside input_tokens; an instrumentation that
         # reports it beside them (as Anthropic's raw usage does) is added up here.
         tokens_in += cache_read + cache_write
-    model, unpriced = None, True
-    for candidate in (response_model, request_model):
-        if isinstance(candidate, str) and candidate in pricing:
-            model, unpriced = pricing.canonical(candidate), False
-            break
+    names = (response_model, request_model)
+    if names in memo.models:
+        model = memo.models[names]
+    else:
+        model = next(
+            (pricing.canonical(c) for c in names if isinstance(c, str) and c in pricing), None
+        )
+        memo.models[names] = model
+    unpriced = model is None
     cost = "0"
     if model is None:
         model = str(request_model or response_model)
@@ -385,6 +453,7 @@ def map_request(
     out = MappedBatch()
     store_redactor = store_redactor or AttributeRedactor(redactor)
     check = _TimeCheck(limits or IngestLimits(), datetime.now(UTC))
+    memo = _Memo()
     for rs in req.resource_spans:
         resource = attributes(rs.resource.attributes)
         service = resource.get("service.name")
@@ -394,7 +463,7 @@ def map_request(
                 try:
                     _map_span(
                         span, resource, service, principal, pricing,
-                        (redactor, store_redactor), check, out,
+                        (redactor, store_redactor), check, out, memo,
                     )  # fmt: skip
                 except _Refused as exc:
                     name = redactor.text(span.name, limit=100)
@@ -405,26 +474,27 @@ def map_request(
 def _map_span(
     span: Any, resource: Mapping[str, Any], service: str | None, principal: Principal,
     pricing: PricingTable, redactors: tuple[Redactor, AttributeRedactor], check: _TimeCheck,
-    out: MappedBatch,
+    out: MappedBatch, memo: _Memo,
 ) -> None:  # fmt: skip
     redactor, store_redactor = redactors
-    if len(span.trace_id) != 16 or not any(span.trace_id):
+    raw_trace, raw_span, raw_parent = span.trace_id, span.span_id, span.parent_span_id
+    if len(raw_trace) != 16 or raw_trace == _ZERO_TRACE:
         raise _Refused("has no valid trace_id (16 bytes, not all zero)")
-    if len(span.span_id) != 8 or not any(span.span_id):
+    if len(raw_span) != 8 or raw_span == _ZERO_SPAN:
         raise _Refused("has no valid span_id (8 bytes, not all zero)")
-    if span.end_time_unix_nano == 0 or span.start_time_unix_nano == 0:
+    start_nanos, end_nanos = span.start_time_unix_nano, span.end_time_unix_nano
+    if end_nanos == 0 or start_nanos == 0:
         raise _Refused("has no start or end time")
-    trace_id, span_id = span.trace_id.hex(), span.span_id.hex()
-    parent = span.parent_span_id.hex() if any(span.parent_span_id) else None
+    trace_id, span_id = raw_trace.hex(), raw_span.hex()
+    parent = raw_parent.hex() if raw_parent and raw_parent.strip(b"\0") else None
     own = attributes(span.attributes)
     attrs = {**resource, **own}
-    ctx = _context(attrs, principal, trace_id, service)
-    start, end = _time(span.start_time_unix_nano), _time(span.end_time_unix_nano)
-    end = max(start, end)
+    ctx = _context_of(attrs, principal, trace_id, service, memo)
+    start, end = _time(start_nanos), _time(max(start_nanos, end_nanos))
     check(start, "starts")
     check(end, "ends")
     events: list[dict[str, Any]] = []
-    found = _model_call(attrs, ctx, pricing, (trace_id, span_id), (start, end), out)
+    found = _model_call(attrs, ctx, pricing, (trace_id, span_id), (start, end), out, memo)
     unpriced = False
     if found is not None:
         event, unpriced = found
