@@ -33,6 +33,7 @@ from runledger.events import parse_batch_json, validate_batch
 from runledger.redact import default_redactor
 from runledger.store import Ingestor
 from runledger.store.spans import forget_spans, known_tenants, store_spans
+from runledger.store.tokens import Principal
 
 __all__ = ["DEFAULT_MAX_BYTES", "JSON", "PROTOBUF", "OtlpMetrics", "bp", "init_app"]
 
@@ -225,12 +226,13 @@ def post_traces() -> Response:
     metrics: OtlpMetrics = app.extensions["runledger.otlp_metrics"]
     ingestor: Ingestor = app.extensions["runledger.ingestor"]
     db = app.extensions["runledger.db"]
+    principal = current_principal()
     mapped = map_request(
-        req, current_principal(), pricing, default_redactor(),
+        req, principal, pricing, default_redactor(),
         app.extensions["runledger.otlp_redactor"], limits=ingestor.limits,
     )  # fmt: skip
     refused, kept, body = _validate(mapped)
-    _refuse_unknown_tenants(db, mapped, refused)
+    _refuse_unknown_tenants(db, mapped, refused, principal)
     kept = [(m, i) for m, i in kept if i not in refused]
     # Spans and events go to PostgreSQL at once, on two connections: the request waits for
     # the slower, not the sum. A span the ingest then refuses (rare: the checks it shares
@@ -270,9 +272,18 @@ def post_traces() -> Response:
     return _answer(rejected, messages)
 
 
-def _refuse_unknown_tenants(db: Any, mapped: MappedBatch, refused: dict[int, str]) -> None:
-    """Refuse the spans of tenants that do not exist (an admin token may name any)."""
+def _refuse_unknown_tenants(
+    db: Any, mapped: MappedBatch, refused: dict[int, str], principal: Principal
+) -> None:
+    """Refuse the spans of tenants that do not exist (an admin token may name any).
+
+    An agent token's spans all name its own tenant, which existed when the token was
+    checked (a token is deleted with its tenant): no query. A tenant deleted since is
+    still refused, by the ingest and the span insert, which both check tenants again.
+    """
     named = {s.tenant_id for s in mapped.spans}
+    if principal.role == "agent" and named <= {principal.tenant_id}:
+        return
     unknown = named - known_tenants(db, named)
     for i, span in enumerate(mapped.spans):
         if span.tenant_id in unknown:
