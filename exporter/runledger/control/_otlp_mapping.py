@@ -15,13 +15,16 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import orjson
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from pydantic import ValidationError
 
 from runledger.cost.pricing import PricingError, PricingTable
-from runledger.events import IDENT_PATTERN
+from runledger.events import EVENT_MODELS, IDENT_PATTERN
 from runledger.redact import Redactor
 from runledger.store.ingest import IngestLimits
 from runledger.store.spans import SpanRow
@@ -33,6 +36,7 @@ __all__ = [
     "MappedBatch",
     "event_id",
     "map_request",
+    "validate_events",
 ]
 
 EVENT_NAMESPACE = uuid.UUID("0b7f8d64-2f7e-4c1e-9a55-5d3b2f0c6a91")
@@ -525,3 +529,147 @@ def _map_span(
     index = len(out.spans) - 1
     out.events.extend(events)
     out.event_span.extend([index] * len(events))
+
+
+# --- validation of the mapped events ------------------------------------------------------
+
+_VARYING = frozenset({
+    "event_id", "occurred_at", "trace_id", "span_id", "tenant_id", "project_id", "run_id",
+    "tokens_in", "tokens_out", "cost_usd", "payload",
+})  # fmt: skip
+"""Fields of a ``model_call`` event that change from span to span (checked by hand)."""
+_SAME = ("type", "phase", "role", "model")
+"""The other fields the mapping writes: the events sharing them share one validation."""
+_PAYLOAD_VARYING = frozenset(
+    {"cached_tokens_in", "cache_write_tokens_in", "reasoning_tokens", "duration_ms"}
+)
+_PAYLOAD_SAME = ("source", "operation", "provider", "request_model", "response_model", "unpriced")
+_TOKEN_FIELDS = ("tokens_in", "tokens_out")
+_IDENT_FIELDS = ("tenant_id", "project_id", "run_id")
+_MAX_TOKENS = 2**31 - 1
+_MAX_USD = Decimal(10) ** 11  # Usd: at most 20 digits, 9 of them after the point
+_SHAPES: dict[tuple[tuple[str, ...], tuple[str, ...]], bool] = {}
+"""For each (event keys, payload keys) seen: True when every key is one of those above."""
+
+
+def _known_shape(shape: tuple[tuple[str, ...], tuple[str, ...]]) -> bool:
+    known = _SHAPES.get(shape)
+    if known is None:
+        keys, payload_keys = shape
+        known = _VARYING.union(_SAME).issuperset(keys) and _PAYLOAD_VARYING.union(
+            _PAYLOAD_SAME
+        ).issuperset(payload_keys)
+        if len(_SHAPES) < 64:
+            _SHAPES[shape] = known
+    return known
+
+
+def validate_events(events: list[dict[str, Any]]) -> tuple[list[Any], bool] | None:
+    """Validate the events ``map_request`` made; return the models and whether none changed.
+
+    Every event goes through the event models' validation (redaction of free text included)
+    except a ``model_call`` event whose other fields (context, model, provider, operation,
+    phase, role: the free text the client chose) equal those of one validated before in this
+    batch: that one is a copy of the validated event with its own ids, time, context ids,
+    token counts and cost, which the mapping made (event, trace and span ids, time) or which
+    are checked here as the models would (tenant, project and run ids: the models' pattern;
+    tokens: integers 0 to 2**31-1; cost: zero or more, 9 decimals, under 1e11).
+
+    Returns None when any event is invalid, or a value is out of the models' bounds: the
+    caller validates again one event at a time, which names each problem. The bool is True
+    when redaction changed no text, so the events' JSON may be stored as it is.
+    """
+    context: dict[str, bool] = {}
+    validated: dict[tuple[Any, ...], Any] = {}
+    models: list[Any] = []
+    for event in events:
+        key = None
+        if event.get("type") == "model_call" and type(event.get("payload")) is dict:
+            payload = event["payload"]
+            shape = (tuple(event), tuple(payload))
+            if _known_shape(shape):
+                key = (
+                    shape,
+                    tuple(map(event.get, _SAME)),
+                    tuple(map(payload.get, _PAYLOAD_SAME)),
+                )
+                template = validated.get(key)
+                if template is not None:
+                    model = _copy(template, event, payload)
+                    if model is None:
+                        return None
+                    models.append(model)
+                    continue
+        kind = EVENT_MODELS.get(event.get("type"))  # type: ignore[arg-type]
+        if kind is None:
+            return None
+        try:
+            model = kind.model_validate_json(orjson.dumps(event), context=context)
+        except ValidationError:
+            return None
+        if key is not None:
+            validated[key] = model
+        models.append(model)
+    return models, not context
+
+
+def _copy(template: Any, event: dict[str, Any], payload: dict[str, Any]) -> Any:
+    """Return ``template`` with the varying fields of ``event``, or None if one is invalid."""
+    changes: dict[str, Any] = {}
+    for name in _IDENT_FIELDS:
+        text = event[name]
+        if type(text) is not str or _IDENT.fullmatch(text) is None:
+            return None
+        changes[name] = text
+    for name in _TOKEN_FIELDS:
+        n = event[name]
+        if type(n) is not int or not 0 <= n <= _MAX_TOKENS:
+            return None
+        changes[name] = n
+    inner: dict[str, Any] = {}
+    for name in _PAYLOAD_VARYING.intersection(payload):
+        n = payload[name]
+        if name == "duration_ms":
+            if type(n) is not float or not n >= 0.0 or n == float("inf"):
+                return None
+        elif type(n) is not int or not 0 <= n <= _MAX_TOKENS:
+            return None
+        inner[name] = n
+    try:
+        cost = Decimal(event["cost_usd"])
+    except (InvalidOperation, TypeError):
+        return None
+    exponent = cost.as_tuple().exponent
+    if not (cost.is_finite() and 0 <= cost < _MAX_USD and isinstance(exponent, int)):
+        return None
+    if exponent < -9:
+        return None
+    try:
+        changes.update(
+            event_id=uuid.UUID(event["event_id"]),
+            occurred_at=datetime.fromisoformat(event["occurred_at"]),
+            trace_id=event["trace_id"], span_id=event["span_id"], cost_usd=cost,
+            payload=_replaced(template.payload, inner),
+        )  # fmt: skip
+    except (ValueError, TypeError, KeyError):
+        return None
+    return _replaced(template, changes)
+
+
+def _replaced(model: Any, changes: dict[str, Any]) -> Any:
+    """``model.model_copy(update=changes)``, for models without private attributes.
+
+    What ``model_copy`` does, without its generic steps (it runs twice for every span).
+    """
+    if getattr(model, "__pydantic_private__", None) is not None:
+        return model.model_copy(update=changes)
+    cls: Any = type(model)
+    new = cls.__new__(cls)
+    extra = model.__pydantic_extra__
+    object.__setattr__(new, "__dict__", {**model.__dict__, **changes})
+    object.__setattr__(new, "__pydantic_extra__", dict(extra) if extra is not None else None)
+    object.__setattr__(
+        new, "__pydantic_fields_set__", model.__pydantic_fields_set__ | changes.keys()
+    )
+    object.__setattr__(new, "__pydantic_private__", None)
+    return new
