@@ -215,47 +215,60 @@ class AttributeRedactor:
     """
 
     _LIMIT = 20_000
+    _PER_KEY = 2_000
+    _MISSING = object()
 
     def __init__(self, redactor: Redactor) -> None:
         self.redactor = redactor
-        self._texts: dict[tuple[str, str], Any] = {}
+        self._keys: dict[str, tuple[bool, str]] = {}
+        """For each key seen: whether it holds content (never stored), and the key redacted."""
+        self._texts: dict[str, dict[str, Any]] = {}
+        """For each key, its string values seen and each value redacted."""
         self._numeric_keys: set[str] = set()
         """Keys under which a number was seen to stay as it is (not a secret's name)."""
-        self._content_keys: dict[str, bool] = {}
-        """For each key seen, whether it holds content (never stored)."""
 
     def __call__(self, attrs: Mapping[str, Any]) -> dict[str, Any]:
-        """Return ``attrs`` to store: content dropped, long strings cut, everything redacted."""
+        """Return ``attrs`` to store: content dropped, long strings cut, everything redacted.
+
+        The same as ``redactor.value`` of each attribute alone (``{key: value}``): the key is
+        redacted as text, the value in the light of its key.
+        """
         out: dict[str, Any] = {}
-        texts, numeric, content = self._texts, self._numeric_keys, self._content_keys
+        redactor, keys, texts, numeric = self.redactor, self._keys, self._texts, self._numeric_keys
+        missing = self._MISSING
         for key, value in attrs.items():
-            dropped = content.get(key)
-            if dropped is None:
-                dropped = key.startswith(CONTENT_PREFIXES)
-                if len(content) < self._LIMIT:
-                    content[key] = dropped
-            if dropped:
+            known = keys.get(key)
+            if known is None:
+                known = (key.startswith(CONTENT_PREFIXES), redactor.text(key))
+                if len(keys) < self._LIMIT:
+                    keys[key] = known
+            if known[0]:
                 continue
             if len(out) >= MAX_ATTRIBUTES:
                 break
             kind = type(value)
             if kind is str:
                 value = value[:MAX_TEXT]
-                hit = texts.get((key, value))
-                if hit is None:
-                    hit = self.redactor.value({key: value})
-                    if len(texts) >= self._LIMIT:
-                        texts.clear()
-                    texts[(key, value)] = hit
-                out.update(hit)
+                seen = texts.get(key)
+                if seen is None:
+                    seen = {}
+                    if len(texts) < self._LIMIT:
+                        texts[key] = seen
+                clean = seen.get(value, missing)
+                if clean is missing:
+                    clean = redactor.value(value, key)
+                    if len(seen) >= self._PER_KEY:
+                        seen.clear()
+                    seen[value] = clean
+                out[known[1]] = clean
             elif (kind is int or kind is float) and key in numeric:
                 out[key] = value
             else:
-                clean = self.redactor.value({key: value})
-                if (kind is int or kind is float) and clean == {key: value}:
+                redacted = redactor.value({key: value})
+                if (kind is int or kind is float) and redacted == {key: value}:
                     if len(numeric) < self._LIMIT:
                         numeric.add(key)
-                out.update(clean)
+                out.update(redacted)
         return out
 
 
