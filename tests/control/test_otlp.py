@@ -232,6 +232,25 @@ def test_a_span_with_an_invalid_run_id_is_refused_naming_it(
     assert sql("SELECT count(*) FROM trace_spans") == [(0,)]
 
 
+def test_a_span_whose_event_is_invalid_is_refused_and_not_kept_beside_a_valid_one(
+    client: Any, agent: dict[str, str], sql: Sql
+) -> None:
+    """Spans are inserted while their events are validated: a refused one is deleted again."""
+    good = _span(CALL_SPAN, "chat", {**CHAT, "runledger.run": "run-ok"})
+    bad = _span(
+        ROOT_SPAN, "chat", {**CHAT, "runledger.run": "run-bad", "runledger.phase": "no way"}
+    )
+    answer = ExportTraceServiceResponse.FromString(
+        _post(client, agent["token"], _pb(_export([good, bad]))).data
+    )
+    assert answer.partial_success.rejected_spans == 1
+    assert f"span {ROOT_SPAN} ('chat') refused: model_call phase" in (
+        answer.partial_success.error_message
+    )
+    assert sql("SELECT span_id FROM trace_spans") == [(CALL_SPAN,)]
+    assert sql("SELECT run_id FROM events WHERE type = 'model_call'") == [("run-ok",)]
+
+
 def test_owner_tokens_and_missing_tokens_are_refused(
     client: Any, make_tenant: Callable[..., str], make_token: Callable[..., str]
 ) -> None:

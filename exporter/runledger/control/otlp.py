@@ -236,23 +236,22 @@ def post_traces() -> Response:
         req, principal, pricing, default_redactor(),
         app.extensions["runledger.otlp_redactor"], limits=ingestor.limits,
     )  # fmt: skip
-    refused, kept, body = _validate(mapped)
-    _refuse_unknown_tenants(db, mapped, refused, principal)
-    kept = [(m, i) for m, i in kept if i not in refused]
     # Spans and events go to PostgreSQL at once, on two connections: the request waits for
-    # the slower, not the sum. A span the ingest then refuses (rare: the checks it shares
-    # with validation ran above) is deleted again.
-    stored = app.extensions["runledger.otlp_pool"].submit(
-        store_spans, db, [s for i, s in enumerate(mapped.spans) if i not in refused]
-    )
+    # the slower, not the sum. The spans go first, while the events are validated; the
+    # insert itself skips tenants that do not exist. A span refused afterwards (rare: an
+    # invalid event, or one the ingest refuses) is deleted again if this request stored it.
+    stored = app.extensions["runledger.otlp_pool"].submit(store_spans, db, mapped.spans)
     try:
+        refused, kept, body = _validate(mapped)
+        _refuse_unknown_tenants(db, mapped, refused, principal)
+        kept = [(m, i) for m, i in kept if i not in refused]
         late, duplicates = _store_events(ingestor, mapped, kept, body)
     finally:
         inserted = stored.result()
-    if late:
-        keys = [(mapped.spans[i].trace_id, mapped.spans[i].span_id) for i in late]
+    refused.update((i, why) for i, why in late.items() if i not in refused)
+    if refused:
+        keys = [(mapped.spans[i].trace_id, mapped.spans[i].span_id) for i in refused]
         forget_spans(db, [k for k in keys if k in inserted])
-        refused.update(late)
     messages = list(mapped.rejected) + [refused[i] for i in sorted(refused)]
     rejected = len(mapped.rejected) + len(refused)
     if mapped.unpriced:
