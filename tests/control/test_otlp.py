@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 import pytest
 from google.rpc import status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -16,9 +17,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from runledger.control import create_app
-from runledger.control._otlp_mapping import event_id
+from runledger.control._otlp_mapping import MappedBatch, event_id, map_request, validate_events
 from runledger.cost.pricing import default_pricing
+from runledger.events import parse_batch_json
+from runledger.redact import default_redactor
 from runledger.store import Database
+from runledger.store.tokens import Principal
 
 Sql = Callable[..., list[tuple[Any, ...]]]
 PB = "application/x-protobuf"
@@ -228,6 +232,25 @@ def test_a_span_with_an_invalid_run_id_is_refused_naming_it(
     assert sql("SELECT count(*) FROM trace_spans") == [(0,)]
 
 
+def test_a_span_whose_event_is_invalid_is_refused_and_not_kept_beside_a_valid_one(
+    client: Any, agent: dict[str, str], sql: Sql
+) -> None:
+    """Spans are inserted while their events are validated: a refused one is deleted again."""
+    good = _span(CALL_SPAN, "chat", {**CHAT, "runledger.run": "run-ok"})
+    bad = _span(
+        ROOT_SPAN, "chat", {**CHAT, "runledger.run": "run-bad", "runledger.phase": "no way"}
+    )
+    answer = ExportTraceServiceResponse.FromString(
+        _post(client, agent["token"], _pb(_export([good, bad]))).data
+    )
+    assert answer.partial_success.rejected_spans == 1
+    assert f"span {ROOT_SPAN} ('chat') refused: model_call phase" in (
+        answer.partial_success.error_message
+    )
+    assert sql("SELECT span_id FROM trace_spans") == [(CALL_SPAN,)]
+    assert sql("SELECT run_id FROM events WHERE type = 'model_call'") == [("run-ok",)]
+
+
 def test_owner_tokens_and_missing_tokens_are_refused(
     client: Any, make_tenant: Callable[..., str], make_token: Callable[..., str]
 ) -> None:
@@ -290,3 +313,35 @@ def test_oversize_exports_are_refused_before_and_after_decompression(
 def test_an_empty_export_is_fine(client: Any, agent: dict[str, str]) -> None:
     resp = _post(client, agent["token"], ExportTraceServiceRequest().SerializeToString())
     assert resp.status_code == 200
+
+
+def _mapped(spans: list[dict], resource: dict[str, Any]) -> MappedBatch:
+    req = ExportTraceServiceRequest.FromString(_pb(_export(spans, resource)))
+    return map_request(req, Principal("t", "agent", "acme"), default_pricing(), default_redactor())
+
+
+def test_validation_shared_by_alike_spans_gives_what_validating_each_gives() -> None:
+    """Spans that share their context and model are validated once; the rest is checked."""
+    spans = []
+    for i in range(40):
+        spans.append(_span(f"{i + 1:016x}", "chat", {
+            "gen_ai.operation.name": "chat", "gen_ai.request.model": ["gpt-4o", "mystery"][i % 2],
+            "gen_ai.provider.name": "openai api_key=sk-" + "x" * 24 if i % 5 == 0 else "openai",
+            "gen_ai.usage.input_tokens": 100 + i, "gen_ai.usage.output_tokens": 7 * i,
+            "gen_ai.usage.cache_read.input_tokens": i, "runledger.run": f"run-{i % 3}",
+        }, parent="00000000000000aa", trace=f"{i + 1:032x}"))  # fmt: skip
+    mapped = _mapped(spans, {"service.name": "agent", "runledger.phase": "Build"})
+    assert len(mapped.events) == 40 and not mapped.rejected
+    fast = validate_events(mapped.events)
+    slow = parse_batch_json(orjson.dumps({"events": mapped.events}))
+    assert fast is not None and slow is not None
+    assert [m.model_dump() for m in fast[0]] == [m.model_dump() for m in slow.events]
+    assert fast[1] is slow.as_sent is False  # the provider's key was redacted
+    assert "sk-" not in str([m.payload.provider for m in fast[0]])
+    # A value past the models' bounds on a copied event: no shortcut, the caller names it.
+    bad = [dict(e) for e in mapped.events]
+    bad[-1]["tokens_out"] = 2**31
+    assert validate_events(bad) is None
+    bad = [dict(e) for e in mapped.events]
+    bad[-1]["run_id"] = "run 4"
+    assert validate_events(bad) is None

@@ -27,12 +27,18 @@ from prometheus_client import Counter as PromCounter
 
 from runledger.control._auth import current_principal, require
 from runledger.control._errors import ApiError
-from runledger.control._otlp_mapping import AttributeRedactor, MappedBatch, map_request
+from runledger.control._otlp_mapping import (
+    AttributeRedactor,
+    MappedBatch,
+    map_request,
+    validate_events,
+)
 from runledger.cost.pricing import PricingTable, default_pricing
-from runledger.events import parse_batch_json, validate_batch
+from runledger.events import validate_batch
 from runledger.redact import default_redactor
 from runledger.store import Ingestor
 from runledger.store.spans import forget_spans, known_tenants, store_spans
+from runledger.store.tokens import Principal
 
 __all__ = ["DEFAULT_MAX_BYTES", "JSON", "PROTOBUF", "OtlpMetrics", "bp", "init_app"]
 
@@ -225,27 +231,27 @@ def post_traces() -> Response:
     metrics: OtlpMetrics = app.extensions["runledger.otlp_metrics"]
     ingestor: Ingestor = app.extensions["runledger.ingestor"]
     db = app.extensions["runledger.db"]
+    principal = current_principal()
     mapped = map_request(
-        req, current_principal(), pricing, default_redactor(),
+        req, principal, pricing, default_redactor(),
         app.extensions["runledger.otlp_redactor"], limits=ingestor.limits,
     )  # fmt: skip
-    refused, kept, body = _validate(mapped)
-    _refuse_unknown_tenants(db, mapped, refused)
-    kept = [(m, i) for m, i in kept if i not in refused]
     # Spans and events go to PostgreSQL at once, on two connections: the request waits for
-    # the slower, not the sum. A span the ingest then refuses (rare: the checks it shares
-    # with validation ran above) is deleted again.
-    stored = app.extensions["runledger.otlp_pool"].submit(
-        store_spans, db, [s for i, s in enumerate(mapped.spans) if i not in refused]
-    )
+    # the slower, not the sum. The spans go first, while the events are validated; the
+    # insert itself skips tenants that do not exist. A span refused afterwards (rare: an
+    # invalid event, or one the ingest refuses) is deleted again if this request stored it.
+    stored = app.extensions["runledger.otlp_pool"].submit(store_spans, db, mapped.spans)
     try:
+        refused, kept, body = _validate(mapped)
+        _refuse_unknown_tenants(db, mapped, refused, principal)
+        kept = [(m, i) for m, i in kept if i not in refused]
         late, duplicates = _store_events(ingestor, mapped, kept, body)
     finally:
         inserted = stored.result()
-    if late:
-        keys = [(mapped.spans[i].trace_id, mapped.spans[i].span_id) for i in late]
+    refused.update((i, why) for i, why in late.items() if i not in refused)
+    if refused:
+        keys = [(mapped.spans[i].trace_id, mapped.spans[i].span_id) for i in refused]
         forget_spans(db, [k for k in keys if k in inserted])
-        refused.update(late)
     messages = list(mapped.rejected) + [refused[i] for i in sorted(refused)]
     rejected = len(mapped.rejected) + len(refused)
     if mapped.unpriced:
@@ -270,9 +276,18 @@ def post_traces() -> Response:
     return _answer(rejected, messages)
 
 
-def _refuse_unknown_tenants(db: Any, mapped: MappedBatch, refused: dict[int, str]) -> None:
-    """Refuse the spans of tenants that do not exist (an admin token may name any)."""
+def _refuse_unknown_tenants(
+    db: Any, mapped: MappedBatch, refused: dict[int, str], principal: Principal
+) -> None:
+    """Refuse the spans of tenants that do not exist (an admin token may name any).
+
+    An agent token's spans all name its own tenant, which existed when the token was
+    checked (a token is deleted with its tenant): no query. A tenant deleted since is
+    still refused, by the ingest and the span insert, which both check tenants again.
+    """
     named = {s.tenant_id for s in mapped.spans}
+    if principal.role == "agent" and named <= {principal.tenant_id}:
+        return
     unknown = named - known_tenants(db, named)
     for i, span in enumerate(mapped.spans):
         if span.tenant_id in unknown:
@@ -288,13 +303,15 @@ def _validate(mapped: MappedBatch) -> tuple[dict[int, str], list[tuple[Any, int]
     refused: dict[int, str] = {}
     if not mapped.events:
         return refused, [], None
-    # The common case: every event valid. pydantic-core reads the JSON straight into the
-    # models, and the same JSON goes to PostgreSQL, as on POST /v1/events.
+    # The common case: every event valid. Spans alike but for their ids, times, tokens and
+    # cost share one validation (validate_events); the same JSON goes to PostgreSQL, as on
+    # POST /v1/events.
     body = orjson.dumps({"events": mapped.events})
-    fast = parse_batch_json(body)
+    fast = validate_events(mapped.events)
     if fast is not None:
-        pairs = list(zip(fast.events, mapped.event_span, strict=True))
-        return refused, pairs, body if fast.as_sent else None
+        models, as_sent = fast
+        pairs = list(zip(models, mapped.event_span, strict=True))
+        return refused, pairs, body if as_sent else None
     good: list[tuple[Any, int]] = []
     validated = validate_batch(mapped.events)
     for item, span_index, event in zip(validated, mapped.event_span, mapped.events, strict=True):
