@@ -59,15 +59,23 @@ def start_exporter(
     port = port or free_port()
     config_path = workdir / f"exporter-{port}.yml"
     config_path.write_text(yaml.safe_dump(config))
-    log = open(workdir / f"exporter-{port}.log", "wb")
+    args = ["exporter", "--port", str(port), "--bind", "127.0.0.1", "--config", str(config_path)]
+    env = dict(os.environ, RUNLEDGER_DATABASE_URL=db_url)
+    return _serve(args, env, workdir / f"exporter-{port}.log", port, "/metrics")
+
+
+def _serve(
+    args: list[str], env: dict[str, str], log_path: Path, port: int, ready: str
+) -> tuple[subprocess.Popen, str]:
+    """Start ``runledger <args>`` logging to ``log_path`` and wait until ``ready`` answers on
+    ``port``; stop it (by PID) if it never does."""
+    log = open(log_path, "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "runledger.cli", "exporter", "--port", str(port),
-         "--bind", "127.0.0.1", "--config", str(config_path)],
-        env=dict(os.environ, RUNLEDGER_DATABASE_URL=db_url), stdout=log, stderr=log,
-    )  # fmt: skip
+        [sys.executable, "-m", "runledger.cli", *args], env=env, stdout=log, stderr=log
+    )
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_http(base + "/metrics", proc=proc)
+        wait_http(base + ready, proc=proc)
     except Exception:
         stop_process(proc)
         raise
@@ -80,21 +88,10 @@ def start_control(
     """Run the control service (gunicorn, 2 workers) on a loopback port (free unless given),
     with ``env`` added to its environment."""
     port = port or free_port()
-    log = open(workdir / "control.log", "wb")
-    env = dict(os.environ, RUNLEDGER_DATABASE_URL=db_url, **(env or {}))
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "runledger.cli", "control", "--bind", f"127.0.0.1:{port}",
-         "--workers", "2"],
-        env=env, stdout=log, stderr=log,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(base + "/healthz", proc=proc)
-    except Exception:
-        stop_process(proc)
-        raise
-    return proc, base
+    full_env = dict(os.environ, RUNLEDGER_DATABASE_URL=db_url, **(env or {}))
+    full_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    args = ["control", "--bind", f"127.0.0.1:{port}", "--workers", "2"]
+    return _serve(args, full_env, workdir / "control.log", port, "/healthz")
 
 
 def write_prometheus_config(
