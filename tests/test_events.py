@@ -11,9 +11,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from _support import ROOT
+from runledger import events as events_module
 from runledger.events import (
     EVENT_MODELS,
     EVENT_TYPES,
@@ -91,3 +95,58 @@ def _spec_event(payload: dict[str, Any]) -> dict[str, Any]:
         "project_id": "proj-1", "run_id": "run-1", "phase": "review", "role": "validator",
         "occurred_at": datetime.now(UTC).isoformat(), "payload": payload,
     }  # fmt: skip
+
+
+# A flat payload of numbers under keys seen before skips the payload checks (events.py,
+# _plain_payload). It must answer exactly what the full checks answer, whatever the keys
+# (personal data, secrets, coordinates, e-mail addresses, NUL, long) and the numbers.
+_KEYS = st.one_of(
+    st.sampled_from(["bytes", "words", "email", "phone", "api_key", "lat", "lng", "city",
+                     "a@b.example", "x\x00y", "password", "k" * 65]),
+    st.text(min_size=1, max_size=12),
+)  # fmt: skip
+_NUMBERS = st.one_of(
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.booleans(),
+    st.none(),
+)
+
+
+def _outcome(payload: dict[str, Any]) -> tuple[Any, ...]:
+    """What ingest would answer for an event with ``payload``: its stored payload, or errors."""
+    ev = {"event_id": str(uuid.uuid4()), "type": "artifact_written", "tenant_id": "acme",
+          "project_id": "p", "run_id": "r", "phase": "build", "role": "implementer",
+          "occurred_at": datetime.now(UTC).isoformat(), "artifact_path": "a.html",
+          "artifact_version": 1, "payload": payload}  # fmt: skip
+    parsed = parse_batch_json(json.dumps({"events": [ev]}).encode())  # any size of integer
+    if parsed is None:
+        return ("refused", validate_batch([ev])[0])
+    return ("accepted", parsed.events[0].payload, parsed.as_sent)
+
+
+@settings(max_examples=300, deadline=None)
+@given(payload=st.dictionaries(_KEYS, _NUMBERS, max_size=18))
+def test_a_flat_payload_of_numbers_is_judged_the_same_the_second_time(
+    payload: dict[str, Any],
+) -> None:
+    events_module._FLAT_KEYS.clear()
+    first = _outcome(payload)  # the full checks; the keys are remembered when it passes
+    assert _outcome(payload) == first  # the shortcut, when it applies
+    events_module._FLAT_KEYS.clear()
+    assert _outcome(payload) == first
+
+
+def test_the_shortcut_is_taken_for_keys_seen_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[Any] = []
+    real = events_module._check_payload
+    monkeypatch.setattr(events_module, "_check_payload", lambda v: calls.append(v) or real(v))
+    events_module._FLAT_KEYS.clear()
+    first = _outcome({"bytes": 51234, "words": 400})
+    assert _outcome({"bytes": 7, "words": 2.5}) == ("accepted", {"bytes": 7, "words": 2.5}, True)
+    assert first[0] == "accepted" and len(calls) == 1
+    # Anything else takes the full checks: a text value, a new key, a number past 64 bits.
+    for other in ({"bytes": "51234"}, {"bytes": 1, "email": 2}, {"bytes": 2**64}):
+        before = len(calls)
+        _outcome(other)
+        assert len(calls) > before, other

@@ -181,6 +181,20 @@ def test_unstorable_payloads_are_rejected_naming_the_payload(
     assert errors[0].message.startswith("payload cannot be stored as JSON: ")
 
 
+def test_an_email_address_as_a_payload_key_is_rejected_naming_it(
+    client: Any, admin: dict[str, str]
+) -> None:
+    # Found by tests/test_events.py's property test: the check looked for the address in
+    # texts only, found none, and raised StopIteration (a 500).
+    ev = event("artifact_written", artifact_path="a.html", artifact_version=1,
+               payload={"jane.doe@example.com": 3})  # fmt: skip
+    resp = client.post("/v1/events", json={"events": [ev]}, headers=admin)
+    assert rejected(resp) == [
+        ("events[0].payload", "payload.jane.doe@example.com contains an email address; "
+         "events must not carry PII")
+    ]  # fmt: skip
+
+
 def test_an_artifact_version_beyond_a_postgresql_integer_is_refused(
     client: Any, admin: dict[str, str]
 ) -> None:

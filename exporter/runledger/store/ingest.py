@@ -28,7 +28,8 @@ __all__ = ["EventResult", "IngestLimits", "Ingestor"]
 
 _FUTURE_SKEW = timedelta(minutes=5)
 _RETRIES = 3
-_RETRY_SQLSTATES = frozenset({"RL001", "RL002", "40P01", "40001"})
+_FOREIGN_KEY = "23503"
+_RETRY_SQLSTATES = frozenset({"RL001", "RL002", "40P01", "40001", _FOREIGN_KEY})
 _NUMERIC_OVERFLOW = "22003"
 _PAST_MAX = f"past ${MAX_USD:,}, the largest amount the ledger holds"
 _REFUSED = {
@@ -164,12 +165,15 @@ class Ingestor:
                     self.partitions.forget()
                 except psycopg.Error as exc:
                     # The batch was rolled back whole: some of its events are already
-                    # stored, or another batch created one of its projects or runs first
-                    # (ingest_batch raises RL002/RL001), or PostgreSQL broke a lock cycle.
-                    # The retry looks for stored events first and sees the other batch's
-                    # rows, so it answers duplicates or rejections accordingly.
+                    # stored (RL002), one of its projects or runs belongs to another tenant
+                    # (RL001: a first attempt does not look for those; or another batch
+                    # created it meanwhile), its tenant was deleted since this process saw
+                    # it (23503), or PostgreSQL broke a lock cycle. The retry drops foreign
+                    # and stored events first, so it answers rejections and duplicates.
                     if attempt == _RETRIES or exc.sqlstate not in _RETRY_SQLSTATES:
                         raise
+                    if exc.sqlstate == _FOREIGN_KEY:
+                        self._tenants.clear()
         return [results[i] for i in indexes]
 
     def _store(
@@ -223,22 +227,23 @@ class Ingestor:
         candidates: list[tuple[int, Any]], results: dict[int, EventResult], tenants: set[str]
     ) -> list[tuple[int, Any]]:
         """Drop unknown tenants, repeated event ids and cross-tenant projects or runs."""
-        seen: set[Any] = set()
+        seen: set[int] = set()
         projects: dict[str, str] = {}
         runs: dict[str, str] = {}
         staged = []
         for idx, ev in candidates:
-            eid = ev.event_id
-            if ev.tenant_id not in tenants:
+            eid, tenant = ev.event_id, ev.tenant_id
+            key = eid.int  # a UUID hashes in Python code; its int in C
+            if tenant not in tenants:
                 field_name, message = _REFUSED["tenant"]
-                results[idx] = _reject(idx, eid, field_name, message.format(tenant=ev.tenant_id))
-            elif ev.event_id in seen:
+                results[idx] = _reject(idx, eid, field_name, message.format(tenant=tenant))
+            elif key in seen:
                 results[idx] = EventResult(idx, "duplicate", eid)
-            elif projects.setdefault(ev.project_id, ev.tenant_id) != ev.tenant_id:
+            elif projects.setdefault(ev.project_id, tenant) != tenant:
                 results[idx] = _reject(idx, eid, *_REFUSED["project"])
-            elif runs.setdefault(ev.run_id, ev.tenant_id) != ev.tenant_id:
+            elif runs.setdefault(ev.run_id, tenant) != tenant:
                 results[idx] = _reject(idx, eid, *_REFUSED["run"])
             else:
-                seen.add(ev.event_id)
+                seen.add(key)
                 staged.append((idx, ev))
         return staged

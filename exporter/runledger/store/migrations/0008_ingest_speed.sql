@@ -1,0 +1,196 @@
+-- Ingest: the same effects for less work per event (bench/ingest.py, docs/benchmarks.md).
+--
+-- 1. Ownership is checked where it is enforced. A batch's first attempt no longer runs
+--    ingest_drop_foreign: the projects and runs steps already raise RL001 when a project or
+--    run of the batch belongs to another tenant, and an unknown tenant fails their foreign
+--    keys (23503). The Ingestor retries either with check_stored, which runs
+--    ingest_drop_foreign first and answers the foreign events one by one, as before. A
+--    batch that names only its own rows (every agent's) skips a join per event.
+-- 2. Projects a batch leaves as they are are neither rewritten nor locked. The upsert's
+--    ON CONFLICT DO UPDATE locked every known project of the batch until commit, even when
+--    its WHERE skipped the rewrite, so concurrent batches of one tenant queued for each
+--    other's project rows. Known projects are now updated only where the batch changes them;
+--    only new ones are inserted, with the old merge for one created meanwhile.
+-- 3. Steps that have nothing to do are skipped: failures and proofs run only for batches
+--    that hold such events.
+-- 4. Each run's latest values come from one sorted pass. ingest_apply_runs found a run's
+--    latest status, failure reason, model and artifact with four DISTINCT ON look-ups, one
+--    sort each. Since PostgreSQL 16 the planner sorts a group's input once for every ordered
+--    aggregate that shares one ORDER BY, so the same values now come from ordered aggregates
+--    over one sort by (run_id, occurred_at DESC, ord DESC). The status needs no look-up of
+--    its own: a terminal event outranks running, which outranks queued, so a run's status is
+--    its latest terminal event's, else running when it started, else queued; its time is the
+--    latest event of that rank. tests/store/test_ingest_runs.py checks the rule.
+
+CREATE OR REPLACE FUNCTION ingest_batch(batch json, check_stored boolean DEFAULT false)
+    RETURNS TABLE (ord integer, outcome text)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    has_failures boolean;
+    has_proofs   boolean;
+BEGIN
+    PERFORM ingest_stage_batch(batch);
+    IF check_stored THEN
+        RETURN QUERY SELECT * FROM ingest_drop_foreign();
+        RETURN QUERY SELECT * FROM ingest_drop_stored();
+        IF NOT EXISTS (SELECT 1 FROM ingest_stage) THEN
+            RETURN;
+        END IF;
+    END IF;
+    SELECT bool_or(s.type IN ('run_failed', 'validation_failed')),
+           bool_or(s.type IN ('proof_requested', 'proof_completed'))
+      INTO has_failures, has_proofs FROM ingest_stage s;
+    PERFORM ingest_apply_projects();
+    PERFORM ingest_apply_runs();
+    IF has_failures THEN
+        PERFORM ingest_apply_failures();
+    END IF;
+    IF has_proofs THEN
+        PERFORM ingest_apply_proofs();
+    END IF;
+    PERFORM ingest_insert_events();
+    PERFORM ingest_apply_leases();
+    PERFORM ingest_apply_caps();
+END
+$fn$;
+
+-- Step: create or advance the batch's projects (playbook, current phase, last advance);
+-- RL001 when one of them belongs to another tenant (created meanwhile, or on a first
+-- attempt, which does not run ingest_drop_foreign).
+CREATE OR REPLACE FUNCTION ingest_apply_projects() RETURNS void LANGUAGE plpgsql AS $fn$
+BEGIN
+    WITH agg AS MATERIALIZED (
+        SELECT project_id, min(tenant_id) AS tenant_id, max(playbook) AS playbook,
+               (array_agg(CASE WHEN type = 'phase_advanced' THEN lower(payload->>'to_phase') ELSE phase END
+                          ORDER BY occurred_at DESC, ord DESC)
+                    FILTER (WHERE type = 'phase_entered'
+                               OR (type = 'phase_advanced' AND payload->>'to_phase' IS NOT NULL)))[1]
+                   AS current_phase,
+               max(occurred_at) FILTER (WHERE type = 'phase_entered'
+                                           OR (type = 'phase_advanced' AND payload->>'to_phase' IS NOT NULL))
+                   AS phase_entered_at,
+               max(occurred_at) FILTER (WHERE type = 'phase_advanced') AS last_advanced_at
+        FROM ingest_stage GROUP BY project_id
+    ), changed AS (
+        -- Known projects the batch changes (rare: a phase event, another playbook).
+        UPDATE projects p SET
+            playbook = COALESCE(a.playbook, p.playbook),
+            current_phase = CASE WHEN a.phase_entered_at IS NOT NULL
+                                  AND (p.phase_entered_at IS NULL
+                                       OR a.phase_entered_at >= p.phase_entered_at)
+                                 THEN a.current_phase ELSE p.current_phase END,
+            phase_entered_at = GREATEST(p.phase_entered_at, a.phase_entered_at),
+            last_advanced_at = GREATEST(p.last_advanced_at, a.last_advanced_at)
+        FROM agg a
+        WHERE p.project_id = a.project_id AND p.tenant_id = a.tenant_id
+          AND ((a.playbook IS NOT NULL AND a.playbook IS DISTINCT FROM p.playbook)
+               OR (a.phase_entered_at IS NOT NULL
+                   AND (p.phase_entered_at IS NULL OR a.phase_entered_at >= p.phase_entered_at))
+               OR (a.last_advanced_at IS NOT NULL
+                   AND (p.last_advanced_at IS NULL OR a.last_advanced_at > p.last_advanced_at)))
+        RETURNING p.project_id
+    )
+    -- New projects; one another batch created meanwhile is merged as before.
+    INSERT INTO projects AS p (project_id, tenant_id, playbook, current_phase, phase_entered_at,
+                               last_advanced_at)
+    SELECT a.project_id, a.tenant_id, a.playbook, a.current_phase, a.phase_entered_at,
+           a.last_advanced_at
+    FROM agg a
+    WHERE NOT EXISTS (SELECT 1 FROM projects q WHERE q.project_id = a.project_id)
+    ORDER BY a.project_id
+    ON CONFLICT (project_id) DO UPDATE SET
+        playbook = COALESCE(excluded.playbook, p.playbook),
+        current_phase = CASE WHEN excluded.phase_entered_at IS NOT NULL
+                              AND (p.phase_entered_at IS NULL
+                                   OR excluded.phase_entered_at >= p.phase_entered_at)
+                             THEN excluded.current_phase ELSE p.current_phase END,
+        phase_entered_at = GREATEST(p.phase_entered_at, excluded.phase_entered_at),
+        last_advanced_at = GREATEST(p.last_advanced_at, excluded.last_advanced_at)
+    WHERE p.tenant_id = excluded.tenant_id;
+
+    -- A new statement: it sees every project committed meanwhile, with its owner (a
+    -- project's owner never changes).
+    IF EXISTS (SELECT 1 FROM projects p
+               JOIN (SELECT DISTINCT project_id, tenant_id FROM ingest_stage) s USING (project_id)
+               WHERE p.tenant_id <> s.tenant_id) THEN
+        RAISE EXCEPTION 'a project of this batch belongs to another tenant'
+            USING ERRCODE = 'RL001';
+    END IF;
+END
+$fn$;
+
+-- Step: create or update one runs row per run of the batch (status, times, tokens, cost,
+-- last model and artifact); RL001 when one of them belongs to another tenant.
+CREATE OR REPLACE FUNCTION ingest_apply_runs() RETURNS void LANGUAGE plpgsql AS $fn$
+DECLARE
+    written integer;
+BEGIN
+    INSERT INTO runs AS r (run_id, tenant_id, project_id, phase, role, playbook, status, status_at,
+                           attempt, queued_at, started_at, finished_at, tokens_in, tokens_out,
+                           cost_usd, error, model, cached, trace_id, artifact_path, artifact_version)
+    SELECT run_id, tenant_id, project_id, phase, role, playbook,
+           CASE WHEN finished_at IS NOT NULL THEN terminal
+                WHEN last_started IS NULL AND last_queued IS NOT NULL THEN 'queued'
+                ELSE 'running' END,
+           COALESCE(finished_at, last_started, last_queued, first_at),
+           attempt, queued_at, started_at, finished_at, tokens_in, tokens_out, cost_usd,
+           error, model, cached, trace_id, artifact_path, artifact_version
+    FROM (
+        SELECT run_id,
+               min(tenant_id) AS tenant_id, min(project_id) AS project_id, min(phase) AS phase,
+               min(role) AS role, max(playbook) AS playbook, max(trace_id) AS trace_id,
+               min(occurred_at) AS first_at,
+               COALESCE(max(attempt), 1) AS attempt,
+               min(occurred_at) FILTER (WHERE type = 'run_queued') AS queued_at,
+               max(occurred_at) FILTER (WHERE type = 'run_queued') AS last_queued,
+               min(occurred_at) FILTER (WHERE type = 'run_started') AS started_at,
+               max(occurred_at) FILTER (WHERE type = 'run_started') AS last_started,
+               max(occurred_at) FILTER (WHERE type IN ('run_finished', 'run_failed')) AS finished_at,
+               sum(tokens_in) AS tokens_in, sum(tokens_out) AS tokens_out,
+               sum(cost_usd) AS cost_usd,
+               bool_or(cached) AS cached,
+               (array_agg(CASE WHEN type = 'run_finished' THEN COALESCE(payload->>'status', 'succeeded')
+                               ELSE 'failed' END ORDER BY occurred_at DESC, ord DESC)
+                    FILTER (WHERE type IN ('run_finished', 'run_failed')))[1] AS terminal,
+               (array_agg(payload->>'reason' ORDER BY occurred_at DESC, ord DESC)
+                    FILTER (WHERE type = 'run_failed'))[1] AS error,
+               (array_agg(model ORDER BY occurred_at DESC, ord DESC)
+                    FILTER (WHERE model IS NOT NULL))[1] AS model,
+               (array_agg(artifact_path ORDER BY occurred_at DESC, ord DESC)
+                    FILTER (WHERE artifact_path IS NOT NULL))[1] AS artifact_path,
+               (array_agg(artifact_version ORDER BY occurred_at DESC, ord DESC)
+                    FILTER (WHERE artifact_path IS NOT NULL))[1] AS artifact_version
+        FROM ingest_stage GROUP BY run_id
+    ) a
+    ORDER BY run_id
+    ON CONFLICT (run_id) DO UPDATE SET
+        playbook = COALESCE(excluded.playbook, r.playbook),
+        status = CASE WHEN (run_status_rank(excluded.status), excluded.status_at)
+                           >= (run_status_rank(r.status), r.status_at)
+                      THEN excluded.status ELSE r.status END,
+        status_at = CASE WHEN (run_status_rank(excluded.status), excluded.status_at)
+                              >= (run_status_rank(r.status), r.status_at)
+                         THEN excluded.status_at ELSE r.status_at END,
+        attempt = GREATEST(r.attempt, excluded.attempt),
+        queued_at = LEAST(r.queued_at, excluded.queued_at),
+        started_at = LEAST(r.started_at, excluded.started_at),
+        finished_at = GREATEST(r.finished_at, excluded.finished_at),
+        tokens_in = r.tokens_in + excluded.tokens_in,
+        tokens_out = r.tokens_out + excluded.tokens_out,
+        cost_usd = r.cost_usd + excluded.cost_usd,
+        error = COALESCE(excluded.error, r.error),
+        model = COALESCE(excluded.model, r.model),
+        cached = r.cached OR excluded.cached,
+        trace_id = COALESCE(r.trace_id, excluded.trace_id),
+        artifact_path = COALESCE(excluded.artifact_path, r.artifact_path),
+        artifact_version = COALESCE(excluded.artifact_version, r.artifact_version),
+        updated_at = now()
+    WHERE r.tenant_id = excluded.tenant_id;
+
+    GET DIAGNOSTICS written = ROW_COUNT;
+    IF written < (SELECT count(DISTINCT run_id) FROM ingest_stage) THEN
+        RAISE EXCEPTION 'a run of this batch belongs to another tenant'
+            USING ERRCODE = 'RL001';
+    END IF;
+END
+$fn$;
