@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import email
+import hashlib
 import json
+import re
 import shutil
 import subprocess
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import requests
+import yaml
 from aiosmtpd.controller import Controller
 
 from _support import ROOT, free_port, stop_process
@@ -31,7 +35,9 @@ __all__ = [
     "SlackStandIn",
     "SmtpSink",
     "am_alert",
+    "am_payload",
     "judge_alerts",
+    "rule_alert",
     "start_alertmanager",
     "wait_until",
 ]
@@ -232,6 +238,57 @@ def am_payload(*alerts: dict[str, Any], receiver: str = "owner") -> dict[str, An
     }
 
 
+_HOLE = re.compile(r"\{\{\s*(\$labels\.(\w+)|\$value(?:\s*\|\s*(\w+))?)\s*\}\}")
+
+
+def _humanize(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def _render(text: str, labels: dict[str, str], value: float) -> str:
+    """Fill a shipped annotation the way Prometheus does for the holes our rules use:
+    ``{{ $labels.x }}``, ``{{ $value }}``, ``{{ $value | humanize }}`` and
+    ``{{ $value | humanizePercentage }}``; any other template is an error here."""
+
+    def hole(match: re.Match[str]) -> str:
+        if match[2]:
+            return labels.get(match[2], "")
+        if match[3] is None:
+            return f"{value:g}"
+        if match[3] == "humanize":
+            return _humanize(value)
+        if match[3] == "humanizePercentage":
+            return f"{_humanize(value * 100)}%"
+        raise AssertionError(f"template {match[0]!r} is not rendered by this helper")
+
+    out = _HOLE.sub(hole, text)
+    assert "{{" not in out, f"unrendered template left in {out!r}"
+    return out
+
+
+def rule_alert(alertname: str, *, value: float = 1.0, **labels: str) -> dict[str, Any]:
+    """One alert of the shipped rule files (prometheus/alerts/) as Alertmanager's webhook
+    delivers it: the rule's labels plus ``labels``, its annotations filled in for them and
+    ``value``, and a fingerprint of the label set."""
+    for path in sorted((ROOT / "prometheus" / "alerts").glob("*.yml")):
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            for rule in group["rules"]:
+                if rule.get("alert") != alertname:
+                    continue
+                all_labels = {"alertname": alertname, **rule.get("labels", {}), **labels}
+                fingerprint = hashlib.sha256(
+                    json.dumps(all_labels, sort_keys=True).encode()
+                ).hexdigest()[:16]
+                started = datetime.now(UTC).replace(microsecond=0).isoformat()
+                alert = am_alert(alertname, fingerprint=fingerprint, starts_at=started)
+                alert["labels"] = all_labels
+                alert["annotations"] = {
+                    k: _render(v, all_labels, value) for k, v in rule["annotations"].items()
+                }
+                return alert
+    raise AssertionError(f"no alerting rule {alertname!r} in prometheus/alerts/")
+
+
 WEBHOOK_TOKEN = "live-test-webhook-secret"
 """The webhook secret of control services started by tests that judge alerts."""
 
@@ -239,7 +296,6 @@ WEBHOOK_TOKEN = "live-test-webhook-secret"
 def judge_alerts(base: str, admin: str, alertname: str, outcomes: list[str], tag: str) -> None:
     """Alertmanager's webhook delivers fired alerts (one per outcome) to the control service
     at ``base``; an admin then judges each one through ``POST /v1/alerts/outcomes``."""
-    from datetime import UTC, datetime
 
     started = datetime.now(UTC).isoformat()
     alerts = [

@@ -34,6 +34,7 @@ ALLOWED_LABELS = {
     "le",
     "cap",
     "alertname",
+    "check",  # the quality jobs' last-run gauge: sample or drift
 }
 """Every label a runledger series or rule may carry (bounded cardinality)."""
 

@@ -17,7 +17,13 @@ import pytest
 import requests
 
 from _support import ROOT, ControlService
-from _support.alerting import Alertmanager, start_alertmanager, wait_until
+from _support.alerting import (
+    Alertmanager,
+    am_payload,
+    rule_alert,
+    start_alertmanager,
+    wait_until,
+)
 from _support.browser import chromium
 from _support.console import bearer, seed_run
 from runledger.control import _embed, create_app
@@ -52,16 +58,30 @@ def browser() -> Iterator[Any]:
         yield b
 
 
+WEBHOOK_SECRET = "browser-test-webhook-secret"
+
+
 @pytest.fixture
-def world(control: ControlService, make_tenant: Callable[..., str],
-          make_token: Callable[..., str], sql: Any) -> dict[str, Any]:  # fmt: skip
+def hooked_control(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[ControlService]:
+    """A started control service whose Alertmanager webhook takes ``WEBHOOK_SECRET``."""
+    monkeypatch.setenv("RUNLEDGER_ALERT_WEBHOOK_TOKEN", WEBHOOK_SECRET)
+    service = ControlService(db_url)
+    service.start()
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def world(hooked_control: ControlService, make_tenant: Callable[..., str],
+          make_token: Callable[..., str]) -> dict[str, Any]:  # fmt: skip
+    base = hooked_control.url
     make_tenant("acme", "20")
     make_tenant("other", "20")
     tokens = {
         "admin": make_token("admin"), "agent": make_token("agent", "acme"),
         "other_agent": make_token("agent", "other"), "owner": make_token("owner", "acme"),
     }  # fmt: skip
-    api = _Api(control.url)
+    api = _Api(base)
     for i, (model, cost) in enumerate([("gpt-4.1", "4.25"), ("claude-sonnet-4", "9.5"),
                                        ("gpt-4.1", "3.1")]):  # fmt: skip
         fail = "lint: missing alt text" if i == 2 else None
@@ -69,13 +89,20 @@ def world(control: ControlService, make_tenant: Callable[..., str],
                  model=model, cost=cost, fail=fail)  # fmt: skip
     seed_run(api, tokens["other_agent"], tenant="other", project="other-site", run="run-o",
              cost="1.75")  # fmt: skip
-    sql("INSERT INTO notifications (tenant_id, audience, severity, title, body, source) VALUES"
-        " ('acme', 'owner', 'warning', 'Daily cap at 84%', 'acme has spent $16.85 of $20.00',"
-        "  'alertmanager'),"
-        " ('other', 'owner', 'critical', 'Other tenant blocked', 'not for acme', 'alertmanager'),"
-        " (NULL, 'admin', 'warning', 'Exporter scrape slow', 'p95 above 1s',"
-        "  'alertmanager')")  # fmt: skip
-    return {"url": control.url, "tokens": tokens}
+    # Alertmanager's webhook notification, over HTTP with the shared secret: acme's owners
+    # are warned ($16.85 of $20), other's cap is reached, and the admins' alert deliveries fail.
+    hook = requests.post(base + "/v1/alerts/webhook", json=am_payload(
+        rule_alert("TenantDailyCapNearlyReached", value=16.85 / 20, tenant="acme"),
+        rule_alert("TenantDailyCapReached", tenant="other"),
+        rule_alert("AlertDeliveryFailing", value=3),
+    ), headers=bearer(WEBHOOK_SECRET), timeout=10)  # fmt: skip
+    assert hook.status_code == 200 and hook.json()["opened"] == 3, hook.text
+    return {"url": base, "tokens": tokens}
+
+
+ACME_NEAR = "Tenant acme has spent 84.25% of today's daily cap."
+OTHER_REACHED = "Tenant other reached its daily cap"
+DELIVERY_FAILING = "3 alert notifications (email, Slack or webhook) failed"
 
 
 def _login(page: Any, base: str, token: str) -> None:
@@ -96,8 +123,9 @@ def test_admin_raises_a_cap_and_pauses_a_tenant(
     page.screenshot(path=str(img / "console-login.png"))
     _login(page, base, world["tokens"]["admin"])
     assert page.url == base + "/admin"
-    assert "Exporter scrape slow" in page.inner_text("#banners")
-    assert "Daily cap at 84%" not in page.inner_text("#banners")
+    assert DELIVERY_FAILING in page.inner_text("#banners")
+    assert ACME_NEAR not in page.inner_text("#banners")
+    assert OTHER_REACHED not in page.inner_text("#banners")
     assert page.inner_text("#spend-total") == "$18.60"  # acme $16.85 and other $1.75
     assert "acme" in page.inner_text("#caps-near")  # $16.85 of $20 is past 80%
     page.screenshot(path=str(img / "console-admin.png"), full_page=True)
@@ -151,8 +179,8 @@ def test_owner_sees_only_their_tenant_and_embed_links_are_tamper_proof(
     _login(page, base, world["tokens"]["owner"])
     assert page.url == base + "/tenants/acme"
     banners = page.inner_text("#banners")
-    assert "Daily cap at 84%" in banners
-    assert "Other tenant blocked" not in banners and "Exporter scrape slow" not in banners
+    assert ACME_NEAR in banners
+    assert OTHER_REACHED not in banners and DELIVERY_FAILING not in banners
     assert "run-o" not in page.inner_text("main") and "100 / 40" not in page.inner_text("main")
     page.screenshot(path=str(img / "console-owner.png"), full_page=True)
     assert page.goto(base + "/tenants/other").status == 404
@@ -166,7 +194,7 @@ def test_owner_sees_only_their_tenant_and_embed_links_are_tamper_proof(
     anonymous = browser.new_context()
     embed = anonymous.new_page()
     assert embed.goto(url).status == 200
-    assert "acme" in embed.inner_text("h1") and "Daily cap at 84%" in embed.inner_text("#banners")
+    assert "acme" in embed.inner_text("h1") and ACME_NEAR in embed.inner_text("#banners")
     assert embed.locator("form").count() == 0
     embed.screenshot(path=str(img / "console-embed.png"), full_page=True)
 
@@ -186,8 +214,6 @@ def test_owner_sees_only_their_tenant_and_embed_links_are_tamper_proof(
 
 
 # -- alerts and quality: mute, judge, unfreeze, with a real Alertmanager -------------------
-
-WEBHOOK_SECRET = "browser-test-webhook-secret"
 
 
 @pytest.fixture

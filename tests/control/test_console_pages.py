@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 
 from _support import event
+from _support.alerting import am_payload, rule_alert
 from _support.console import bearer, csrf_of, login, login_csrf, seed_run
 from runledger.store.quality import freeze_publisher
 
@@ -29,6 +31,23 @@ def acme(client: Any, make_tenant: Any, make_token: Any) -> dict[str, str]:
         "owner": make_token("owner", "acme"),
         "other_owner": make_token("owner", "other"),
     }
+
+
+def _otlp_span(
+    trace_id: str, span_id: str, name: str, start_ns: int, end_ns: int, attrs: dict[str, Any]
+) -> dict[str, Any]:
+    """An OTLP/JSON export request holding one client span with ``attrs``."""
+
+    def value(v: Any) -> dict[str, Any]:
+        return {"intValue": str(v)} if isinstance(v, int) else {"stringValue": str(v)}
+
+    span = {
+        "traceId": trace_id, "spanId": span_id, "name": name, "kind": 3,
+        "startTimeUnixNano": str(start_ns), "endTimeUnixNano": str(end_ns),
+        "attributes": [{"key": k, "value": value(v)} for k, v in attrs.items()],
+    }  # fmt: skip
+    resource = {"attributes": [{"key": "service.name", "value": {"stringValue": "site-agent"}}]}
+    return {"resourceSpans": [{"resource": resource, "scopeSpans": [{"spans": [span]}]}]}
 
 
 def _table(html: str, table_id: str) -> str:
@@ -85,12 +104,22 @@ def test_failures_link_run_trace_and_artifact(
     monkeypatch.delenv("RUNLEDGER_GRAFANA_URL")
     assert 'id="trace-link"' not in client.get("/runs/r-bad").get_data(as_text=True)
     assert 'id="spans"' not in client.get("/runs/r-bad").get_data(as_text=True)
-    # Span summaries, as the OTLP receiver stores them, appear when there are any.
-    sql("INSERT INTO trace_spans (trace_id, span_id, run_id, tenant_id, name, started_at,"
-        " duration_ms) VALUES (%s, 'cd00000000000001', 'r-bad', 'acme', 'chat gpt-4.1',"
-        " now(), 812.5)", "ab" * 16)  # fmt: skip
+    # The agent's instrumentation exports the run's model call over OTLP (POST /v1/traces);
+    # the run page then lists the span the receiver stored, with its duration.
+    end = time.time_ns() - 1_000_000_000
+    resp = client.post("/v1/traces", json=_otlp_span(
+        "ab" * 16, "cd00000000000001", "chat gpt-4.1", end - 812_500_000, end,
+        {"runledger.run": "r-bad", "runledger.project": "p1", "runledger.phase": "build",
+         "runledger.role": "implementer", "gen_ai.operation.name": "chat",
+         "gen_ai.system": "openai", "gen_ai.request.model": "gpt-4.1",
+         "gen_ai.usage.input_tokens": 1000, "gen_ai.usage.output_tokens": 200},
+    ), headers=bearer(acme["agent"]))  # fmt: skip
+    assert resp.status_code == 200 and resp.get_json() == {}, resp.get_json()
+    assert sql("SELECT run_id, tenant_id, duration_ms FROM trace_spans") == [
+        ("r-bad", "acme", 812.5)
+    ]
     spans = _table(client.get("/runs/r-bad").get_data(as_text=True), "spans")
-    assert "chat gpt-4.1" in spans and "812.5" in spans
+    assert "chat gpt-4.1" in spans and ">812.5<" in spans
 
 
 def test_why_blocked_names_every_reason_with_evidence_and_action(
@@ -133,20 +162,34 @@ def test_why_blocked_names_every_reason_with_evidence_and_action(
     assert "proof-7" in section and "completes the proof" in section
 
 
+ACME_NEAR = "Tenant acme has spent 84.25% of today&#39;s daily cap."
+OTHER_REACHED = "Tenant other reached its daily cap"
+EXPORTER_DOWN = "Prometheus cannot scrape the runledger exporter."
+
+
 def test_owner_sees_only_own_tenant_and_own_banners(
-    client: Any, acme: dict[str, str], sql: Any
+    client: Any, acme: dict[str, str], sql: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seed_run(client, acme["agent"], tenant="acme", project="pa", run="ra")
     seed_run(client, acme["other_agent"], tenant="other", project="po", run="ro")
-    sql("INSERT INTO notifications (tenant_id, audience, severity, title, body, source) VALUES"
-        " ('acme', 'owner', 'warning', 'Acme at 80%', 'acme body', 'alertmanager'),"
-        " ('other', 'owner', 'critical', 'Other blocked', 'other body', 'alertmanager'),"
-        " (NULL, 'admin', 'critical', 'Exporter down', 'admin body', 'alertmanager')")  # fmt: skip
+    # Alertmanager delivers three alerts of the shipped rules to the webhook: an owner
+    # warning for acme, an owner critical for other, an admin critical of no tenant.
+    monkeypatch.setenv("RUNLEDGER_ALERT_WEBHOOK_TOKEN", "console-webhook-secret")
+    hook = client.post("/v1/alerts/webhook", json=am_payload(
+        rule_alert("TenantDailyCapNearlyReached", value=0.8425, tenant="acme"),
+        rule_alert("TenantDailyCapReached", tenant="other"),
+        rule_alert("ExporterDown"),
+    ), headers=bearer("console-webhook-secret"))  # fmt: skip
+    assert hook.status_code == 200 and hook.get_json()["opened"] == 3, hook.get_json()
+    assert sql("SELECT tenant_id, audience, severity FROM notifications ORDER BY 1, 2") == [
+        ("acme", "owner", "warning"), ("other", "owner", "critical"), (None, "admin", "critical")
+    ]  # fmt: skip
     login(client, acme["owner"])
     home = client.get("/")
     assert home.status_code == 302 and home.headers["Location"].endswith("/tenants/acme")
     page = client.get("/tenants/acme").get_data(as_text=True)
-    assert "Acme at 80%" in page and "Other blocked" not in page and "Exporter down" not in page
+    assert ACME_NEAR in page
+    assert OTHER_REACHED not in page and EXPORTER_DOWN not in page
     assert "ro" not in re.findall(r'href="/runs/(\w+)"', page)
     for url in ("/tenants/other", "/projects/po", "/runs/ro"):
         assert client.get(url).status_code == 404, url
@@ -158,7 +201,8 @@ def test_owner_sees_only_own_tenant_and_own_banners(
     admin = client.application.test_client()
     login(admin, acme["admin"])
     overview = admin.get("/admin").get_data(as_text=True)
-    assert "Exporter down" in overview and "Acme at 80%" not in overview
+    assert EXPORTER_DOWN in overview
+    assert ACME_NEAR not in overview and OTHER_REACHED not in overview
 
 
 def test_owner_token_counts_follow_the_audited_admin_switch(

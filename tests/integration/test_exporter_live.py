@@ -6,12 +6,13 @@ have left the rule window, moves them. Then every exported series, every ledger 
 every recording rule is compared with the figures computed directly from PostgreSQL.
 
 Judged alerts go through the product: the control service receives fired alerts on its
-Alertmanager webhook and an admin judges them (``POST /v1/alerts/outcomes``). Two inputs
-of the exporter have no writer in the product yet: publisher freezes
-(``publisher_freezes``, written by the planned quality sampling) and a paused tenant (set by a
-planned pause command). The scenario inserts such rows itself, standing in for those planned
-writers, to test only the exporter's reading of the tables; the assertions about them are
-in ``test_exporter_reads_the_tables_whose_writers_are_planned``.
+Alertmanager webhook and an admin judges them (``POST /v1/alerts/outcomes``). The other
+inputs of the exporter that are not events go through the product too: after round 1 an
+admin pauses a tenant (``POST /v1/tenants/<id>/pause``), agents store their pages
+(``POST /v1/artifacts``) and the daily proof-sampling job (the scheduler's ``sample`` job,
+with the demo's Validator) re-validates round 1's proofs and freezes the Publisher of the
+playbook that fails; ``test_exporter_reads_what_pausing_sampling_and_judging_wrote`` checks
+what the exporter makes of them.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import math
 import re
 import time
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -57,6 +59,8 @@ from _support.workload import (
     trace_of,
     workload,
 )
+from runledger.quality import load_quality_config
+from runledger.quality.scheduler import run_job
 from runledger.store.tenants import create_tenant
 from runledger.store.tokens import create_token
 
@@ -90,6 +94,11 @@ class Snapshot:
     samples that evaluation read."""
     judgements_all: dict[str, int] = field(default_factory=dict)
     judgements_round2: dict[str, int] = field(default_factory=dict)
+    sample_job: str = ""
+    """What the scheduler's proof-sampling job reported."""
+    sampled_at: tuple[float, float] = (0.0, 0.0)
+    """When the sampling job started and ended (Unix seconds)."""
+    freezes: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _labels(metric: dict[str, str]) -> Labels:
@@ -97,6 +106,46 @@ def _labels(metric: dict[str, str]) -> Labels:
 
 
 JUDGED = "TenantDailyCapNearlyReached"
+QUALITY = {
+    "validator": "runledger.demo.validator:validate",
+    "sample": {"rate": 1.0, "size": 50, "min_size": 3, "threshold": 0.2, "min_sampled": 3},
+}
+PAGE = (
+    '<!doctype html><html><head><title>Acme</title></head><body><section id="hero">'
+    "<h1>Acme</h1><p>Friendly people, fair prices and good work.</p>{extra}"
+    '<a class="cta" href="#contact">Book now</a></section></body></html>'
+)
+BROKEN = {"acme-p1-r1", "initech-p1-r1"}
+"""Round 1's projects whose published page still holds placeholder text: strict validation
+fails them (2 of the 3 proofs of playbook ``web``)."""
+
+
+def _store_pages(base: str, tokens: dict[str, str], sent: dict[str, list[list[dict[str, Any]]]]
+                 ) -> int:  # fmt: skip
+    """Store, as the agents' SDK does, the content of the page each project of ``sent``
+    published (``site/index.html`` version 2, written by the Implementer)."""
+    stored = 0
+    for tenant, batches in sent.items():
+        records = [
+            {"snapshot_id": str(uuid.uuid4()), "tenant_id": tenant, "project_id": e["project_id"],
+             "run_id": e["run_id"], "playbook": e["playbook"], "phase": e["phase"],
+             "role": e["role"], "artifact_path": e["artifact_path"],
+             "artifact_version": e["artifact_version"], "media_type": "text/html",
+             "content": PAGE.format(extra="<p>TODO: the pitch</p>"
+                                    if e["project_id"] in BROKEN else ""),
+             "created_at": e["occurred_at"]}
+            for batch in batches for e in batch
+            if e["type"] == "artifact_written" and e.get("playbook")
+            and (e["artifact_path"], e["artifact_version"]) == ("site/index.html", 2)
+        ]  # fmt: skip
+        if not records:
+            continue
+        resp = requests.post(f"{base}/v1/artifacts", json={"records": records},
+                             headers={"Authorization": f"Bearer {tokens[tenant]}"},
+                             timeout=30)  # fmt: skip
+        assert resp.status_code == 200 and resp.json()["accepted"] == len(records), resp.text
+        stored += len(records)
+    return stored
 
 
 def _send_round(
@@ -121,11 +170,6 @@ def snapshot(module_db_url: str, module_workdir: Path) -> Any:
             create_tenant(conn, tenant, daily_cap_usd=Decimal(cap))
             tokens[tenant] = create_token(conn, role="agent", label=tenant, tenant_id=tenant)
         admin = create_token(conn, role="admin", label="judge", tenant_id=None)
-        # Stands in for the planned quality sampling, the writer of publisher_freezes.
-        conn.execute(
-            "INSERT INTO publisher_freezes (playbook, reason, frozen_by)"
-            " VALUES ('web', 'strict sampling failed 3 of 10 proofs', 'quality-job')"
-        )
     procs = []
     control_proc, control_url = start_control(
         db_url, workdir, env={"RUNLEDGER_ALERT_WEBHOOK_TOKEN": WEBHOOK_TOKEN}
@@ -173,8 +217,16 @@ def snapshot(module_db_url: str, module_workdir: Path) -> Any:
         bad = post_events(control_url, tokens["acme"], [{**again[0], "phase": "9-not-a-phase"}])
         posted["duplicates"] += dup["duplicates"]
         posted["rejected"] += bad["rejected"]
-        with psycopg.connect(db_url) as conn:  # stands in for the planned pause command
-            conn.execute("UPDATE tenants SET status = 'paused' WHERE tenant_id = 'umbrella'")
+        paused = requests.post(
+            f"{control_url}/v1/tenants/umbrella/pause", json={"reason": "invoice overdue"},
+            headers={"Authorization": f"Bearer {admin}"}, timeout=30,
+        )  # fmt: skip
+        assert paused.status_code == 200, paused.text
+        # The agents' pages of round 1, then the daily sampling job over today's proofs.
+        assert _store_pages(control_url, tokens, sent) == 3
+        sample_started = time.time()
+        sample_job = run_job("sample", db_url, load_quality_config(QUALITY))
+        sampled_at = (sample_started, time.time())
         boundary = max_seq(db_url)
         prom.wait_for("runledger_exporter_tailed_seq", lambda v: v == boundary)
         prom.wait_for("sum(runledger_alert_judgements_total)", lambda v: v == 3)
@@ -201,6 +253,7 @@ def snapshot(module_db_url: str, module_workdir: Path) -> Any:
         snap = Snapshot(
             at=at, db_url=db_url, prom=prom, exporter_url=exporter_url,
             control_url=control_url, started=started, boundary_seq=boundary, posted=posted,
+            sample_job=sample_job, sampled_at=sampled_at,
         )  # fmt: skip
         for result in prom.query('{job="runledger-exporter"}', at):
             name = result["metric"]["__name__"]
@@ -214,6 +267,9 @@ def snapshot(module_db_url: str, module_workdir: Path) -> Any:
                 snap.windows[rule["record"]] = window
         with psycopg.connect(db_url, row_factory=dict_row) as conn:
             snap.rows = list(conn.execute("SELECT * FROM events ORDER BY seq"))
+            snap.freezes = list(conn.execute(
+                "SELECT playbook, frozen_by, sampled, failed, lifted_at FROM publisher_freezes"
+            ))  # fmt: skip
             for row in conn.execute(
                 "SELECT outcome, count(*) AS n, count(*) FILTER (WHERE fingerprint LIKE 'b2%%')"
                 " AS r2 FROM alert_outcomes GROUP BY outcome"
@@ -317,7 +373,7 @@ def test_every_counter_and_histogram_equals_the_ledger(snapshot: Snapshot) -> No
     # And nothing else is exported from events: every runledger_ series is accounted for.
     gauges = {"runledger_tenant_", "runledger_stuck_", "runledger_active_runs",
               "runledger_proofs_overdue", "runledger_publisher_frozen", "runledger_exporter_",
-              "runledger_alert_judgements_total"}  # fmt: skip
+              "runledger_alert_judgements_total", "runledger_quality_"}  # fmt: skip
     unexplained = [n for n in snapshot.raw if n.startswith("runledger_") and n not in expected
                    and not any(n.startswith(g) for g in gauges)]  # fmt: skip
     assert not unexplained, unexplained
@@ -424,14 +480,26 @@ def test_ledger_gauges_equal_postgres(snapshot: Snapshot) -> None:
     )
 
 
-def test_exporter_reads_the_tables_whose_writers_are_planned(snapshot: Snapshot) -> None:
-    """The exporter's reading of ``publisher_freezes`` and a tenant's ``paused`` status, from
-    rows the scenario inserted itself (quality sampling and pausing a tenant are planned),
-    and of ``alert_outcomes``, written by the product's judged-alerts API."""
+def test_exporter_reads_what_pausing_sampling_and_judging_wrote(snapshot: Snapshot) -> None:
+    """The exporter's reading of a tenant paused through the API, of the Publisher freeze and
+    sample results the proof-sampling job stored, and of ``alert_outcomes``, written by the
+    judged-alerts API."""
     raw = snapshot.raw
     assert raw["runledger_tenant_paused"][frozenset({("tenant", "umbrella")})] == 1
     assert raw["runledger_tenant_paused"][frozenset({("tenant", "acme")})] == 0
-    assert raw["runledger_publisher_frozen"][frozenset({("playbook", "web")})] == 1
+    assert snapshot.sample_job == (
+        "sample: 1 playbook(s) sampled, 3 proofs validated; froze web"
+    ), snapshot.sample_job
+    assert snapshot.freezes == [
+        {"playbook": "web", "frozen_by": "quality-sampler", "sampled": 3, "failed": 2,
+         "lifted_at": None}
+    ]  # fmt: skip
+    web = frozenset({("playbook", "web")})
+    assert raw["runledger_publisher_frozen"] == {web: 1}
+    assert raw["runledger_quality_sampled_proofs"] == {web: 3}
+    assert raw["runledger_quality_sample_failure_ratio"][web] == pytest.approx(2 / 3)
+    ran = raw["runledger_quality_last_run_timestamp_seconds"][frozenset({("check", "sample")})]
+    assert snapshot.sampled_at[0] - 1 <= ran <= snapshot.sampled_at[1] + 1
     judged = raw["runledger_alert_judgements_total"]
     name = ("alertname", JUDGED)
     assert judged == {frozenset({name, ("status", "true_positive")}): 3.0,

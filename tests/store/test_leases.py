@@ -24,6 +24,7 @@ from runledger.events import validate_batch
 from runledger.exporter import ExporterConfig, LedgerCollector
 from runledger.store import CapAdmin, Database, Ingestor, LeaseStore
 from runledger.store.cap_admin import blocked_message
+from runledger.store.console_actions import Actor, ConsoleActions
 
 Sql = Callable[..., list[tuple[Any, ...]]]
 D = Decimal
@@ -320,15 +321,19 @@ def test_utc_day_boundary_resets_the_cap(
 
 
 def test_paused_tenant_gets_no_lease(
-    leases: LeaseStore, make_tenant: Callable[..., str], sql: Sql
+    db: Database, leases: LeaseStore, make_tenant: Callable[..., str]
 ) -> None:
-    """The lease functions refuse a tenant whose status is paused. Nothing in the product
-    pauses a tenant yet (the console's pause action is planned): the row is set by hand."""
+    """The lease functions refuse a tenant an admin paused (the console's pause action, the
+    writer behind ``POST /v1/tenants/<id>/pause``), and lease again once it is resumed."""
     make_tenant("acme", "10")
-    sql("UPDATE tenants SET status = 'paused' WHERE tenant_id = 'acme'")
+    actions, admin = ConsoleActions(db), Actor("test-admin", "admin")
+    actions.set_paused("acme", paused=True, reason="invoice overdue", actor=admin)
     budget = TenantBudget(PgLeaseTransport(leases), "acme", holder="r")
     with pytest.raises(TenantPaused, match="tenant 'acme' is paused by an admin"):
         budget.reserve(D("0.01"))
+    actions.set_paused("acme", paused=False, reason="paid", actor=admin)
+    budget.reserve(D("0.01")).settle(D("0.01"))
+    budget.close()
 
 
 def test_unknown_tenant_is_named(leases: LeaseStore) -> None:
