@@ -11,8 +11,8 @@
 --    its WHERE skipped the rewrite, so concurrent batches of one tenant queued for each
 --    other's project rows. Known projects are now updated only where the batch changes them;
 --    only new ones are inserted, with the old merge for one created meanwhile.
--- 3. Steps that have nothing to do are skipped: failures and proofs run only for batches
---    that hold such events.
+-- 3. Steps that have nothing to do are skipped: failures, proofs and leases run only for
+--    batches that hold such events (one scan of the batch finds out for all three).
 -- 4. Each run's latest values come from one sorted pass. ingest_apply_runs found a run's
 --    latest status, failure reason, model and artifact with four DISTINCT ON look-ups, one
 --    sort each. Since PostgreSQL 16 the planner sorts a group's input once for every ordered
@@ -37,6 +37,7 @@ LANGUAGE plpgsql AS $fn$
 DECLARE
     has_failures boolean;
     has_proofs   boolean;
+    has_leases   boolean;
 BEGIN
     PERFORM ingest_stage_batch(batch);
     IF check_stored THEN
@@ -47,8 +48,9 @@ BEGIN
         END IF;
     END IF;
     SELECT bool_or(s.type IN ('run_failed', 'validation_failed')),
-           bool_or(s.type IN ('proof_requested', 'proof_completed'))
-      INTO has_failures, has_proofs FROM ingest_stage s;
+           bool_or(s.type IN ('proof_requested', 'proof_completed')),
+           bool_or(s.cost_usd > 0 AND s.payload ? 'lease_id')
+      INTO has_failures, has_proofs, has_leases FROM ingest_stage s;
     PERFORM ingest_apply_projects();
     PERFORM ingest_apply_runs();
     IF has_failures THEN
@@ -58,7 +60,9 @@ BEGIN
         PERFORM ingest_apply_proofs();
     END IF;
     PERFORM ingest_insert_events();
-    PERFORM ingest_apply_leases();
+    IF has_leases THEN
+        PERFORM ingest_apply_leases();
+    END IF;
     PERFORM ingest_apply_caps();
 END
 $fn$;
