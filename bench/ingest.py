@@ -90,11 +90,14 @@ def workload(seed: int = 7) -> list[dict[str, Any]]:
     return events
 
 
-def _client(base: str, token: str, bodies: list[bytes], out: Any) -> None:
+def _client(base: str, token: str, bodies: list[bytes], out: Any, go: Any = None) -> None:
     host, port = base.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=120)
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     accepted = 0
+    if go is not None:
+        out.put("ready")
+        go.wait()
     for body in bodies:
         conn.request("POST", "/v1/events", body=body, headers=headers)
         resp = conn.getresponse()
@@ -125,14 +128,20 @@ def bench_api(
             warm[0] = {**warm[0], "event_id": str(uuid.uuid4())}
         for _ in range(4):
             q.get()
-        procs = [ctx.Process(target=_client, args=(base, token, s, q)) for s in shares]
+        go = ctx.Event()
+        procs = [ctx.Process(target=_client, args=(base, token, s, q, go)) for s in shares]
         # The forked clients inherit this process's heap (the workload, every body). Without
         # freezing it, each client's collections walk it and copy its pages on write: about
         # 6 us of CPU per event taken from the two cores the server under test runs on.
         gc.freeze()
-        start = time.perf_counter()
+        # Forking copies the page tables of that heap: done before the clock starts, the
+        # clients then wait for the start together.
         for p in procs:
             p.start()
+        for _ in procs:
+            assert q.get(timeout=60) == "ready"
+        start = time.perf_counter()
+        go.set()
         accepted = sum(q.get(timeout=600) for _ in procs)
         elapsed = time.perf_counter() - start
         for p in procs:

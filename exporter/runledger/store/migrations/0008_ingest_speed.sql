@@ -12,7 +12,9 @@
 --    other's project rows. Known projects are now updated only where the batch changes them;
 --    only new ones are inserted, with the old merge for one created meanwhile.
 -- 3. Steps that have nothing to do are skipped: failures, proofs and leases run only for
---    batches that hold such events (one scan of the batch finds out for all three).
+--    batches that hold such events (one scan of the batch finds out for all three); the runs,
+--    projects and caps steps no longer read the batch a second time to count runs, check
+--    owners or list the days they changed.
 -- 4. Each run's latest values come from one sorted pass. ingest_apply_runs found a run's
 --    latest status, failure reason, model and artifact with four DISTINCT ON look-ups, one
 --    sort each. Since PostgreSQL 16 the planner sorts a group's input once for every ordered
@@ -114,6 +116,8 @@ $fn$;
 -- RL001 when one of them belongs to another tenant (created meanwhile, or on a first
 -- attempt, which does not run ingest_drop_foreign).
 CREATE OR REPLACE FUNCTION ingest_apply_projects() RETURNS void LANGUAGE plpgsql AS $fn$
+DECLARE
+    foreign_projects integer;
 BEGIN
     WITH agg AS MATERIALIZED (
         SELECT project_id, min(tenant_id) AS tenant_id, max(playbook) AS playbook,
@@ -127,6 +131,9 @@ BEGIN
                    AS phase_entered_at,
                max(occurred_at) FILTER (WHERE type = 'phase_advanced') AS last_advanced_at
         FROM ingest_stage GROUP BY project_id
+    ), known AS MATERIALIZED (
+        -- The batch's projects that exist, with their owners (an owner never changes).
+        SELECT a.project_id, p.tenant_id AS owner FROM agg a JOIN projects p USING (project_id)
     ), changed AS (
         -- Known projects the batch changes (rare: a phase event, another playbook).
         UPDATE projects p SET
@@ -145,30 +152,34 @@ BEGIN
                OR (a.last_advanced_at IS NOT NULL
                    AND (p.last_advanced_at IS NULL OR a.last_advanced_at > p.last_advanced_at)))
         RETURNING p.project_id
+    ), added AS (
+        -- New projects; one another batch created meanwhile is merged as before, when it is
+        -- of the same tenant (and so returned), and left alone when it is not.
+        INSERT INTO projects AS p (project_id, tenant_id, playbook, current_phase,
+                                   phase_entered_at, last_advanced_at)
+        SELECT a.project_id, a.tenant_id, a.playbook, a.current_phase, a.phase_entered_at,
+               a.last_advanced_at
+        FROM agg a
+        WHERE NOT EXISTS (SELECT 1 FROM known k WHERE k.project_id = a.project_id)
+        ORDER BY a.project_id
+        ON CONFLICT (project_id) DO UPDATE SET
+            playbook = COALESCE(excluded.playbook, p.playbook),
+            current_phase = CASE WHEN excluded.phase_entered_at IS NOT NULL
+                                  AND (p.phase_entered_at IS NULL
+                                       OR excluded.phase_entered_at >= p.phase_entered_at)
+                                 THEN excluded.current_phase ELSE p.current_phase END,
+            phase_entered_at = GREATEST(p.phase_entered_at, excluded.phase_entered_at),
+            last_advanced_at = GREATEST(p.last_advanced_at, excluded.last_advanced_at)
+        WHERE p.tenant_id = excluded.tenant_id
+        RETURNING p.project_id
     )
-    -- New projects; one another batch created meanwhile is merged as before.
-    INSERT INTO projects AS p (project_id, tenant_id, playbook, current_phase, phase_entered_at,
-                               last_advanced_at)
-    SELECT a.project_id, a.tenant_id, a.playbook, a.current_phase, a.phase_entered_at,
-           a.last_advanced_at
-    FROM agg a
-    WHERE NOT EXISTS (SELECT 1 FROM projects q WHERE q.project_id = a.project_id)
-    ORDER BY a.project_id
-    ON CONFLICT (project_id) DO UPDATE SET
-        playbook = COALESCE(excluded.playbook, p.playbook),
-        current_phase = CASE WHEN excluded.phase_entered_at IS NOT NULL
-                              AND (p.phase_entered_at IS NULL
-                                   OR excluded.phase_entered_at >= p.phase_entered_at)
-                             THEN excluded.current_phase ELSE p.current_phase END,
-        phase_entered_at = GREATEST(p.phase_entered_at, excluded.phase_entered_at),
-        last_advanced_at = GREATEST(p.last_advanced_at, excluded.last_advanced_at)
-    WHERE p.tenant_id = excluded.tenant_id;
-
-    -- A new statement: it sees every project committed meanwhile, with its owner (a
-    -- project's owner never changes).
-    IF EXISTS (SELECT 1 FROM projects p
-               JOIN (SELECT DISTINCT project_id, tenant_id FROM ingest_stage) s USING (project_id)
-               WHERE p.tenant_id <> s.tenant_id) THEN
+    -- Another tenant's: known with another owner, or new to this batch yet not added.
+    SELECT (SELECT count(*) FROM known k JOIN agg a USING (project_id) WHERE k.owner <> a.tenant_id)
+         + (SELECT count(*) FROM agg a WHERE NOT EXISTS (SELECT 1 FROM known k
+                                                         WHERE k.project_id = a.project_id))
+         - (SELECT count(*) FROM added)
+      INTO foreign_projects;
+    IF foreign_projects > 0 THEN
         RAISE EXCEPTION 'a project of this batch belongs to another tenant'
             USING ERRCODE = 'RL001';
     END IF;
@@ -179,16 +190,15 @@ $fn$;
 -- last model and artifact); RL001 when one of them belongs to another tenant.
 CREATE OR REPLACE FUNCTION ingest_apply_runs() RETURNS void LANGUAGE plpgsql AS $fn$
 DECLARE
-    written integer;
+    batch_runs integer;
+    written    integer;
 BEGIN
-    INSERT INTO runs AS r (run_id, tenant_id, project_id, phase, role, playbook, status, status_at,
-                           attempt, queued_at, started_at, finished_at, tokens_in, tokens_out,
-                           cost_usd, error, model, cached, trace_id, artifact_path, artifact_version)
+    WITH agg AS MATERIALIZED (
     SELECT run_id, tenant_id, project_id, phase, role, playbook,
            CASE WHEN finished_at IS NOT NULL THEN terminal
                 WHEN last_started IS NULL AND last_queued IS NOT NULL THEN 'queued'
-                ELSE 'running' END,
-           COALESCE(finished_at, last_started, last_queued, first_at),
+                ELSE 'running' END AS status,
+           COALESCE(finished_at, last_started, last_queued, first_at) AS status_at,
            attempt, queued_at, started_at, finished_at, tokens_in, tokens_out, cost_usd,
            error, model, cached, trace_id, artifact_path, artifact_version
     FROM (
@@ -218,6 +228,11 @@ BEGIN
                     FILTER (WHERE artifact_path IS NOT NULL))[1] AS artifact_version
         FROM ingest_stage GROUP BY run_id
     ) a
+    ), upserted AS (
+    INSERT INTO runs AS r (run_id, tenant_id, project_id, phase, role, playbook, status, status_at,
+                           attempt, queued_at, started_at, finished_at, tokens_in, tokens_out,
+                           cost_usd, error, model, cached, trace_id, artifact_path, artifact_version)
+    SELECT * FROM agg
     ORDER BY run_id
     ON CONFLICT (run_id) DO UPDATE SET
         playbook = COALESCE(excluded.playbook, r.playbook),
@@ -241,12 +256,46 @@ BEGIN
         artifact_path = COALESCE(excluded.artifact_path, r.artifact_path),
         artifact_version = COALESCE(excluded.artifact_version, r.artifact_version),
         updated_at = now()
-    WHERE r.tenant_id = excluded.tenant_id;
-
-    GET DIAGNOSTICS written = ROW_COUNT;
-    IF written < (SELECT count(DISTINCT run_id) FROM ingest_stage) THEN
+    WHERE r.tenant_id = excluded.tenant_id
+    RETURNING 1
+    )
+    -- A run of another tenant is neither inserted nor updated, so not returned.
+    SELECT (SELECT count(*) FROM agg), (SELECT count(*) FROM upserted) INTO batch_runs, written;
+    IF written < batch_runs THEN
         RAISE EXCEPTION 'a run of this batch belongs to another tenant'
             USING ERRCODE = 'RL001';
     END IF;
+END
+$fn$;
+
+-- Step (after ingest_apply_leases): add the batch's spend to its tenants' days and mark the
+-- days whose spend reached the cap in force. Under the ingest lock: these rows are hot. The
+-- days come back from the upsert, rather than from a second pass over the batch, and each
+-- day's cap in force is looked up once.
+CREATE OR REPLACE FUNCTION ingest_apply_caps() RETURNS void LANGUAGE plpgsql AS $fn$
+DECLARE
+    day_tenants text[];
+    day_dates   date[];
+BEGIN
+    WITH spent AS (
+        INSERT INTO caps AS c (tenant_id, date, daily_cap_usd, spent_usd)
+        SELECT s.tenant_id, s.day, t.daily_cap_usd, s.spent
+        FROM (SELECT tenant_id, (occurred_at AT TIME ZONE 'UTC')::date AS day,
+                     sum(cost_usd) AS spent
+              FROM ingest_stage WHERE cost_usd > 0 GROUP BY 1, 2) s
+        JOIN tenants t USING (tenant_id)
+        ORDER BY s.tenant_id, s.day
+        ON CONFLICT (tenant_id, date) DO UPDATE SET
+            spent_usd = c.spent_usd + excluded.spent_usd,
+            updated_at = now()
+        RETURNING c.tenant_id, c.date
+    )
+    SELECT array_agg(tenant_id), array_agg(date) INTO day_tenants, day_dates FROM spent;
+
+    UPDATE caps c SET blocked = x.now_blocked
+    FROM (SELECT d.tenant_id, d.date, cap_blocked(d) AS now_blocked
+          FROM caps d JOIN unnest(day_tenants, day_dates) AS s(tenant_id, day)
+            ON d.tenant_id = s.tenant_id AND d.date = s.day) x
+    WHERE c.tenant_id = x.tenant_id AND c.date = x.date AND c.blocked <> x.now_blocked;
 END
 $fn$;
