@@ -23,6 +23,7 @@ from runledger.events import (
     EVENT_TYPES,
     SPEC_EVENT_TYPES,
     event_json_schema,
+    has_submicrosecond_times,
     parse_batch_json,
     validate_batch,
 )
@@ -150,3 +151,23 @@ def test_the_shortcut_is_taken_for_keys_seen_before(monkeypatch: pytest.MonkeyPa
         before = len(calls)
         _outcome(other)
         assert len(calls) > before, other
+
+
+@pytest.mark.parametrize(
+    ("body", "finer"),
+    [
+        (b'{"occurred_at":"2026-12-02T10:00:00.1234567Z"}', True),
+        (b'{"occurred_at":"2026-12-02T10:00:00.123456789123+01:00"}', True),
+        (b'{"occurred_at":"2026-12-02T10:00:00.1234567-05:00"}', True),
+        (b'{"occurred_at":"2026-12-02t10:00:00.1234567z"}', True),
+        (b'{"payload":{"due_at":"2026-12-02T10:00:00.12345678+00:00"}}', True),
+        (b'{"occurred_at":"2026-12-02T10:00:00.123456Z"}', False),
+        (b'{"cost_usd":"0.001234567","payload":{"x":1.23456789,"y":[2.000000001]}}', False),
+    ],
+)
+def test_times_finer_than_the_microsecond_are_found_and_nothing_else(
+    body: bytes, finer: bool
+) -> None:
+    # Such a body is never handed to PostgreSQL as sent (it would round what Python
+    # truncated); a false alarm only costs serialising the validated events again.
+    assert has_submicrosecond_times(body) is finer
