@@ -10,6 +10,23 @@ from typing import Any
 
 from runledger.demo.validator import render_site
 
+HERO_ONLY_PAGE = (
+    '<!doctype html><html><head><title>Acme</title></head><body><section id="hero">'
+    "<h1>Acme</h1><p>Friendly people, fair prices and good work.</p>{extra}"
+    '<a class="cta" href="#contact">Book now</a></section></body></html>'
+)
+"""A page a fast review passes (hero with a call to action) but strict mode fails: it lacks
+the playbook's required sections. ``{extra}`` goes inside the hero."""
+
+
+def sampling_config(min_sampled: int) -> dict[str, Any]:
+    """The quality config of the sampling tests: the demo Validator, every proof sampled."""
+    return {
+        "validator": "runledger.demo.validator:validate",
+        "sample": {"rate": 1.0, "size": 50, "min_size": min_sampled, "threshold": 0.2,
+                   "min_sampled": min_sampled},
+    }  # fmt: skip
+
 
 def post_proofs(
     client: Any,

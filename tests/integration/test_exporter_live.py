@@ -49,6 +49,7 @@ from _support.exporter import (
     start_prometheus,
     write_prometheus_config,
 )
+from _support.quality import HERO_ONLY_PAGE, sampling_config
 from _support.workload import (
     DEFAULT_TARGET,
     PHASE_TARGETS,
@@ -106,15 +107,7 @@ def _labels(metric: dict[str, str]) -> Labels:
 
 
 JUDGED = "TenantDailyCapNearlyReached"
-QUALITY = {
-    "validator": "runledger.demo.validator:validate",
-    "sample": {"rate": 1.0, "size": 50, "min_size": 3, "threshold": 0.2, "min_sampled": 3},
-}
-PAGE = (
-    '<!doctype html><html><head><title>Acme</title></head><body><section id="hero">'
-    "<h1>Acme</h1><p>Friendly people, fair prices and good work.</p>{extra}"
-    '<a class="cta" href="#contact">Book now</a></section></body></html>'
-)
+QUALITY = sampling_config(3)
 BROKEN = {"acme-p1-r1", "initech-p1-r1"}
 """Round 1's projects whose published page still holds placeholder text: strict validation
 fails them (2 of the 3 proofs of playbook ``web``)."""
@@ -131,7 +124,7 @@ def _store_pages(base: str, tokens: dict[str, str], sent: dict[str, list[list[di
              "run_id": e["run_id"], "playbook": e["playbook"], "phase": e["phase"],
              "role": e["role"], "artifact_path": e["artifact_path"],
              "artifact_version": e["artifact_version"], "media_type": "text/html",
-             "content": PAGE.format(extra="<p>TODO: the pitch</p>"
+             "content": HERO_ONLY_PAGE.format(extra="<p>TODO: the pitch</p>"
                                     if e["project_id"] in BROKEN else ""),
              "created_at": e["occurred_at"]}
             for batch in batches for e in batch

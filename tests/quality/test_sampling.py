@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import requests
 
-from _support.quality import post_proofs
+from _support.quality import HERO_ONLY_PAGE, post_proofs, sampling_config
 from runledger.demo.validator import render_site
 from runledger.exporter._collector import LedgerCollector
 from runledger.exporter._config import ExporterConfig
@@ -21,17 +21,8 @@ from runledger.quality.sampling import sample_size
 from runledger.sdk import CostOptions, Ledger, PublisherFrozen
 from runledger.store import Database
 
-CONFIG = {
-    "validator": "runledger.demo.validator:validate",
-    "sample": {"rate": 1.0, "size": 50, "min_size": 5, "threshold": 0.2, "min_sampled": 5},
-}
-BROKEN = (
-    '<!doctype html><html><head><title>Acme</title></head><body><section id="hero">'
-    "<h1>Acme</h1><p>Friendly people, fair prices and good work.</p>"
-    '<a class="cta" href="#contact">Book now</a></section></body></html>'
-)
-"""A page a fast review passes (hero with a call to action) but strict mode fails: it lacks
-the playbook's required sections."""
+CONFIG = sampling_config(5)
+BROKEN = HERO_ONLY_PAGE.format(extra="")
 
 
 def _ledger(make_ledger: Callable[..., Ledger], url: str, token: str) -> Ledger:
