@@ -12,7 +12,6 @@ seconds is dropped. In production a buffering reverse proxy does the same in fro
 
 from __future__ import annotations
 
-import select
 import time
 from typing import Any
 
@@ -28,13 +27,6 @@ READ_TIMEOUT = 30.0
 MAX_BUFFERED = 8 * 1024 * 1024 + 64 * 1024
 """Bytes held per connection: the control service's body limit and a head; a longer
 request goes to a thread as it is, which answers 413 or 431 without reading it all."""
-LINGER = 0.005
-"""Seconds a thread waits for the next bytes of a request that is still coming before it
-hands the connection back to the poller. A large body from a client on a fast link arrives
-in several reads microseconds apart; each hand-back costs a round through the poller and the
-thread pool. A slow client holds a thread at most this long per read (``LINGER_TOTAL``)."""
-LINGER_TOTAL = 0.05
-"""Seconds a thread spends lingering on one connection before handing it back."""
 
 
 def request_end(buf: bytes | bytearray) -> int | None:
@@ -80,13 +72,6 @@ def _chunked_end(buf: bytes | bytearray, pos: int) -> int | None:
             return None
 
 
-def _readable(sock: Any, timeout: float) -> bool:
-    """Wait up to ``timeout`` seconds for ``sock`` to have bytes (poll: any fd number)."""
-    poller = select.poll()
-    poller.register(sock, select.POLLIN)
-    return bool(poller.poll(timeout * 1000))
-
-
 class BufferedThreadWorker(gthread.ThreadWorker):
     """A ``gthread`` worker whose threads serve only requests that have arrived whole."""
 
@@ -104,24 +89,16 @@ class BufferedThreadWorker(gthread.ThreadWorker):
             conn.runledger_buffer = buffered
             conn.runledger_deadline = time.monotonic() + self.read_timeout
         conn.sock.setblocking(False)
-        linger_until = time.monotonic() + LINGER_TOTAL
-        while True:
-            try:
-                while len(buffered) <= self.max_buffered:
-                    chunk = conn.sock.recv(65536)
-                    if not chunk:
-                        return False  # the client went away
-                    buffered += chunk
-            except BlockingIOError:
-                pass
-            except OSError:
-                return False
-            if request_end(buffered) is not None or len(buffered) > self.max_buffered:
-                break
-            # Still coming: wait briefly for the rest before handing the connection back.
-            wait = min(LINGER, linger_until - time.monotonic())
-            if wait <= 0 or not _readable(conn.sock, wait):
-                break
+        try:
+            while len(buffered) <= self.max_buffered:
+                chunk = conn.sock.recv(65536)
+                if not chunk:
+                    return False  # the client went away
+                buffered += chunk
+        except BlockingIOError:
+            pass
+        except OSError:
+            return False
         if request_end(buffered) is None and len(buffered) <= self.max_buffered:
             if time.monotonic() > conn.runledger_deadline:
                 self.log.info("dropped a request from %s: not in whole after %gs",
