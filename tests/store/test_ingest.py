@@ -95,8 +95,9 @@ def test_project_created_by_another_tenant_meanwhile_is_rejected(
     assert sql("SELECT count(*) FROM caps WHERE tenant_id = 'globex'") == [(0,)]
 
 
-# runs and failures have no foreign key to tenants (migration 0008: its share locks cost 14%
-# of an event's CPU); what the keys guaranteed, ingest and a trigger keep.
+# runs and failures have no foreign key to tenants (migration 0008: its share locks on hot
+# tenant rows cost CPU under parallel batches); what the keys guaranteed, ingest and a
+# trigger keep.
 
 
 def test_deleting_a_tenant_deletes_its_runs_and_failures(

@@ -25,9 +25,9 @@
 --    latest event of that rank. tests/store/test_ingest_runs.py checks the rule.
 -- 5. runs and failures no longer have a foreign key to tenants. Ingest inserts such rows in
 --    every batch, and each insert's key check took a share lock on its tenant's row; with
---    batches of the same tenants in parallel those locks became multixacts, 14% of the CPU
---    of an ingested event (bench/ingest.py with and without the two keys: 50.7 against
---    43.8 us). What the keys guaranteed still holds: ingest_insert_events checks, under the
+--    batches of the same tenants in parallel those locks became multixacts: 1.4% of the
+--    service's CPU per ingested event in an interleaved A/B of bench/ingest.py's workload
+--    (docs/benchmarks.md). What the keys guaranteed still holds: ingest_insert_events checks, under the
 --    ingest lock, that every tenant of the batch exists (23503 otherwise, as the key
 --    raised), and deleting a tenant deletes its runs and failures (as ON DELETE CASCADE
 --    did) after taking the ingest lock, so a batch of the tenant either commits before and
